@@ -1,0 +1,1 @@
+"""lastmile: catch delivery exceptions before the customer does, and tell them honestly."""

@@ -1,0 +1,72 @@
+"""Engine creation and the one upsert every writer uses (SQLite and Postgres alike)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+
+from lastmile.schema import metadata
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process; creates the schema on first use."""
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # the DAG's tasks and a reader can work side by side
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def upsert(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    update: Iterable[str] | None = None,
+    only_if_newer: str | None = None,
+) -> int:
+    """Insert rows; on a primary-key conflict update `update` columns (None: leave the row alone).
+
+    `only_if_newer` names a column that must be smaller in the incoming row for the update to win
+    (used to keep the earliest observation of a fact).
+    """
+    if not rows:
+        return 0
+    dialect = conn.dialect.name
+    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+    keys = [c.name for c in table.primary_key.columns]
+    total = 0
+    for start in range(0, len(rows), 500):
+        stmt = insert(table).values(list(rows[start : start + 500]))
+        cols = list(update or [])
+        if cols:
+            where = None
+            if only_if_newer:
+                where = table.c[only_if_newer] > stmt.excluded[only_if_newer]
+            stmt = stmt.on_conflict_do_update(
+                index_elements=keys, set_={c: stmt.excluded[c] for c in cols}, where=where)
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        total += conn.execute(stmt).rowcount or 0
+    return total
+
+
+def utc(value: Any) -> datetime | None:
+    """A datetime read back from either database, as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

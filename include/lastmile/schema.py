@@ -1,0 +1,176 @@
+"""The exception-history schema (SQLAlchemy Core): the same tables on SQLite and Postgres."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+TS = DateTime(timezone=True)
+
+customers = Table(
+    "customers", metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("email", Text),  # NULL when missing or invalid; the reason is in quarantine
+    Column("tz", String(64), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("locale", String(16), nullable=False),
+)
+subscriptions = Table(
+    "subscriptions", metadata,
+    Column("subscription_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("cadence", String(16), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("next_delivery_date", Date),
+    Column("status", String(16), nullable=False),
+)
+orders = Table(
+    "orders", metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("placed_at", TS, nullable=False),
+    Column("subscription_id", String(64)),
+    Column("currency", String(3), nullable=False),
+)
+order_lines = Table(
+    "order_lines", metadata,
+    Column("order_line_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("sku", String(64), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("quantity", Integer, nullable=False),
+)
+shipments = Table(
+    "shipments", metadata,
+    Column("shipment_id", String(64), primary_key=True),
+    Column("order_line_id", String(64), nullable=False, index=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("carrier", String(32), nullable=False),
+    Column("service", String(64), nullable=False),
+    Column("tracking_code", String(64), nullable=False, unique=True),
+    Column("created_at", TS, nullable=False),
+    Column("promised_date", Date, nullable=False),
+    Column("origin", String(64), nullable=False),
+    Column("destination", String(64), nullable=False),
+    Column("dest_tz", String(64), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("replaces_shipment_id", String(64)),
+)
+scans = Table(
+    "scans", metadata,
+    Column("scan_id", String(40), primary_key=True),
+    Column("shipment_id", String(64), nullable=False, index=True),
+    Column("occurred_at", TS, nullable=False),
+    Column("utc_offset_minutes", Integer, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("reason", String(64)),
+    Column("carrier_status", String(64), nullable=False),
+    Column("carrier_status_detail", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("city", String(128)),
+    Column("country", String(2)),
+    Column("raw", Text, nullable=False),
+    Column("first_seen_at", TS, nullable=False),
+)
+estimates = Table(
+    "estimates", metadata,
+    Column("shipment_id", String(64), primary_key=True),
+    Column("est_delivery_date", Date, primary_key=True),
+    Column("observed_at", TS, nullable=False),  # the earliest run that saw this estimate
+)
+detections = Table(
+    "detections", metadata,
+    Column("batch_key", String(40), primary_key=True),
+    Column("shipment_id", String(64), primary_key=True),
+    Column("exception_type", String(32), primary_key=True),
+    Column("order_line_id", String(64), nullable=False),
+    Column("severity", Integer, nullable=False),
+    Column("open", Boolean, nullable=False),  # False: the shipment has since been delivered
+    Column("first_evidence_at", TS, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("window_earliest", Date),
+    Column("window_latest", Date),
+    Column("window_basis", String(64)),
+)
+cases = Table(
+    "cases", metadata,
+    Column("case_id", String(80), primary_key=True),
+    Column("order_line_id", String(64), nullable=False, unique=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("shipment_id", String(64), nullable=False),
+    Column("exception_type", String(32), nullable=False),
+    Column("severity", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # open | told | escalated | resolved
+    Column("resolution", String(32)),
+    Column("shipments_in_chain", Integer, nullable=False),
+    Column("opened_at", TS, nullable=False),
+    Column("first_evidence_at", TS, nullable=False),
+    Column("resolved_at", TS),
+    Column("window_earliest", Date),
+    Column("window_latest", Date),
+    Column("window_basis", String(64)),
+    Column("evidence", Text, nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("last_batch", String(40), nullable=False),
+)
+case_events = Table(
+    "case_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("case_id", String(80), nullable=False, index=True),
+    Column("batch_key", String(40), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("detail", String(128), nullable=False),
+    UniqueConstraint("case_id", "event", "detail", name="uq_case_event"),
+)
+outbox = Table(
+    "outbox", metadata,
+    Column("message_key", String(160), primary_key=True),
+    Column("case_id", String(80), nullable=False, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("state", String(16), nullable=False),  # planned | sending | sent | failed | suppressed
+    Column("state_reason", Text),
+    Column("customer_id", String(64), nullable=False),
+    Column("recipient", Text),
+    Column("subject", Text, nullable=False),
+    Column("body_text", Text, nullable=False),
+    Column("body_html", Text, nullable=False),
+    Column("window_earliest", Date),
+    Column("window_latest", Date),
+    Column("planned_at", TS, nullable=False),
+    Column("planned_batch", String(40), nullable=False),
+    Column("sent_at", TS),
+    Column("transport_ref", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+)
+quarantine = Table(
+    "quarantine", metadata,
+    Column("source", String(32), primary_key=True),
+    Column("record_id", String(128), primary_key=True),
+    Column("field", String(64), primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("first_batch", String(40), nullable=False),
+    Column("first_seen_at", TS, nullable=False),
+)
+run_steps = Table(
+    "run_steps", metadata,
+    Column("batch_key", String(40), primary_key=True),
+    Column("step", String(32), primary_key=True),
+    Column("as_of", TS, nullable=False),
+    Column("counts", Text, nullable=False),
+)
