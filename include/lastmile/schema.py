@@ -146,6 +146,7 @@ outbox = Table(
     Column("state_reason", Text),
     Column("customer_id", String(64), nullable=False),
     Column("recipient", Text),
+    Column("recipient_name", Text),
     Column("subject", Text, nullable=False),
     Column("body_text", Text, nullable=False),
     Column("body_html", Text, nullable=False),

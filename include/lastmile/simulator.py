@@ -413,8 +413,14 @@ class _Route:
                 continue
             self.scan(t, "in_transit", "arrived_at_facility" if h % 2 else "departed_facility",
                       "Arrived at facility" if h % 2 else "Departed facility")
-        if self.international_leg(t, deliver_day):
-            return self.out
+        if self.mode == "customs_hold":
+            released = self.customs_hold(t)
+            if released is None:
+                return self.out
+            t = released
+            release_day = released.astimezone(ZoneInfo(self.tz)).date()
+            deliver_day = max(deliver_day, add_business_days(release_day, rng.randint(1, 2), self.country))
+            self.estimate(released, deliver_day)
         ofd = self.day_at(deliver_day, 7, 9)
         if ofd <= t:
             ofd = t + timedelta(hours=2)
@@ -449,18 +455,17 @@ class _Route:
             self.out.evidence_at = self.out.evidence_at or done
         return self.out
 
-    def international_leg(self, t: datetime, deliver_day: date) -> bool:
-        """Customs: a hold that releases (late) or not at all (returned). Returns True when it ended."""
-        if self.mode != "customs_hold":
-            return False
+    def customs_hold(self, t: datetime) -> datetime | None:
+        """A customs hold that releases (the release time) or ends in a return (None)."""
         held = t + timedelta(hours=6)
         self.out.evidence_at = held
         self.scan(held, "in_transit", "held", "Held by customs - awaiting clearance")
         if self.rng.random() < 0.15:
-            return bool(self.return_to_sender(held + timedelta(days=10)))
+            self.return_to_sender(held + timedelta(days=10))
+            return None
         release = held + timedelta(days=self.rng.uniform(3, 6))
         self.scan(release, "in_transit", "departed_facility", "Released by customs")
-        return False
+        return release
 
     def return_to_sender(self, at: datetime) -> _Outcome:
         self.scan(at + timedelta(days=1), "return_to_sender", "return", "Returning to sender")
@@ -503,7 +508,7 @@ def tracker_payload(shipment: dict[str, Any], timeline: Timeline, as_of: datetim
     details = []
     for i, s in enumerate(visible):
         stamp = _iso(s.at, s.offset_minutes)
-        if naive and i == len(visible) - 1 and len(visible) > 1:
+        if naive and i == 1 and len(visible) > 2:
             stamp = s.at.strftime("%Y-%m-%dT%H:%M:%S")  # a carrier feed that dropped its offset
         details.append({
             "object": "TrackingDetail", "message": s.message, "description": s.message,

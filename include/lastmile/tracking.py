@@ -63,11 +63,17 @@ def parse_easypost(
                 payload))
             continue
         out.trackers_ok += 1
-        for index, detail in enumerate(payload["tracking_details"]):
+        details = list(payload["tracking_details"])
+        for index, detail in enumerate(details):
             try:
                 occurred_at, offset = parse_timestamp(detail.get("datetime"))
             except ValueError as err:
                 out.rejections.append(Rejection.of(source, f"{code}#{index}", "datetime", str(err), detail))
+                if index == len(payload["tracking_details"]) - 1 and payload.get("updated_at"):
+                    # The newest scan is unreadable but the tracker itself says where the parcel is
+                    # (and when): keep that, or a delivered parcel would look lost.
+                    details.append({**detail, "datetime": payload["updated_at"],
+                                    "message": f"{detail.get('message') or ''} (time from tracker)".strip()})
                 continue
             carrier_status = str(detail.get("status") or "")
             carrier_detail = str(detail.get("status_detail") or "")

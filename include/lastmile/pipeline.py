@@ -1,0 +1,338 @@
+"""The pipeline's steps, one function per DAG task. Each takes `as_of` and returns small counts.
+
+Data moves between steps through the history database, keyed by the run's batch key (its `as_of`),
+so every step can be rerun on its own and a rerun of the same instant changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
+
+from lastmile import detection, orders, schema, tracking
+from lastmile.brand import load_brand
+from lastmile.cases import build_cases
+from lastmile.config import Settings
+from lastmile.db import engine_for, upsert, utc
+from lastmile.messages import CaseFacts, decide
+from lastmile.privacy import mask_email
+from lastmile.quarantine import Rejection
+from lastmile.sources import order_source, tracking_source
+from lastmile.transport import FileTransport, Outgoing, write_index
+from lastmile.windows import revised_window, transit_history
+
+log = logging.getLogger("lastmile")
+
+STEPS = ("load_orders", "fetch_tracking", "detect_exceptions", "compute_windows", "record_history",
+         "plan_messages", "send_messages")
+
+
+def batch_key_for(as_of: datetime) -> str:
+    """The run's key: its `as_of` in UTC. The same logical instant always gets the same key."""
+    return as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _utc(as_of: datetime) -> datetime:
+    if as_of.tzinfo is None:
+        raise ValueError(f"as_of {as_of!r} must carry a time zone")
+    return as_of.astimezone(UTC)
+
+
+def _record_step(conn: Connection, as_of: datetime, step: str, counts: dict[str, Any]) -> dict[str, Any]:
+    upsert(conn, schema.run_steps, [{"batch_key": batch_key_for(as_of), "step": step, "as_of": as_of,
+                                     "counts": json.dumps(counts, sort_keys=True)}], update=["counts"])
+    log.info("%s %s: %s", step, batch_key_for(as_of), json.dumps(counts, sort_keys=True))
+    return counts
+
+
+def _quarantine(conn: Connection, rejections: list[Rejection], as_of: datetime) -> int:
+    for r in rejections:
+        log.warning("quarantined %s", r.message())
+    rows = [{"source": r.source, "record_id": r.record_id, "field": r.field, "reason": r.reason,
+             "payload": r.payload, "first_batch": batch_key_for(as_of), "first_seen_at": as_of}
+            for r in rejections]
+    return upsert(conn, schema.quarantine, rows)
+
+
+def _frame(conn: Connection, stmt: Any) -> pd.DataFrame:
+    return pd.read_sql(stmt, conn)
+
+
+# -- steps -----------------------------------------------------------------------------------------
+
+def load_orders(settings: Settings, as_of: datetime) -> dict[str, Any]:
+    """Read orders, lines, shipments and subscriptions placed by `as_of`; validate; upsert."""
+    as_of = _utc(as_of)
+    valid = orders.validate(order_source(settings).load(as_of))
+    with engine_for(settings.db_url).begin() as conn:
+        for table, rows in ((schema.customers, valid.customers), (schema.subscriptions, valid.subscriptions),
+                            (schema.orders, valid.orders), (schema.order_lines, valid.order_lines),
+                            (schema.shipments, valid.shipments)):
+            keys = {c.name for c in table.primary_key.columns}
+            upsert(conn, table, rows, update=[c.name for c in table.columns if c.name not in keys])
+        _quarantine(conn, valid.rejections, as_of)
+        return _record_step(conn, as_of, "load_orders", {
+            "orders": len(valid.orders), "order_lines": len(valid.order_lines),
+            "shipments": len(valid.shipments), "customers": len(valid.customers),
+            "subscriptions": len(valid.subscriptions), "quarantined": len(valid.rejections)})
+
+
+def fetch_tracking(settings: Settings, as_of: datetime) -> dict[str, Any]:
+    """Poll the carrier for every shipment not finished by `as_of`; store new scans and estimates."""
+    as_of = _utc(as_of)
+    engine = engine_for(settings.db_url)
+    with engine.connect() as conn:
+        finished = select(schema.scans.c.shipment_id).where(
+            schema.scans.c.status.in_(["delivered", "returned", "failed", "cancelled"]),
+            schema.scans.c.occurred_at <= as_of)
+        active = conn.execute(select(schema.shipments).where(
+            schema.shipments.c.created_at <= as_of, schema.shipments.c.shipment_id.not_in(finished))
+        ).mappings().all()
+    parsed = tracking.parse_easypost(tracking_source(settings).trackers([dict(r) for r in active], as_of),
+                                     observed_at=as_of)
+    for scan in parsed.scans:
+        scan["first_seen_at"] = as_of
+    with engine.begin() as conn:
+        new_scans = upsert(conn, schema.scans, parsed.scans)
+        upsert(conn, schema.estimates, parsed.estimates, update=["observed_at"], only_if_newer="observed_at")
+        _quarantine(conn, parsed.rejections, as_of)
+        unmapped = sum(1 for s in parsed.scans if s["status"] == "unmapped")
+        return _record_step(conn, as_of, "fetch_tracking", {
+            "trackers_polled": len(active), "trackers_parsed": parsed.trackers_ok, "scans_seen": len(parsed.scans),
+            "scans_new": new_scans, "scans_unmapped": unmapped, "quarantined": len(parsed.rejections)})
+
+
+def _scans_until(conn: Connection, as_of: datetime) -> pd.DataFrame:
+    cols = [c for c in schema.scans.c if c.name != "raw"]
+    frame = _frame(conn, select(*cols).where(schema.scans.c.occurred_at <= as_of))
+    frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
+    return frame
+
+
+def _estimates_until(conn: Connection, as_of: datetime) -> pd.DataFrame:
+    return _frame(conn, select(schema.estimates).where(schema.estimates.c.observed_at <= as_of))
+
+
+def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
+    """Run the detection rules as of `as_of`; the batch's detections replace any earlier attempt."""
+    as_of = _utc(as_of)
+    batch = batch_key_for(as_of)
+    with engine_for(settings.db_url).begin() as conn:
+        shipments = _frame(conn, select(schema.shipments).where(schema.shipments.c.created_at <= as_of))
+        found = detection.detect(shipments, _scans_until(conn, as_of), _estimates_until(conn, as_of), as_of)
+        conn.execute(delete(schema.detections).where(schema.detections.c.batch_key == batch))
+        rows = found.assign(batch_key=batch, window_earliest=None, window_latest=None, window_basis=None)
+        rows["first_evidence_at"] = [t.to_pydatetime() for t in pd.to_datetime(rows["first_evidence_at"], utc=True)]
+        upsert(conn, schema.detections, rows.to_dict("records"))
+        open_rows = found[found["open"]]
+        return _record_step(conn, as_of, "detect_exceptions", {
+            "shipments_checked": len(shipments), "detections": len(found),
+            "open_by_type": dict(sorted(Counter(open_rows["exception_type"]).items())),
+            "all_by_type": dict(sorted(Counter(found["exception_type"]).items()))})
+
+
+def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
+    """Give every open detection a revised window where the parcel is still coming."""
+    as_of = _utc(as_of)
+    batch = batch_key_for(as_of)
+    with engine_for(settings.db_url).begin() as conn:
+        dets = _frame(conn, select(schema.detections).where(schema.detections.c.batch_key == batch,
+                                                            schema.detections.c.open.is_(True)))
+        shipments = _frame(conn, select(schema.shipments).where(schema.shipments.c.created_at <= as_of))
+        scans = _scans_until(conn, as_of)
+        estimates = _estimates_until(conn, as_of)
+        history = transit_history(shipments, scans, as_of)
+        accepted = scans[scans["status"] != "pre_transit"].groupby("shipment_id")["occurred_at"].min()
+        latest_est = (estimates.sort_values("observed_at").groupby("shipment_id")["est_delivery_date"].last()
+                      if not estimates.empty else pd.Series(dtype=object))
+        by_id = shipments.set_index("shipment_id")
+        given = 0
+        for det in dets.itertuples():
+            shipment = by_id.loc[det.shipment_id]
+            acc = accepted.get(det.shipment_id)
+            window = revised_window(shipment, det.exception_type, acc.to_pydatetime() if acc is not None else None,
+                                    latest_est.get(det.shipment_id), history, as_of)
+            if window is None:
+                continue
+            given += 1
+            conn.execute(update(schema.detections).where(
+                schema.detections.c.batch_key == batch, schema.detections.c.shipment_id == det.shipment_id,
+                schema.detections.c.exception_type == det.exception_type,
+            ).values(window_earliest=window.earliest, window_latest=window.latest, window_basis=window.basis))
+        return _record_step(conn, as_of, "compute_windows", {
+            "open_detections": len(dets), "windows_given": given, "no_honest_date": len(dets) - given,
+            "delivered_history": len(history)})
+
+
+def record_history(settings: Settings, as_of: datetime) -> dict[str, Any]:
+    """Open, update and resolve cases from this batch's detections; log every change as an event."""
+    as_of = _utc(as_of)
+    batch = batch_key_for(as_of)
+    brand = load_brand()
+    with engine_for(settings.db_url).begin() as conn:
+        dets = _frame(conn, select(schema.detections).where(schema.detections.c.batch_key == batch))
+        shipments = _frame(conn, select(schema.shipments).where(schema.shipments.c.created_at <= as_of))
+        delivered = dict(conn.execute(select(schema.scans.c.shipment_id, func.min(schema.scans.c.occurred_at))
+                                      .where(schema.scans.c.status == "delivered",
+                                             schema.scans.c.occurred_at <= as_of)
+                                      .group_by(schema.scans.c.shipment_id)).all())
+        delivered = {k: utc(v) for k, v in delivered.items()}
+        existing = {r["case_id"]: dict(r) for r in conn.execute(select(schema.cases)).mappings()}
+        updates = build_cases(dets, shipments, delivered, existing, as_of, batch, brand.owner_team,
+                              brand.escalation_owner)
+        upsert(conn, schema.cases, [u.case for u in updates],
+               update=[c.name for c in schema.cases.columns if c.name not in ("case_id", "opened_at")])
+        events = [{"case_id": u.case["case_id"], "batch_key": batch, "at": as_of, "event": e, "detail": d}
+                  for u in updates for e, d in u.events]
+        upsert(conn, schema.case_events, events)
+        states = Counter(u.case["state"] for u in updates)
+        return _record_step(conn, as_of, "record_history", {
+            "cases_changed": len(updates), "case_events": len(events), "by_state": dict(sorted(states.items()))})
+
+
+def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
+    """Plan the e-mails this run owes into the outbox (idempotent by message key)."""
+    as_of = _utc(as_of)
+    batch = batch_key_for(as_of)
+    brand = load_brand()
+    planned: list[dict[str, Any]] = []
+    escalations: list[str] = []
+    with engine_for(settings.db_url).begin() as conn:
+        live_cases = conn.execute(select(schema.cases).where(
+            or_(schema.cases.c.state != "resolved", schema.cases.c.last_batch == batch))).mappings().all()
+        if live_cases:
+            facts = _case_facts(conn, [dict(c) for c in live_cases], as_of)
+            for f in facts:
+                decision = decide(f, as_of, batch, brand)
+                if decision.message is not None:
+                    planned.append(decision.message)
+                if decision.escalate and f.case["state"] != "escalated":
+                    escalations.append(f.case["case_id"])
+        inserted = upsert(conn, schema.outbox, planned)
+        for case_id in escalations:
+            conn.execute(update(schema.cases).where(schema.cases.c.case_id == case_id).values(
+                state="escalated", owner=brand.escalation_owner))
+            upsert(conn, schema.case_events, [{"case_id": case_id, "batch_key": batch, "at": as_of,
+                                               "event": "escalated", "detail": "window_passed"}])
+        kinds = Counter(f"{m['kind']}:{m['state']}" for m in planned)
+        return _record_step(conn, as_of, "plan_messages", {
+            "planned": inserted, "by_kind": dict(sorted(kinds.items())), "escalated": len(escalations)})
+
+
+def _case_facts(conn: Connection, cases: list[dict[str, Any]], as_of: datetime) -> list[CaseFacts]:
+    ids = {k: sorted({c[k] for c in cases}) for k in ("customer_id", "order_id", "shipment_id", "case_id",
+                                                      "order_line_id")}
+
+    def by(table: Any, key: str, values: list[str]) -> dict[str, dict[str, Any]]:
+        rows = conn.execute(select(table).where(table.c[key].in_(values))).mappings()
+        return {r[key]: dict(r) for r in rows}
+
+    customers = by(schema.customers, "customer_id", ids["customer_id"])
+    order_rows = by(schema.orders, "order_id", ids["order_id"])
+    ships = by(schema.shipments, "shipment_id", ids["shipment_id"])
+    lines = by(schema.order_lines, "order_line_id", ids["order_line_id"])
+    subs = {r["subscription_id"]: r for r in conn.execute(select(schema.subscriptions)).mappings()}
+    previous: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute(select(schema.outbox).where(schema.outbox.c.case_id.in_(ids["case_id"]))).mappings():
+        previous.setdefault(row["case_id"], []).append(dict(row))
+    delivered = dict(conn.execute(select(schema.scans.c.shipment_id, func.min(schema.scans.c.occurred_at)).where(
+        schema.scans.c.shipment_id.in_(ids["shipment_id"]), schema.scans.c.status == "delivered",
+        schema.scans.c.occurred_at <= as_of).group_by(schema.scans.c.shipment_id)).all())
+    estimates = dict(conn.execute(select(schema.estimates.c.shipment_id, func.max(schema.estimates.c.est_delivery_date))
+                                  .where(schema.estimates.c.shipment_id.in_(ids["shipment_id"]),
+                                         schema.estimates.c.observed_at <= as_of)
+                                  .group_by(schema.estimates.c.shipment_id)).all())
+    facts = []
+    for case in cases:
+        order = order_rows[case["order_id"]]
+        sub = subs.get(order["subscription_id"] or "")
+        shipment = ships[case["shipment_id"]]
+        facts.append(CaseFacts(
+            case=case, customer=customers[case["customer_id"]], order=order, shipment=shipment,
+            items=[lines[case["order_line_id"]]], subscription_next=sub["next_delivery_date"] if sub else None,
+            delivered_at=utc(delivered.get(case["shipment_id"])), promised_date=shipment["promised_date"],
+            carrier_estimate=estimates.get(case["shipment_id"]), previous=previous.get(case["case_id"], [])))
+    return facts
+
+
+def send_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
+    """Send every planned message once; a message left 'sending' by a crash is resolved here."""
+    as_of = _utc(as_of)
+    brand = load_brand()
+    transport = FileTransport(settings.outbox_dir, brand)
+    engine = engine_for(settings.db_url)
+    with engine.connect() as conn:
+        pending = [dict(r) for r in conn.execute(select(schema.outbox).where(
+            schema.outbox.c.state.in_(["planned", "sending"])).order_by(schema.outbox.c.message_key)).mappings()]
+    sent = failed = 0
+    for row in pending:
+        key = schema.outbox.c.message_key == row["message_key"]
+        with engine.begin() as conn:
+            conn.execute(update(schema.outbox).where(key).values(state="sending", attempts=row["attempts"] + 1))
+        try:
+            ref = transport.send(Outgoing.from_row(row))
+        except Exception as err:  # noqa: BLE001 - one bad message must not stop the batch
+            failed += 1
+            log.error("send failed for %s to %s: %s", row["message_key"], mask_email(row["recipient"]),
+                      type(err).__name__)
+            with engine.begin() as conn:
+                conn.execute(update(schema.outbox).where(key).values(state="failed", state_reason=type(err).__name__))
+            continue
+        sent += 1
+        with engine.begin() as conn:
+            conn.execute(update(schema.outbox).where(key).values(state="sent", sent_at=as_of, transport_ref=ref))
+            if row["kind"] == "notice":
+                conn.execute(update(schema.cases).where(
+                    schema.cases.c.case_id == row["case_id"], schema.cases.c.state == "open").values(state="told"))
+    with engine.begin() as conn:
+        everything = [dict(r) for r in conn.execute(select(schema.outbox)).mappings()]
+        index = write_index(settings.outbox_dir, everything)
+        return _record_step(conn, as_of, "send_messages", {
+            "sent": sent, "failed": failed, "outbox_total": len(everything), "index": str(index)})
+
+
+def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:
+    """What this run found, who was told and what failed: for the task log and the demo."""
+    as_of = _utc(as_of)
+    batch = batch_key_for(as_of)
+    with engine_for(settings.db_url).connect() as conn:
+        steps = {r.step: json.loads(r.counts) for r in conn.execute(
+            select(schema.run_steps).where(schema.run_steps.c.batch_key == batch))}
+        outbox = dict(conn.execute(select(schema.outbox.c.state, func.count()).group_by(schema.outbox.c.state)).all())
+        quarantined = dict(conn.execute(select(schema.quarantine.c.source, func.count())
+                                        .group_by(schema.quarantine.c.source)).all())
+        cases = dict(conn.execute(select(schema.cases.c.state, func.count()).group_by(schema.cases.c.state)).all())
+        open_by_type = dict(conn.execute(select(schema.cases.c.exception_type, func.count()).where(
+            schema.cases.c.state != "resolved").group_by(schema.cases.c.exception_type)).all())
+        this_run = dict(conn.execute(select(schema.outbox.c.state, func.count()).where(
+            and_(schema.outbox.c.planned_batch == batch)).group_by(schema.outbox.c.state)).all())
+    return {
+        "batch": batch,
+        "orders": steps.get("load_orders", {}).get("orders", 0),
+        "shipments": steps.get("load_orders", {}).get("shipments", 0),
+        "scans_new": steps.get("fetch_tracking", {}).get("scans_new", 0),
+        "exceptions_open_by_type": steps.get("detect_exceptions", {}).get("open_by_type", {}),
+        "exceptions_all_by_type": steps.get("detect_exceptions", {}).get("all_by_type", {}),
+        "cases_by_state": dict(sorted(cases.items())),
+        "open_cases_by_type": dict(sorted(open_by_type.items())),
+        "emails_sent_this_run": steps.get("send_messages", {}).get("sent", 0),
+        "emails_failed_this_run": steps.get("send_messages", {}).get("failed", 0),
+        "messages_planned_this_run": dict(sorted(this_run.items())),
+        "outbox_by_state": dict(sorted(outbox.items())),
+        "quarantined_by_source": dict(sorted(quarantined.items())),
+        "outbox_index": str(settings.outbox_dir / "index.html"),
+        "history_db": settings.db_url,
+    }
+
+
+def run_all(settings: Settings, as_of: datetime) -> dict[str, Any]:
+    """Every step in DAG order, in-process: for the backtest and tests; the DAG calls them one by one."""
+    for step in STEPS:
+        globals()[step](settings, as_of)
+    return summarise(settings, as_of)

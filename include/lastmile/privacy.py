@@ -1,0 +1,17 @@
+"""Masking for anything that may reach a log line, a metric or an ops page (PRINCIPLES 9)."""
+
+from __future__ import annotations
+
+
+def mask_email(address: str | None) -> str:
+    """'zoe.obrien@example.com' -> 'z***@e***.com'; keeps enough to tell two addresses apart."""
+    if not address or "@" not in address:
+        return "(none)"
+    local, _, domain = address.partition("@")
+    host, dot, tld = domain.rpartition(".")
+    return f"{local[:1]}***@{(host or tld)[:1]}***{dot}{tld if host else ''}"
+
+
+def one_line(text: str) -> str:
+    """Collapse every kind of line break and run of spaces: a header or log value stays one line."""
+    return " ".join(str(text).split())
