@@ -35,7 +35,7 @@ EXCEPTION_TYPES = tuple(SEVERITY)
 # Scan reasons that are exceptions in their own right, as the carrier reports them.
 REASON_EXCEPTIONS = {
     "failed_attempt": "failed_attempt",
-    "refused": "failed_attempt",
+    "refused": "returned",
     "address_problem": "address_problem",
     "customs_hold": "customs_hold",
     "damaged": "damaged",

@@ -24,13 +24,12 @@ from lastmile.messages import CaseFacts, decide
 from lastmile.privacy import mask_email
 from lastmile.quarantine import Rejection
 from lastmile.sources import order_source, tracking_source
+from lastmile.steps import STEPS
 from lastmile.transport import FileTransport, Outgoing, write_index
 from lastmile.windows import revised_window, transit_history
 
 log = logging.getLogger("lastmile")
 
-STEPS = ("load_orders", "fetch_tracking", "detect_exceptions", "compute_windows", "record_history",
-         "plan_messages", "send_messages")
 
 
 def batch_key_for(as_of: datetime) -> str:
@@ -333,6 +332,16 @@ def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:
 
 def run_all(settings: Settings, as_of: datetime) -> dict[str, Any]:
     """Every step in DAG order, in-process: for the backtest and tests; the DAG calls them one by one."""
+    result: dict[str, Any] = {}
     for step in STEPS:
-        globals()[step](settings, as_of)
-    return summarise(settings, as_of)
+        result = globals()[step](settings, as_of)
+    return result
+
+
+def detections_and_truth(settings: Settings, as_of: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The simulator's ground truth and the detections of the run at `as_of`, for scoring."""
+    truth = pd.read_csv(settings.sim_dir / "ground_truth.csv", dtype=str, keep_default_na=False)
+    with engine_for(settings.db_url).connect() as conn:
+        dets = _frame(conn, select(schema.detections).where(
+            schema.detections.c.batch_key == batch_key_for(_utc(as_of))))
+    return truth, dets

@@ -299,10 +299,11 @@ class _Generator:
         self.timelines[shipment_id] = tl
         truth = {"shipment_id": shipment_id, "order_line_id": line_id, "mode": mode, "sequence": sequence,
                  "evidence_at": "", "delivered_at": "", "promised_date": promised.isoformat(),
-                 "reshipped_by": ""}
+                 "reshipped_by": "", "types": ""}
         self.truth.append(truth)
         outcome = _Route(self, tl, cust, origin, carrier, label_at, transit, promised, mode).run()
         truth["evidence_at"] = outcome.evidence_at.isoformat() if outcome.evidence_at else ""
+        truth["types"] = ";".join(sorted(_true_types(mode, sequence, outcome, promised, tz)))
         truth["delivered_at"] = outcome.delivered_at.isoformat() if outcome.delivered_at else ""
         if outcome.reship_at is not None:
             next_mode = "on_time"
@@ -319,11 +320,33 @@ class _Generator:
         self.faults["scan_naive_timestamp"] = delivered[400:403]
 
 
+# The exception each failure mode is, in the pipeline's vocabulary (what detection should find).
+MODE_TYPES = {
+    "delayed": "late", "stalled": "stalled", "lost": "lost", "failed_attempt": "failed_attempt",
+    "returned": "returned", "damaged": "damaged", "address_problem": "address_problem",
+    "customs_hold": "customs_hold", "stuck_pre_pickup": "stuck_before_pickup",
+}
+
+
+def _true_types(mode: str, sequence: int, outcome: _Outcome, promised: date, tz: str) -> set[str]:
+    """Every exception that really happened to a shipment, for scoring multi-label detection."""
+    types = {MODE_TYPES[mode]} if mode in MODE_TYPES else set()
+    if outcome.returned:
+        types.add("returned")
+    if sequence >= 2:
+        types.add("reshipped")
+    delivered_local = outcome.delivered_at.astimezone(ZoneInfo(tz)).date() if outcome.delivered_at else None
+    if delivered_local is None or delivered_local > promised:
+        types.add("late")
+    return types
+
+
 class _Outcome:
     def __init__(self) -> None:
         self.evidence_at: datetime | None = None
         self.delivered_at: datetime | None = None
         self.reship_at: datetime | None = None
+        self.returned = False
 
 
 class _Route:
@@ -386,15 +409,21 @@ class _Route:
         deliver_day = on_time_day
         if mode in ("delayed", "stalled"):
             deliver_day = add_business_days(on_time_day, rng.randint(2, 5), self.country)
+        if mode == "stalled":  # the silence pushes everything after it, including the delivery
+            stall = timedelta(days=rng.uniform(5, 8))
+            deliver_day = max(deliver_day, add_business_days(
+                (accept_at + stall).astimezone(ZoneInfo(self.tz)).date(), 2, self.country))
         hops = max(1, (deliver_day - label_day).days)
-        t = accept_at
+        t, delay = accept_at, timedelta(0)
         for h in range(1, hops):
-            t = accept_at + timedelta(days=h, hours=rng.uniform(-4, 4))
+            t = accept_at + delay + timedelta(days=h, hours=rng.uniform(-4, 4))
+            if t.astimezone(ZoneInfo(self.tz)).date() >= deliver_day:
+                break
             if mode == "stalled" and h == 1:
-                gap = timedelta(days=rng.uniform(4, 7))
                 self.out.evidence_at = t
                 self.scan(t, "in_transit", "departed_facility", "Departed facility")
-                t = t + gap
+                delay = stall
+                t = t + stall
                 self.scan(t, "in_transit", "arrived_at_facility", "Arrived at facility")
                 self.estimate(t, deliver_day)
                 continue
@@ -441,7 +470,7 @@ class _Route:
             done = self.day_at(fix_day, 10, 17)
         elif mode == "returned":
             self.out.evidence_at = done
-            self.scan(done, "in_transit", "failed_attempt", "Delivery refused by recipient", "dest")
+            self.scan(done, "in_transit", "refused", "Delivery refused by recipient", "dest")
             return self.return_to_sender(done)
         elif mode == "damaged":
             self.out.evidence_at = done - timedelta(hours=6)
@@ -468,6 +497,7 @@ class _Route:
         return release
 
     def return_to_sender(self, at: datetime) -> _Outcome:
+        self.out.returned = True
         self.scan(at + timedelta(days=1), "return_to_sender", "return", "Returning to sender")
         self.out.reship_at = at + timedelta(days=self.rng.uniform(4, 6))
         return self.out

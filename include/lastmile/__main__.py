@@ -1,0 +1,79 @@
+"""Command line: python -m lastmile {simulate,run,summary,score} ... (see README)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime
+from typing import Any
+
+from lastmile.config import Settings
+
+
+def _instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a UTC offset, e.g. 2026-11-20T14:00:00+00:00")
+    return value
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    def kv(d: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+
+    print(f"== lastmile run {summary['batch']}")
+    print(f"orders seen          {summary['orders']}   shipments seen {summary['shipments']}   "
+          f"new scans {summary['scans_new']}")
+    print(f"exceptions (open)    {kv(summary['exceptions_open_by_type'])}")
+    print(f"exceptions (all)     {kv(summary['exceptions_all_by_type'])}")
+    print(f"cases                {kv(summary['cases_by_state'])}")
+    print(f"emails this run      {summary['emails_sent_this_run']} written, "
+          f"{summary['emails_failed_this_run']} failed; planned {kv(summary['messages_planned_this_run'])}")
+    print(f"outbox in all        {kv(summary['outbox_by_state'])}")
+    print(f"quarantined records  {kv(summary['quarantined_by_source'])}")
+    print(f"read the e-mails     {summary['outbox_index']}")
+    print(f"exception history    {summary['history_db']}  (tables: cases, case_events, outbox, quarantine)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lastmile", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sim = sub.add_parser("simulate", help="generate the seeded simulated shop into LASTMILE_SIM_DIR")
+    sim.add_argument("--if-missing", action="store_true", help="keep an existing data set for the same seed")
+    for name, text in (("run", "run every step in-process (no Airflow) for one instant"),
+                       ("summary", "print what the run for one instant found"),
+                       ("score", "score that run's detections against the simulator's ground truth")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--as-of", type=_instant, required=True)
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+
+    if args.command == "simulate":
+        from lastmile import simulator
+
+        made = (simulator.ensure(settings.sim_dir, settings.sim_seed) if args.if_missing
+                else simulator.write(simulator.generate(simulator.SimConfig(seed=settings.sim_seed)),
+                                     settings.sim_dir) or True)
+        manifest = json.loads((settings.sim_dir / "manifest.json").read_text())
+        print(f"== simulated shop {'generated' if made else 'already there'}: {settings.sim_dir} "
+              f"(seed {manifest['seed']}, {manifest['n_orders']} orders, {manifest['shipments']} shipments)")
+        return 0
+
+    from lastmile import pipeline
+
+    if args.command == "run":
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        _print_summary(pipeline.run_all(settings, args.as_of))
+    elif args.command == "summary":
+        _print_summary(pipeline.summarise(settings, args.as_of))
+    elif args.command == "score":
+        from lastmile.scoring import format_scores, score
+
+        print(format_scores(score(*pipeline.detections_and_truth(settings, args.as_of), args.as_of)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
