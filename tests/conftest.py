@@ -1,0 +1,63 @@
+"""Test setup. Airflow reads its configuration at import, so the environment is fixed here first."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+_TMP = Path(tempfile.mkdtemp(prefix="lastmile-tests-"))
+os.environ.setdefault("AIRFLOW_HOME", str(_TMP / "airflow"))
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "True"
+os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                      f"sqlite:///{Path(os.environ['AIRFLOW_HOME']) / 'airflow.db'}")
+os.environ.setdefault("LASTMILE_OUT_DIR", str(_TMP / "out"))
+Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
+
+import pytest  # noqa: E402
+
+PARSE_TIMES: dict[str, float] = {}
+FIXTURES = ROOT.parent / "shared" / "fixtures"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if PARSE_TIMES:
+        terminalreporter.section("DAG parse times")
+        for name, seconds in sorted(PARSE_TIMES.items()):
+            terminalreporter.write_line(f"{name}: {seconds * 1000:.0f} ms")
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.exists():
+        pytest.fail(f"shared fixtures not found at {FIXTURES}: clone the project beside ../shared")
+    return FIXTURES
+
+
+POSTGRES_URL = os.environ.get("LASTMILE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture()
+def postgres_url() -> str:
+    """A fresh schema on the real local Postgres; in CI its absence fails the test, never skips it."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    schema = f"lastmile_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = create_engine(POSTGRES_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as err:  # noqa: BLE001
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required in CI: {err}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {err}")
+    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()

@@ -1,0 +1,90 @@
+"""Which e-mail a case owes: never twice, never a broken promise repeated, never to no one."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pytest
+from builders import utc
+
+from lastmile.brand import load_brand
+from lastmile.messages import CaseFacts, decide
+
+BRAND = load_brand()
+AS_OF = utc("2026-11-20T14:00:00+00:00")
+
+
+def facts(state="open", kind="late", previous=(), email="zoe@example.com", chain=1, window=(date(2026, 11, 23),
+          date(2026, 11, 25)), delivered=None, subscription=None):
+    case = {"case_id": "CASE-O1-1", "order_id": "O1", "order_line_id": "O1-1", "customer_id": "C1",
+            "shipment_id": "S1", "exception_type": kind, "severity": 1, "state": state,
+            "shipments_in_chain": chain, "window_earliest": window[0], "window_latest": window[1],
+            "evidence": json.dumps({kind: {"rule": kind, "business_days_silent": 4}}), "owner": BRAND.owner_team}
+    return CaseFacts(
+        case=case, customer={"customer_id": "C1", "name": "Zoë O'Brien", "email": email, "locale": "en_US"},
+        order={"order_id": "O1", "subscription_id": subscription}, shipment={
+            "shipment_id": "S1", "carrier": "UPS", "tracking_code": "1Z999", "dest_tz": "America/New_York"},
+        items=[{"description": "Coffee beans, 250 g", "quantity": 2}], subscription_next=date(2026, 12, 1),
+        delivered_at=delivered, promised_date=date(2026, 11, 18), carrier_estimate=None, previous=list(previous))
+
+
+def sent(key, kind="notice", window_latest=date(2026, 11, 25)):
+    return {"message_key": key, "kind": kind, "state": "sent", "window_latest": window_latest}
+
+
+def test_a_new_case_gets_one_notice_with_its_window():
+    d = decide(facts(), AS_OF, "b1", BRAND)
+    assert d.message["message_key"] == "CASE-O1-1/notice/late"
+    assert d.message["state"] == "planned" and d.message["window_latest"] == date(2026, 11, 25)
+    assert "Wed, Nov 25" in d.message["body_text"] and "Mon, Nov 23" in d.message["body_text"]
+
+
+def test_the_same_case_in_a_rerun_owes_nothing_more():
+    assert decide(facts(state="told", previous=[sent("CASE-O1-1/notice/late")]), AS_OF, "b1", BRAND).message is None
+
+
+def test_a_graver_exception_is_news_and_gets_its_own_notice():
+    d = decide(facts(state="told", kind="lost", previous=[sent("CASE-O1-1/notice/late")]), AS_OF, "b2", BRAND)
+    assert d.message["message_key"] == "CASE-O1-1/notice/lost"
+    assert "lost" in d.message["subject"].lower()
+
+
+def test_a_broken_window_goes_to_a_person_without_a_new_date():
+    previous = [sent("CASE-O1-1/notice/late", window_latest=date(2026, 11, 19))]
+    d = decide(facts(state="told", previous=previous), AS_OF, "b3", BRAND)
+    assert d.escalate
+    assert d.message["message_key"] == "CASE-O1-1/escalated/window-2026-11-19"
+    assert d.message["window_earliest"] is None and d.message["window_latest"] is None
+    assert BRAND.escalation_owner in d.message["body_text"]
+    again = decide(facts(state="escalated", previous=previous + [sent(d.message["message_key"], "escalated", None)]),
+                   AS_OF, "b4", BRAND)
+    assert again.message is None and again.escalate
+
+
+def test_delivery_after_we_told_them_sends_one_resolution_note():
+    d = decide(facts(state="resolved", previous=[sent("CASE-O1-1/notice/late")],
+                     delivered=utc("2026-11-20T15:00:00+00:00")), AS_OF, "b5", BRAND)
+    assert d.message["kind"] == "resolved" and "Fri, Nov 20" in d.message["body_text"]
+
+
+def test_a_case_resolved_before_anyone_was_told_sends_nothing():
+    assert decide(facts(state="resolved", delivered=AS_OF), AS_OF, "b1", BRAND).message is None
+
+
+def test_no_valid_address_means_suppressed_not_lost():
+    d = decide(facts(email=None), AS_OF, "b1", BRAND)
+    assert d.message["state"] == "suppressed" and "quarantine" in d.message["state_reason"]
+
+
+def test_third_shipment_is_said_plainly_with_a_goodwill_gesture():
+    d = decide(facts(kind="reshipped", chain=3), AS_OF, "b1", BRAND)
+    assert d.message["message_key"] == "CASE-O1-1/notice/reshipped-3"
+    assert "third time" in d.message["subject"] and "third time" in d.message["body_text"]
+    assert BRAND.goodwill_offer in d.message["body_text"]
+
+
+@pytest.mark.parametrize("subscription, expected", [("S1", True), (None, False)])
+def test_subscribers_hear_about_their_next_delivery(subscription, expected):
+    d = decide(facts(subscription=subscription), AS_OF, "b1", BRAND)
+    assert ("next scheduled delivery" in d.message["body_text"]) is expected
