@@ -61,3 +61,21 @@ def postgres_url() -> str:
     with admin.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """A fresh Airflow metadata database, once per session (Airflow's own reset)."""
+    from airflow.utils import db
+
+    db.resetdb()
+
+
+@pytest.fixture(scope="session")
+def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default seeded shop, generated once and shared read-only by the tests that need it."""
+    from lastmile import simulator
+
+    folder = tmp_path_factory.mktemp("sim")
+    simulator.ensure(folder, seed=7)
+    return folder

@@ -49,7 +49,9 @@ def build_cases(
         on_current = dets[dets["shipment_id"] == sid]
         open_now = on_current[on_current["open"]]
         pick = open_now if not open_now.empty else (on_current if not on_current.empty else dets)
-        top = pick.sort_values(["severity", "first_evidence_at"], ascending=[False, True]).iloc[0]
+        # Ties are broken by type name so every database and every rerun picks the same one.
+        top = pick.sort_values(["severity", "first_evidence_at", "exception_type"],
+                               ascending=[False, True, True]).iloc[0]
         kind = str(top["exception_type"])
         n_chain = int(current["sequence"])
         severity = int(top["severity"]) + (1 if n_chain >= 3 else 0)

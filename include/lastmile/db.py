@@ -39,6 +39,8 @@ def upsert(
 ) -> int:
     """Insert rows; on a primary-key conflict update `update` columns (None: leave the row alone).
 
+    Returns how many rows were inserted or updated.
+
     `only_if_newer` names a column that must be smaller in the incoming row for the update to win
     (used to keep the earliest observation of a fact).
     """
@@ -59,7 +61,8 @@ def upsert(
                 index_elements=keys, set_={c: stmt.excluded[c] for c in cols}, where=where)
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-        total += conn.execute(stmt).rowcount or 0
+        # RETURNING counts what was really written on both databases (psycopg's rowcount is -1 here).
+        total += len(conn.execute(stmt.returning(*table.primary_key.columns)).all())
     return total
 
 

@@ -43,7 +43,7 @@ def _tz(row: dict[str, Any], name: str) -> str:
     value = _required(row, name)
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder such as 'America'
         raise _Invalid(name, f"unknown time zone {value!r}") from None
     return value
 
@@ -84,7 +84,8 @@ def check_email(address: str) -> str:
 
 def _customer(row: dict[str, Any]) -> dict[str, Any]:
     tz = _tz(row, "tz")
-    return {"customer_id": _required(row, "customer_id"), "name": _required(row, "name"), "email": None,
+    return {"customer_id": _required(row, "customer_id"), "name": _required(row, "name"),
+            "email": str(row.get("email") or ""),
             "tz": tz, "country": (row.get("country") or TZ_COUNTRY.get(tz, "")).upper()[:2],
             "locale": row.get("locale") or "en_US"}
 
@@ -121,20 +122,25 @@ def _shipment(row: dict[str, Any]) -> dict[str, Any]:
             "replaces_shipment_id": row.get("replaces_shipment_id") or None}
 
 
+# Customer fields that identify a person stay out of the quarantine table (PRINCIPLES 9).
+PERSONAL = ("name", "email")
+
+
 def _validate(
     rows: list[dict[str, Any]], source: str, key: str, convert: Callable[[dict[str, Any]], dict[str, Any]],
     out: list[dict[str, Any]], rejections: list[Rejection],
 ) -> None:
     seen: set[str] = set()
     for row in rows:
-        record_id = str(row.get(key) or "?")
+        record_id = str(row.get(key) or "?").strip()
+        kept = {k: ("(redacted)" if k in PERSONAL and v else v) for k, v in row.items()}
         try:
             valid = convert(row)
         except _Invalid as err:
-            rejections.append(Rejection.of(source, record_id, err.field, str(err), row))
+            rejections.append(Rejection.of(source, record_id, err.field, str(err), kept))
             continue
         if valid[key] in seen:
-            rejections.append(Rejection.of(source, record_id, key, f"duplicate {key}; first one kept", row))
+            rejections.append(Rejection.of(source, record_id, key, f"duplicate {key}; first one kept", kept))
             continue
         seen.add(valid[key])
         out.append(valid)
@@ -144,11 +150,11 @@ def validate(raw: RawOrders) -> ValidOrders:
     """Typed, de-duplicated rows; rejected records carry their id, field and reason."""
     out = ValidOrders()
     _validate(raw.customers, "customers", "customer_id", _customer, out.customers, out.rejections)
-    emails = {str(r.get("customer_id")): str(r.get("email") or "") for r in raw.customers}
     for customer in out.customers:
         try:
-            customer["email"] = check_email(emails[customer["customer_id"]])
+            customer["email"] = check_email(customer["email"])
         except _Invalid as err:
+            customer["email"] = None
             # The parcel is still tracked and ops still see the case; only the e-mail is impossible.
             out.rejections.append(Rejection.of("customers", customer["customer_id"], err.field, str(err),
                                                {"customer_id": customer["customer_id"]}))

@@ -70,6 +70,8 @@ def from_easypost(status: str | None, status_detail: str | None, message: str | 
         return Status("unmapped", f"easypost:{status}/{detail}")
     if status in ("delivered", "return_to_sender", "cancelled"):
         return _EASYPOST_STATUS[status]
+    if detail == "unknown":  # no detail given: the status itself says where the parcel is
+        return _EASYPOST_STATUS[status]
     if detail in _EASYPOST_DETAIL:
         mapped = _EASYPOST_DETAIL[detail]
         if mapped.reason == "held" and "custom" in (message or "").lower():
