@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import chain, dag, task
+
 from lastmile.steps import STEPS
 from lastmile_airflow.steps import run_step
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import PARSE_TIMES, ROOT
 
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))

@@ -13,11 +13,12 @@ from pathlib import Path
 import pandas as pd
 import pendulum
 import pytest
-from conftest import ROOT
 from sqlalchemy import create_engine, func, select
 
 from lastmile import schema, simulator
 from lastmile.scoring import score
+
+from conftest import ROOT
 
 LOGICAL_DATE = pendulum.datetime(2026, 11, 20, 14, tz="UTC")
 pytestmark = pytest.mark.slow

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pandas as pd
-from builders import frames, scan, shipment, utc
 
 from lastmile.cases import build_cases
 from lastmile.detection import detect
+
+from builders import frames, scan, shipment, utc
 
 LABEL = "2026-11-02T14:00:00+00:00"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from builders import frames, scan, shipment, utc
-
 from lastmile.detection import detect
+
+from builders import frames, scan, shipment, utc
 
 
 def found(ships, scans, as_of, estimates=()):

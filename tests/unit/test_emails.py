@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markupsafe import escape
+
 from lastmile import brand as brand_mod
 from lastmile import emails, privacy, transport
-from markupsafe import escape
 
 BRAND = brand_mod.load_brand()
 TRACKING_CODE = "9400111899223197428490"

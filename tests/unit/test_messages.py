@@ -6,10 +6,11 @@ import json
 from datetime import date
 
 import pytest
-from builders import utc
 
 from lastmile.brand import load_brand
 from lastmile.messages import CaseFacts, decide
+
+from builders import utc
 
 BRAND = load_brand()
 AS_OF = utc("2026-11-20T14:00:00+00:00")

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+
 from lastmile import orders
 from lastmile.quarantine import Rejection
 from lastmile.sources import RawOrders

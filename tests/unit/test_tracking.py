@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from lastmile import status
 from lastmile.tracking import parse_easypost
 

@@ -6,9 +6,10 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from builders import utc
 
 from lastmile.windows import revised_window
+
+from builders import utc
 
 SHIP = pd.Series({"carrier": "UPS", "service": "Ground", "origin": "US-HOUSTON", "destination": "US-BROOKLYN",
                   "dest_tz": "America/New_York"})
