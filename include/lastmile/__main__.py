@@ -30,7 +30,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"exceptions (all)     {kv(summary['exceptions_all_by_type'])}")
     print(f"cases                {kv(summary['cases_by_state'])}")
     print(f"emails this run      {summary['emails_sent_this_run']} written, "
-          f"{summary['emails_failed_this_run']} failed; planned {kv(summary['messages_planned_this_run'])}")
+          f"{summary['emails_failed_this_run']} failed "
+          f"(for this logical date in all: {kv(summary['messages_planned_this_run'])})")
     print(f"outbox in all        {kv(summary['outbox_by_state'])}")
     print(f"quarantined records  {kv(summary['quarantined_by_source'])}")
     print(f"read the e-mails     {summary['outbox_index']}")
