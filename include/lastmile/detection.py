@@ -42,6 +42,9 @@ REASON_EXCEPTIONS = {
     "lost": "lost",
     "return_to_sender": "returned",
 }
+# A carrier-explained hold: the parcel is waiting for a known reason, so quiet days are expected.
+# Only the lost threshold applies to it.
+EXPLAINED_SILENCE = frozenset({"customs_hold", "address_problem", "held"})
 DETECTION_COLUMNS = ["shipment_id", "order_line_id", "exception_type", "severity", "open",
                      "first_evidence_at", "evidence"]
 
@@ -152,7 +155,8 @@ def detect(
                                                        carrier_estimate=s["est_delivery_date"]))
 
     moving = s["accepted"].fillna(False).astype(bool) & ~s["terminal"]
-    emit(moving & (s["silent_bd"] >= thresholds.stalled_after) & (s["silent_bd"] < thresholds.lost_after),
+    explained = s["last_reason"].isin(EXPLAINED_SILENCE)
+    emit(moving & ~explained & (s["silent_bd"] >= thresholds.stalled_after) & (s["silent_bd"] < thresholds.lost_after),
          "stalled", s["last_scan_at"], _evidence(s, "stalled", business_days_silent=s["silent_bd"],
                                                   last_scan=s["last_message"]))
     gap_stall = s["delivered"] & (s["max_gap_bd"].fillna(0) >= thresholds.stalled_after)
@@ -198,6 +202,7 @@ def _scan_state(sc: pd.DataFrame) -> pd.DataFrame:
     state = pd.DataFrame({
         "last_scan_at": g["occurred_at"].max(),
         "last_message": g["message"].last(),
+        "last_reason": g["reason"].last(),
         "accepted": g["status"].agg(lambda st: bool((st != "pre_transit").any())),
     })
     delivered = sc[sc["status"] == "delivered"].groupby("shipment_id")["occurred_at"].min()
@@ -215,7 +220,10 @@ def _scan_state(sc: pd.DataFrame) -> pd.DataFrame:
     # between the label and the first acceptance scan (a parcel that sat before pickup).
     moving = sc[sc["status"] != "pre_transit"]
     prev = moving.groupby("shipment_id")["occurred_at"].shift()
-    gaps = pd.DataFrame({"shipment_id": moving["shipment_id"], "start": prev, "end": moving["occurred_at"]}).dropna()
+    prev_reason = moving.groupby("shipment_id")["reason"].shift()
+    gaps = pd.DataFrame({"shipment_id": moving["shipment_id"], "start": prev, "end": moving["occurred_at"]})
+    # Silence after a hold the carrier already explained (customs, an address fix) is not a stall.
+    gaps = gaps[~prev_reason.isin(EXPLAINED_SILENCE)].dropna()
     first_move = moving.groupby("shipment_id")["occurred_at"].min()
     first_seen = sc.groupby("shipment_id")["occurred_at"].min()
     state["_gap_start"] = gaps.assign(d=gaps["end"] - gaps["start"]).sort_values("d").groupby(

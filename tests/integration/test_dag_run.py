@@ -7,7 +7,6 @@ the outbox, bad records in quarantine with their reason, and a rerun that change
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -92,7 +91,7 @@ def run_twice(dag, monkeypatch, tmp_path: Path, sim_dir: Path, db_url: str) -> N
     for kind in ("late", "lost", "reshipped", "failed_attempt", "returned", "damaged", "customs_hold"):
         assert scores[kind].recall >= 0.9, (kind, scores[kind])
         assert scores[kind].precision >= 0.9, (kind, scores[kind])
-    assert scores["stalled"].recall >= 0.9
+    assert scores["stalled"].recall >= 0.9 and scores["stalled"].precision >= 0.85
     assert (cases["shipments_in_chain"] >= 3).any()
 
     # The same logical date again: nothing new anywhere.
@@ -100,8 +99,6 @@ def run_twice(dag, monkeypatch, tmp_path: Path, sim_dir: Path, db_url: str) -> N
     assert second.state == "success"
     assert table_counts(db_url) == counts
     assert outbox_fingerprint(outbox) == files
-    summary = json.dumps(counts)
-    assert summary  # counts are printed on failure by pytest's assertion rewriting
 
 
 def test_dag_end_to_end_on_sqlite(dag, monkeypatch, tmp_path, sim_dir):

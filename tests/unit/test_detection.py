@@ -116,3 +116,11 @@ def test_chain_of_three_shipments_marks_each_reshipment_and_closes_the_replaced_
 def test_nothing_is_detected_for_a_shipment_created_after_as_of():
     assert not found([shipment(created="2026-11-20T14:00:00+00:00", promised="2026-11-24")], [],
                      "2026-11-19T12:00:00+00:00")
+
+
+def test_quiet_days_during_a_customs_hold_are_not_a_stall_but_still_end_in_lost():
+    ships = [shipment(created=LABEL, promised="2026-11-20")]
+    scans = moving() + [scan("S1", "2026-11-04T10:00:00+00:00", "exception", "customs_hold", "Held by customs")]
+    hits = found(ships, scans, "2026-11-09T16:00:00+00:00")
+    assert ("S1", "customs_hold") in hits and ("S1", "stalled") not in hits
+    assert ("S1", "lost") in found(ships, scans, "2026-11-16T16:00:00+00:00")
