@@ -79,3 +79,6 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("sim")
     simulator.ensure(folder, seed=7)
     return folder
+
+
+from servers.fixtures import sendgrid_server  # noqa: E402,F401  (one place that offers the fixture)

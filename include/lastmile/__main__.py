@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "simulate":
         from lastmile import simulator
 
-        made = (simulator.ensure(settings.sim_dir, settings.sim_seed) if args.if_missing
-                else simulator.write(simulator.generate(simulator.SimConfig(seed=settings.sim_seed)),
-                                     settings.sim_dir) or True)
+        config = simulator.SimConfig(seed=settings.sim_seed, n_orders=settings.sim_orders)
+        made = (simulator.ensure(settings.sim_dir, config.seed, config.n_orders) if args.if_missing
+                else simulator.write(simulator.generate(config), settings.sim_dir) or True)
         manifest = json.loads((settings.sim_dir / "manifest.json").read_text())
         print(f"== simulated shop {'generated' if made else 'already there'}: {settings.sim_dir} "
               f"(seed {manifest['seed']}, {manifest['n_orders']} orders, {manifest['shipments']} shipments)")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from lastmile.policy import Policy
 
 DEFAULT_PATH = Path(__file__).with_name("brand.toml")
 
@@ -21,11 +23,13 @@ class Brand:
     owner_team: str
     escalation_owner: str
     goodwill_offer: str
+    policy: Policy = field(default_factory=Policy)
 
 
 def load_brand(path: Path = DEFAULT_PATH) -> Brand:
     """Read and check the brand file; a no-reply sender or reply-to is a configuration error."""
-    brand = Brand(**tomllib.loads(path.read_text(encoding="utf-8")))
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    brand = Brand(**{**raw, "policy": Policy.from_dict(raw.get("policy", {}))})
     for field_name in ("sender_email", "reply_to"):
         value = getattr(brand, field_name).lower()
         if "noreply" in value.replace("-", "").replace("_", "") or "@" not in value:

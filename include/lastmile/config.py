@@ -10,7 +10,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 SOURCES = ("simulated",)
-TRANSPORTS = ("file",)
+TRANSPORTS = ("file", "sendgrid")
 
 
 class ConfigError(ValueError):
@@ -25,6 +25,7 @@ class Settings:
     out_dir: Path
     sim_dir: Path
     sim_seed: int
+    sim_orders: int = 3000
 
     @property
     def outbox_dir(self) -> Path:
@@ -49,4 +50,5 @@ class Settings:
             out_dir=out_dir,
             sim_dir=Path(env.get("LASTMILE_SIM_DIR") or out_dir / "sim").resolve(),
             sim_seed=int(env.get("LASTMILE_SIM_SEED", "7")),
+            sim_orders=int(env.get("LASTMILE_SIM_ORDERS", "3000")),
         )

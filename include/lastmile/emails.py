@@ -60,6 +60,9 @@ def subject_for(kind: str, context: dict[str, Any]) -> str:
     order = context["order_id"]
     if kind == "resolved":
         return f"Your order {order} has arrived — thank you for your patience"
+    if kind == "update":
+        what = "is out for delivery" if context.get("update") == "out_for_delivery" else "is moving again"
+        return f"Good news: your order {order} {what}"
     if kind == "escalated":
         return f"Your order {order}: {context['owner']} is now looking after it personally"
     if context["exception_type"] == "reshipped" and context["shipments_in_chain"] >= 3:
@@ -68,7 +71,7 @@ def subject_for(kind: str, context: dict[str, Any]) -> str:
 
 
 def render(kind: str, context: dict[str, Any]) -> Rendered:
-    """Subject, text and HTML for one message kind ('notice', 'escalated', 'resolved')."""
+    """Subject, text and HTML for one message kind ('notice', 'update', 'escalated', 'resolved')."""
     ctx = {**context, "kind": kind, "headline": HEADLINES.get(context["exception_type"], "")}
     env = _env()
     # The shared copy is rendered as plain text once; HTML templates then escape it like any data,

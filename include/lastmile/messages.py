@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from lastmile.brand import Brand
+from lastmile.detection import SEVERITY
 from lastmile.emails import render
 from lastmile.privacy import one_line
 
@@ -34,6 +35,8 @@ class CaseFacts:
     promised_date: date
     carrier_estimate: date | None
     previous: list[dict[str, Any]]  # this case's outbox rows so far
+    last_scan_status: str | None = None  # the current shipment's newest scan by as_of
+    last_scan_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,50 @@ def decide(facts: CaseFacts, as_of: datetime, batch_key: str, brand: Brand) -> D
     if detail == "reshipped":
         detail = f"reshipped-{case['shipments_in_chain']}"
     key = message_key(case_id, "notice", detail)
-    if key in keys:
-        return Decision(None)
-    return Decision(_message(facts, "notice", key, as_of, batch_key, brand, case["owner"]))
+    told = [m for m in live if m["kind"] != "resolved"]
+    # News is a first notice, a reshipment, or something graver than what they were told.
+    if key not in keys and (not told or detail.startswith("reshipped")
+                            or _gravity(detail) > max(_gravity(_detail(m)) for m in told)):
+        return Decision(_message(facts, "notice", key, as_of, batch_key, brand, case["owner"]))
+    update = _status_change(facts, told)
+    if update is not None and message_key(case_id, "update", update) not in keys:
+        return Decision(_message(facts, "update", message_key(case_id, "update", update), as_of, batch_key,
+                                 brand, case["owner"], update=update.split("@")[0]))
+    return Decision(None)
+
+
+def _detail(message: dict[str, Any]) -> str:
+    return str(message["message_key"]).rsplit("/", 1)[-1]
+
+
+def _gravity(detail: str) -> int:
+    if detail.startswith("reshipped"):
+        return SEVERITY["reshipped"] + (1 if detail.endswith(("-3", "-4", "-5")) else 0)
+    if detail.startswith(("out_for_delivery", "moving_again")):
+        return 0
+    return SEVERITY.get(detail.split("-")[0], 0)
+
+
+def _status_change(facts: CaseFacts, told: list[dict[str, Any]]) -> str | None:
+    """A follow-up the customer should hear after being told (PRINCIPLES 6), keyed per shipment."""
+    if not told or facts.last_scan_at is None:
+        return None
+    last_told = max(m["planned_at"] for m in told)
+    if facts.last_scan_at <= _aware(last_told):
+        return None
+    sid = facts.shipment["shipment_id"]
+    if facts.last_scan_status == "out_for_delivery":
+        return f"out_for_delivery@{sid}"
+    was_stuck = any(_detail(m) in ("stalled", "stuck_before_pickup") for m in told)
+    if was_stuck and facts.last_scan_status == "in_transit" and facts.case["exception_type"] not in (
+            "stalled", "stuck_before_pickup"):
+        return f"moving_again@{sid}"
+    return None
+
+
+def _aware(value: Any) -> datetime:
+    moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo("UTC"))
 
 
 def _as_date(value: Any) -> date:
@@ -83,12 +127,19 @@ def _as_date(value: Any) -> date:
 
 
 def _message(facts: CaseFacts, kind: str, key: str, as_of: datetime, batch_key: str, brand: Brand,
-             owner: str, broken_window_latest: date | None = None) -> dict[str, Any]:
+             owner: str, broken_window_latest: date | None = None, update: str | None = None) -> dict[str, Any]:
     case, customer, shipment = facts.case, facts.customer, facts.shipment
     evidence = json.loads(case["evidence"]).get(case["exception_type"], {})
     chain = int(case["shipments_in_chain"])
     is_standing_order = bool(facts.order.get("subscription_id"))
-    window = (case["window_earliest"], case["window_latest"]) if kind == "notice" else (None, None)
+    window: tuple[Any, Any] = (None, None)
+    if kind == "notice":
+        window = (case["window_earliest"], case["window_latest"])
+    elif kind == "update":  # repeat the promise we made, never a quietly different one
+        promised = [m for m in facts.previous if m["state"] == "sent" and m.get("window_latest") is not None]
+        if promised:
+            last = max(promised, key=lambda m: str(m["planned_at"]))
+            window = (last["window_earliest"], last["window_latest"])
     context = {
         "customer_name": one_line(customer["name"]),
         "locale": customer["locale"],
@@ -107,17 +158,19 @@ def _message(facts: CaseFacts, kind: str, key: str, as_of: datetime, batch_key: 
         "carrier_estimate": facts.carrier_estimate,
         "window_earliest": _maybe_date(window[0]),
         "window_latest": _maybe_date(window[1]),
-        "goodwill": chain >= 3 or (is_standing_order and case["exception_type"] == "lost"),
-        "subscription_next": facts.subscription_next if is_standing_order else None,
+        "goodwill": kind == "notice" and (chain >= 3 or (is_standing_order and case["exception_type"] == "lost")),
+        "subscription_next": facts.subscription_next if is_standing_order and kind == "notice" else None,
         "delivered_date": (facts.delivered_at.astimezone(ZoneInfo(shipment["dest_tz"])).date()
                            if facts.delivered_at else None),
         "broken_window_latest": broken_window_latest,
+        "update": update,
     }
     rendered = render(kind, context)
     email = customer.get("email")
     return {
         "message_key": key,
         "case_id": case["case_id"],
+        "order_id": case["order_id"],
         "kind": kind,
         "state": "planned" if email else "suppressed",
         "state_reason": None if email else "no valid e-mail address on file (see quarantine)",
@@ -132,6 +185,7 @@ def _message(facts: CaseFacts, kind: str, key: str, as_of: datetime, batch_key: 
         "planned_at": as_of,
         "planned_batch": batch_key,
         "sent_at": None,
+        "send_at": None,
         "transport_ref": None,
         "attempts": 0,
     }

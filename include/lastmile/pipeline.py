@@ -10,7 +10,7 @@ import json
 import logging
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from sqlalchemy import Connection, and_, delete, func, or_, select, update
@@ -21,12 +21,25 @@ from lastmile.cases import build_cases
 from lastmile.config import Settings
 from lastmile.db import engine_for, upsert, utc
 from lastmile.messages import CaseFacts, decide
+from lastmile.policy import gate
 from lastmile.privacy import mask_email
 from lastmile.quarantine import Rejection
 from lastmile.sources import order_source, tracking_source
 from lastmile.steps import STEPS
-from lastmile.transport import FileTransport, Outgoing, write_index
+from lastmile.transport import (
+    Ambiguous,
+    Outgoing,
+    Rejected,
+    SendGridTransport,
+    TryLater,
+    Unauthorized,
+    make_transport,
+    write_index,
+)
 from lastmile.windows import revised_window, transit_history
+
+if TYPE_CHECKING:
+    from lastmile.sendgrid_client import SendGridConfig
 
 log = logging.getLogger("lastmile")
 
@@ -247,6 +260,12 @@ def _case_facts(conn: Connection, cases: list[dict[str, Any]], as_of: datetime) 
                                   .where(schema.estimates.c.shipment_id.in_(ids["shipment_id"]),
                                          schema.estimates.c.observed_at <= as_of)
                                   .group_by(schema.estimates.c.shipment_id)).all())
+    newest = {}
+    for sid, status, at in conn.execute(select(schema.scans.c.shipment_id, schema.scans.c.status,
+                                               schema.scans.c.occurred_at).where(
+            schema.scans.c.shipment_id.in_(ids["shipment_id"]), schema.scans.c.occurred_at <= as_of)
+            .order_by(schema.scans.c.occurred_at)):
+        newest[sid] = (status, utc(at))
     facts = []
     for case in cases:
         order = order_rows[case["order_id"]]
@@ -256,44 +275,101 @@ def _case_facts(conn: Connection, cases: list[dict[str, Any]], as_of: datetime) 
             case=case, customer=customers[case["customer_id"]], order=order, shipment=shipment,
             items=[lines[case["order_line_id"]]], subscription_next=sub["next_delivery_date"] if sub else None,
             delivered_at=utc(delivered.get(case["shipment_id"])), promised_date=shipment["promised_date"],
-            carrier_estimate=estimates.get(case["shipment_id"]), previous=previous.get(case["case_id"], [])))
+            carrier_estimate=estimates.get(case["shipment_id"]), previous=previous.get(case["case_id"], []),
+            last_scan_status=newest.get(case["shipment_id"], (None, None))[0],
+            last_scan_at=newest.get(case["shipment_id"], (None, None))[1]))
     return facts
 
 
-def send_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
-    """Send every planned message once; a message left 'sending' by a crash is resolved here."""
+def send_messages(settings: Settings, as_of: datetime, sendgrid: SendGridConfig | None = None) -> dict[str, Any]:
+    """Send every planned message at most once, within the attention policy.
+
+    A message found still 'sending' was handed to the provider by a run that died before hearing
+    back: it becomes 'ambiguous' for ops to reconcile and is never resent blindly.
+    """
     as_of = _utc(as_of)
     brand = load_brand()
-    transport = FileTransport(settings.outbox_dir, brand)
+    transport = make_transport(settings, brand, sendgrid)
     engine = engine_for(settings.db_url)
-    with engine.connect() as conn:
-        pending = [dict(r) for r in conn.execute(select(schema.outbox).where(
-            schema.outbox.c.state.in_(["planned", "sending"])).order_by(schema.outbox.c.message_key)).mappings()]
-    sent = failed = 0
+    ob = schema.outbox
+    with engine.begin() as conn:
+        orphaned = conn.execute(update(ob).where(ob.c.state == "sending").values(
+            state="ambiguous", state_reason="the sending run stopped before the provider answered; not resent")
+        ).rowcount
+        synced = _sync_suppressions(conn, transport, as_of)
+        suppressed: dict[str, set[str]] = {}
+        for email, kind in conn.execute(select(schema.suppressions.c.email, schema.suppressions.c.kind)):
+            suppressed.setdefault(email, set()).add(kind)
+        pending = [dict(r) for r in conn.execute(
+            select(ob, schema.customers.c.tz).join(schema.customers, schema.customers.c.customer_id == ob.c.customer_id)
+            .where(ob.c.state == "planned").order_by(ob.c.planned_at, ob.c.message_key)).mappings()]
+        sent_before = conn.execute(select(ob.c.order_id, ob.c.sent_at, ob.c.send_at, schema.customers.c.tz).join(
+            schema.customers, schema.customers.c.customer_id == ob.c.customer_id).where(
+            ob.c.state == "sent", ob.c.order_id.in_({r["order_id"] for r in pending}))).all()
+    policy = brand.policy
+    today: Counter[str] = Counter(
+        order for order, sent_at, send_at, tz in sent_before
+        if policy.local_day(utc(send_at or sent_at), tz) == policy.local_day(as_of, tz))  # type: ignore[arg-type]
+    outcome: Counter[str] = Counter()
+    auth_error: str | None = None
     for row in pending:
-        key = schema.outbox.c.message_key == row["message_key"]
-        with engine.begin() as conn:
-            conn.execute(update(schema.outbox).where(key).values(state="sending", attempts=row["attempts"] + 1))
-        try:
-            ref = transport.send(Outgoing.from_row(row))
-        except Exception as err:  # noqa: BLE001 - one bad message must not stop the batch
-            failed += 1
-            log.error("send failed for %s to %s: %s", row["message_key"], mask_email(row["recipient"]),
-                      type(err).__name__)
+        key = ob.c.message_key == row["message_key"]
+        decision = gate(row["kind"], row["recipient"], row["tz"], suppressed, today[row["order_id"]], as_of, policy)
+        if decision.action != "send":
+            state = "suppressed" if decision.action == "suppress" else "planned"
             with engine.begin() as conn:
-                conn.execute(update(schema.outbox).where(key).values(state="failed", state_reason=type(err).__name__))
+                conn.execute(update(ob).where(key).values(state=state, state_reason=decision.reason))
+            outcome[decision.action + "ed" if decision.action == "suppress" else "deferred"] += 1
             continue
-        sent += 1
         with engine.begin() as conn:
-            conn.execute(update(schema.outbox).where(key).values(state="sent", sent_at=as_of, transport_ref=ref))
-            if row["kind"] == "notice":
+            conn.execute(update(ob).where(key).values(state="sending", attempts=row["attempts"] + 1,
+                                                      send_at=decision.send_at))
+        state, values = "sent", {}
+        try:
+            ref = transport.send(Outgoing.from_row({**row, "send_at": decision.send_at}))
+            values = {"sent_at": as_of, "transport_ref": ref, "state_reason": None}
+        except Unauthorized as err:
+            state, values, auth_error = "planned", {"state_reason": f"not sent: {err.detail}"}, err.detail
+        except Rejected as err:
+            state, values = "failed", {"state_reason": err.detail}
+        except Ambiguous as err:
+            state, values = "ambiguous", {"state_reason": err.detail}
+        except (TryLater, OSError) as err:
+            state, values = "planned", {"state_reason": f"retry next run: {getattr(err, 'detail', type(err).__name__)}"}
+        with engine.begin() as conn:
+            conn.execute(update(ob).where(key).values(state=state, **values))
+            if state == "sent" and row["kind"] == "notice":
                 conn.execute(update(schema.cases).where(
                     schema.cases.c.case_id == row["case_id"], schema.cases.c.state == "open").values(state="told"))
+        outcome[state] += 1
+        if state == "sent":
+            today[row["order_id"]] += 1
+        else:
+            log.warning("message %s to %s: %s (%s)", row["message_key"], mask_email(row["recipient"]), state,
+                        values.get("state_reason"))
+        if auth_error:
+            break
     with engine.begin() as conn:
-        everything = [dict(r) for r in conn.execute(select(schema.outbox)).mappings()]
+        everything = [dict(r) for r in conn.execute(select(ob)).mappings()]
         index = write_index(settings.outbox_dir, everything)
-        return _record_step(conn, as_of, "send_messages", {
-            "sent": sent, "failed": failed, "outbox_total": len(everything), "index": str(index)})
+        counts = _record_step(conn, as_of, "send_messages", {
+            "sent": outcome["sent"], "failed": outcome["failed"], "ambiguous": outcome["ambiguous"] + orphaned,
+            "retry_later": outcome["planned"], "suppressed": outcome["suppressed"], "deferred": outcome["deferred"],
+            "suppressions_synced": synced, "outbox_total": len(everything), "index": str(index)})
+    if auth_error:
+        raise PermissionError(f"e-mail provider refused our credentials ({auth_error}); messages kept for the next run")
+    return counts
+
+
+def _sync_suppressions(conn: Connection, transport: Any, as_of: datetime) -> int:
+    """Pull the provider's bounce/block/spam/unsubscribe lists into `suppressions` before sending."""
+    if not isinstance(transport, SendGridTransport):
+        return 0
+    from lastmile.sendgrid_client import fetch_suppressions
+
+    rows = [{**r, "synced_at": as_of} for r in fetch_suppressions(transport.sender)]
+    upsert(conn, schema.suppressions, rows, update=["reason", "synced_at"])
+    return len(rows)
 
 
 def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:

@@ -141,8 +141,10 @@ outbox = Table(
     "outbox", metadata,
     Column("message_key", String(160), primary_key=True),
     Column("case_id", String(80), nullable=False, index=True),
+    Column("order_id", String(64), nullable=False, index=True),
     Column("kind", String(32), nullable=False),
-    Column("state", String(16), nullable=False),  # planned | sending | sent | failed | suppressed
+    # planned | sending | sent | failed | suppressed | ambiguous (may have reached the provider)
+    Column("state", String(16), nullable=False),
     Column("state_reason", Text),
     Column("customer_id", String(64), nullable=False),
     Column("recipient", Text),
@@ -155,8 +157,17 @@ outbox = Table(
     Column("planned_at", TS, nullable=False),
     Column("planned_batch", String(40), nullable=False),
     Column("sent_at", TS),
+    Column("send_at", TS),  # scheduled delivery (quiet hours); NULL: at once
     Column("transport_ref", Text),
     Column("attempts", Integer, nullable=False, default=0),
+)
+suppressions = Table(
+    "suppressions", metadata,
+    Column("email", Text, primary_key=True),  # lower-cased
+    Column("kind", String(32), primary_key=True),  # bounces, blocks, spam_reports, unsubscribes, ...
+    Column("created_at", TS),
+    Column("reason", Text),
+    Column("synced_at", TS, nullable=False),
 )
 quarantine = Table(
     "quarantine", metadata,

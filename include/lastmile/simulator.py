@@ -621,12 +621,14 @@ def read_table(folder: Path, name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def ensure(folder: Path, seed: int) -> bool:
-    """Generate the data set into `folder` unless one for this seed is there; True if generated."""
+def ensure(folder: Path, seed: int, n_orders: int = SimConfig.n_orders) -> bool:
+    """Generate the data set into `folder` unless one for this seed and size is there; True if generated."""
     manifest = folder / "manifest.json"
-    if manifest.exists() and json.loads(manifest.read_text()).get("seed") == seed:
-        return False
-    write(generate(SimConfig(seed=seed)), folder)
+    if manifest.exists():
+        made = json.loads(manifest.read_text())
+        if made.get("seed") == seed and made.get("n_orders") == n_orders:
+            return False
+    write(generate(SimConfig(seed=seed, n_orders=n_orders)), folder)
     return True
 
 

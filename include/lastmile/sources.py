@@ -38,8 +38,8 @@ class TrackingSource(Protocol):
 class SimulatedShop:
     """The seeded simulator's data set on disk, seen as both the shop system and the carrier API."""
 
-    def __init__(self, folder: Path, seed: int) -> None:
-        simulator.ensure(folder, seed)
+    def __init__(self, folder: Path, seed: int, n_orders: int = simulator.SimConfig.n_orders) -> None:
+        simulator.ensure(folder, seed, n_orders)
         self.folder = folder
         self._timelines: dict[str, simulator.Timeline] | None = None
         self._faults: dict[str, list[str]] | None = None
@@ -74,8 +74,8 @@ class SimulatedShop:
 
 
 def order_source(settings: Settings) -> OrderSource:
-    return SimulatedShop(settings.sim_dir, settings.sim_seed)
+    return SimulatedShop(settings.sim_dir, settings.sim_seed, settings.sim_orders)
 
 
 def tracking_source(settings: Settings) -> TrackingSource:
-    return SimulatedShop(settings.sim_dir, settings.sim_seed)
+    return SimulatedShop(settings.sim_dir, settings.sim_seed, settings.sim_orders)

@@ -6,14 +6,45 @@ import hashlib
 import html
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lastmile.brand import Brand
+from lastmile.config import Settings
+from lastmile.policy import NON_CRITICAL_KINDS
 from lastmile.privacy import mask_email, one_line
+
+if TYPE_CHECKING:
+    from lastmile.sendgrid_client import SendGridConfig, SendGridSender
+
+
+class TransportError(Exception):
+    """A classified send failure; `detail` is safe to log (no addresses, no key)."""
+
+    def __init__(self, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = status
+
+
+class Rejected(TransportError):
+    """The provider refused this message for good (e.g. 400): it will never go as it is."""
+
+
+class Unauthorized(TransportError):
+    """The credentials are wrong: stop the batch, keep every message for the next run."""
+
+
+class TryLater(TransportError):
+    """Nothing was accepted (rate limit or outage outlasted the retries, or no connection)."""
+
+
+class Ambiguous(TransportError):
+    """The request may have been accepted (timeout or dropped connection after sending)."""
 
 
 @dataclass(frozen=True)
@@ -27,10 +58,11 @@ class Outgoing:
     body_text: str
     body_html: str
     planned_at: Any
+    send_at: datetime | None = None  # deliver at this instant (quiet hours); None: at once
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Outgoing:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: row.get(k) for k in cls.__dataclass_fields__})
 
 
 class Transport(Protocol):
@@ -53,6 +85,8 @@ def build_mime(message: Outgoing, brand: Brand) -> EmailMessage:
     digest = hashlib.sha1(message.message_key.encode()).hexdigest()[:24]
     mime["Message-ID"] = f"<{digest}@lastmile.{sender_domain}>"
     mime["X-Lastmile-Message-Key"] = one_line(message.message_key)
+    if message.send_at is not None:
+        mime["X-Lastmile-Send-At"] = message.send_at.isoformat()
     mime.set_content(message.body_text)
     mime.add_alternative(message.body_html, subtype="html")
     return mime
@@ -75,6 +109,69 @@ class FileTransport:
         _atomic_write(self.folder / f"{stem}.eml", build_mime(message, self.brand).as_bytes())
         _atomic_write(self.folder / f"{stem}.html", message.body_html.encode("utf-8"))
         return f"file:{stem}.eml"
+
+
+class SendGridTransport:
+    """POST /v3/mail/send with the official library: one request per message, one connection."""
+
+    def __init__(self, sender: SendGridSender, brand: Brand) -> None:
+        self.sender = sender
+        self.brand = brand
+
+    def body(self, message: Outgoing) -> dict[str, Any]:
+        """The request body, built with the library's Mail helpers (validated by our spec tests)."""
+        from sendgrid.helpers.mail import (
+            Asm,
+            Category,
+            Content,
+            CustomArg,
+            From,
+            GroupId,
+            Mail,
+            MailSettings,
+            Personalization,
+            ReplyTo,
+            SandBoxMode,
+            SendAt,
+            Subject,
+            To,
+        )
+
+        config = self.sender.config
+        mail = Mail()
+        mail.from_email = From(self.brand.sender_email, one_line(self.brand.sender_name))
+        mail.reply_to = ReplyTo(self.brand.reply_to, one_line(self.brand.name))
+        mail.subject = Subject(one_line(message.subject))
+        person = Personalization()
+        person.add_to(To(message.recipient, one_line(message.recipient_name)))
+        # Our keys ride with the message so provider events can be joined back to the outbox.
+        person.add_custom_arg(CustomArg("message_key", message.message_key))
+        person.add_custom_arg(CustomArg("case_id", message.case_id))
+        mail.add_personalization(person)
+        mail.add_content(Content("text/plain", message.body_text))
+        mail.add_content(Content("text/html", message.body_html))
+        mail.add_category(Category(message.kind))
+        if message.kind in NON_CRITICAL_KINDS and config.asm_group_id:
+            mail.asm = Asm(GroupId(config.asm_group_id))
+        if config.sandbox_mode:
+            mail.mail_settings = MailSettings(sandbox_mode=SandBoxMode(True))
+        if message.send_at is not None:
+            mail.send_at = SendAt(int(message.send_at.timestamp()))
+        return mail.get()
+
+    def send(self, message: Outgoing) -> str:
+        return f"sendgrid:{self.sender.post(self.body(message))}"
+
+
+def make_transport(settings: Settings, brand: Brand, sendgrid: SendGridConfig | None = None) -> Transport:
+    """The transport named by LASTMILE_EMAIL_TRANSPORT; SendGrid needs its connection's config."""
+    if settings.email_transport == "sendgrid":
+        if sendgrid is None:
+            raise ValueError("LASTMILE_EMAIL_TRANSPORT=sendgrid needs the Airflow connection sendgrid_default")
+        from lastmile.sendgrid_client import SendGridSender
+
+        return SendGridTransport(SendGridSender(sendgrid), brand)
+    return FileTransport(settings.outbox_dir, brand)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

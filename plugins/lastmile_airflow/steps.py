@@ -29,6 +29,12 @@ def run_step(step: str, **context: Any) -> dict[str, Any]:
     from lastmile.config import Settings
 
     as_of = as_of_from_context(context)
-    counts = getattr(pipeline, step)(Settings.from_env(), as_of)
+    settings = Settings.from_env()
+    kwargs = {}
+    if step == "send_messages" and settings.email_transport == "sendgrid":
+        from lastmile_airflow.connections import sendgrid_config
+
+        kwargs["sendgrid"] = sendgrid_config()
+    counts = getattr(pipeline, step)(settings, as_of, **kwargs)
     log.info("lastmile %s as of %s: %s", step, as_of.isoformat(), json.dumps(counts, sort_keys=True, default=str))
     return counts
