@@ -89,3 +89,21 @@ def test_third_shipment_is_said_plainly_with_a_goodwill_gesture():
 def test_subscribers_hear_about_their_next_delivery(subscription, expected):
     d = decide(facts(subscription=subscription), AS_OF, "b1", BRAND)
     assert ("next scheduled delivery" in d.message["body_text"]) is expected
+
+
+def test_moving_again_and_out_for_delivery_are_follow_ups_with_the_window_we_promised():
+    told = {**sent("CASE-O1-1/notice/stalled", window_latest=date(2026, 11, 26)),
+            "window_earliest": date(2026, 11, 23), "planned_at": utc("2026-11-18T14:00:00+00:00")}
+    moving = facts(state="told", kind="late", previous=[told], window=(date(2026, 11, 24), date(2026, 11, 30)))
+    moving = moving.__class__(**{**moving.__dict__, "last_scan_status": "in_transit",
+                                 "last_scan_at": utc("2026-11-19T10:00:00+00:00")})
+    d = decide(moving, AS_OF, "b2", BRAND)
+    assert d.message["message_key"] == "CASE-O1-1/update/moving_again@S1"
+    assert "Thu, Nov 26" in d.message["body_text"] and "Mon, Nov 30" not in d.message["body_text"]
+    out = moving.__class__(**{**moving.__dict__, "last_scan_status": "out_for_delivery"})
+    assert decide(out, AS_OF, "b3", BRAND).message["message_key"] == "CASE-O1-1/update/out_for_delivery@S1"
+
+
+def test_a_less_grave_exception_after_a_graver_one_is_not_news():
+    told = {**sent("CASE-O1-1/notice/stalled"), "planned_at": utc("2026-11-18T14:00:00+00:00")}
+    assert decide(facts(state="told", kind="late", previous=[told]), AS_OF, "b2", BRAND).message is None
