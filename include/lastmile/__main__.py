@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="generate the seeded simulated shop into LASTMILE_SIM_DIR")
     sim.add_argument("--if-missing", action="store_true", help="keep an existing data set for the same seed")
+    sub.add_parser("preview", help="render every kind of e-mail with sample data into out/preview/")
     for name, text in (("run", "run every step in-process (no Airflow) for one instant"),
                        ("summary", "print what the run for one instant found"),
                        ("score", "score that run's detections against the simulator's ground truth")):
@@ -60,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         manifest = json.loads((settings.sim_dir / "manifest.json").read_text())
         print(f"== simulated shop {'generated' if made else 'already there'}: {settings.sim_dir} "
               f"(seed {manifest['seed']}, {manifest['n_orders']} orders, {manifest['shipments']} shipments)")
+        return 0
+
+    if args.command == "preview":
+        from lastmile.preview import render_all
+
+        print(f"== every kind of e-mail, rendered: {render_all(settings.out_dir / 'preview')}")
         return 0
 
     from lastmile import pipeline

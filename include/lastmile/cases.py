@@ -59,7 +59,7 @@ def build_cases(
         delivered = delivered_at.get(sid)
         if delivered is not None:
             state, resolution = "resolved", "delivered"
-        elif kind in NEEDS_A_PERSON:
+        elif kind in NEEDS_A_PERSON or n_chain >= 3:  # a repeated failure is flagged for a person
             state, resolution = "escalated", None
         else:
             state = prior["state"] if prior and prior["state"] in ("told", "escalated") else "open"

@@ -80,5 +80,6 @@ def render(kind: str, context: dict[str, Any]) -> Rendered:
     steps = env.get_template("_next_steps.txt").render(ctx)
     ctx["next_steps"] = [" ".join(p.split()) for p in steps.splitlines() if p.strip()]
     subject = " ".join(subject_for(kind, ctx).split())  # one line, whatever the data held
+    ctx["subject_line"] = subject
     return Rendered(subject, env.get_template(f"{kind}.txt").render(ctx),
                     env.get_template(f"{kind}.html").render(ctx))

@@ -158,7 +158,7 @@ def _message(facts: CaseFacts, kind: str, key: str, as_of: datetime, batch_key: 
         "carrier_estimate": facts.carrier_estimate,
         "window_earliest": _maybe_date(window[0]),
         "window_latest": _maybe_date(window[1]),
-        "goodwill": kind == "notice" and (chain >= 3 or (is_standing_order and case["exception_type"] == "lost")),
+        "goodwill": _goodwill(kind, chain, is_standing_order, case["exception_type"]),
         "subscription_next": facts.subscription_next if is_standing_order and kind == "notice" else None,
         "delivered_date": (facts.delivered_at.astimezone(ZoneInfo(shipment["dest_tz"])).date()
                            if facts.delivered_at else None),
@@ -189,6 +189,17 @@ def _message(facts: CaseFacts, kind: str, key: str, as_of: datetime, batch_key: 
         "transport_ref": None,
         "attempts": 0,
     }
+
+
+def _goodwill(kind: str, chain: int, standing_order: bool, exception_type: str) -> str | None:
+    """Why a goodwill gesture is owed (PRINCIPLES 7), or None. Offered once, with the notice."""
+    if kind != "notice":
+        return None
+    if chain >= 3:
+        return "repeated"
+    if standing_order and exception_type == "lost":
+        return "standing_order"
+    return None
 
 
 def _maybe_date(value: Any) -> date | None:

@@ -53,4 +53,5 @@ def test_third_shipment_case_counts_the_chain_and_is_graver():
     case = update.case
     assert case["shipments_in_chain"] == 3 and case["exception_type"] == "reshipped"
     assert case["shipment_id"] == "S3" and case["severity"] == 4
+    assert case["state"] == "escalated" and case["owner"] == "Dana (lead)"  # flagged for a person
     assert set(pd.read_json(__import__("io").StringIO(case["evidence"]), typ="series").index) >= {"lost", "damaged"}

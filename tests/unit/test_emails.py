@@ -58,7 +58,7 @@ def context(exception_type: str = "late", *, window: bool = True, **over: Any) -
         "carrier_estimate": date(2026, 11, 23),
         "window_earliest": EARLIEST if window else None,
         "window_latest": LATEST if window else None,
-        "goodwill": False,
+        "goodwill": None,
         "subscription_next": None,
         "delivered_date": None,
         "broken_window_latest": None,
@@ -165,7 +165,7 @@ def test_carrier_confirmed_loss_is_said_plainly() -> None:
 
 
 def test_third_shipment_says_third_time_in_subject_and_body() -> None:
-    rendered = emails.render("notice", context("reshipped", shipments_in_chain=3, goodwill=True))
+    rendered = emails.render("notice", context("reshipped", shipments_in_chain=3, goodwill="repeated"))
 
     assert "third time" in rendered.subject
     assert "sorry" in rendered.subject
