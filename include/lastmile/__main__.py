@@ -32,7 +32,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"emails this run      {summary['emails_sent_this_run']} written, "
           f"{summary['emails_failed_this_run']} failed "
           f"(for this logical date in all: {kv(summary['messages_planned_this_run'])})")
-    print(f"outbox in all        {kv(summary['outbox_by_state'])}")
+    print(f"outbox in all        {kv(summary['outbox_by_state'])}; sent by kind {kv(summary['sent_by_kind'])}")
     print(f"quarantined records  {kv(summary['quarantined_by_source'])}")
     print(f"read the e-mails     {summary['outbox_index']}")
     print(f"exception history    {summary['history_db']}  (tables: cases, case_events, outbox, quarantine)")

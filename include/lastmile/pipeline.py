@@ -380,6 +380,8 @@ def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:
         steps = {r.step: json.loads(r.counts) for r in conn.execute(
             select(schema.run_steps).where(schema.run_steps.c.batch_key == batch))}
         outbox = dict(conn.execute(select(schema.outbox.c.state, func.count()).group_by(schema.outbox.c.state)).all())
+        kinds = dict(conn.execute(select(schema.outbox.c.kind, func.count()).where(
+            schema.outbox.c.state == "sent").group_by(schema.outbox.c.kind)).all())
         quarantined = dict(conn.execute(select(schema.quarantine.c.source, func.count())
                                         .group_by(schema.quarantine.c.source)).all())
         cases = dict(conn.execute(select(schema.cases.c.state, func.count()).group_by(schema.cases.c.state)).all())
@@ -400,6 +402,7 @@ def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:
         "emails_failed_this_run": steps.get("send_messages", {}).get("failed", 0),
         "messages_planned_this_run": dict(sorted(this_run.items())),
         "outbox_by_state": dict(sorted(outbox.items())),
+        "sent_by_kind": dict(sorted(kinds.items())),
         "quarantined_by_source": dict(sorted(quarantined.items())),
         "outbox_index": str(settings.outbox_dir / "index.html"),
         "history_db": settings.db_url,

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pendulum
 import pytest
-from conftest import ROOT
 from sqlalchemy import select
 
 from lastmile import pipeline, schema
@@ -27,6 +26,8 @@ from lastmile.config import Settings
 from lastmile.db import engine_for
 from lastmile.sendgrid_client import SendGridConfig
 from lastmile.steps import STEPS
+
+from conftest import ROOT
 
 AS_OF = datetime(2026, 11, 20, 14, tzinfo=UTC)
 

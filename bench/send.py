@@ -1,0 +1,88 @@
+"""Send throughput through SendGrid against the local spec-validating server.
+
+    python -m bench.send --messages 2000
+
+Reports messages/second for (a) the whole send step (outbox claim + policy + HTTP + outcome
+recorded per message, SQLite), (b) the SendGrid transport alone, and (c) bare `requests` POSTs of
+the same bodies to the same server — the reference for what the server itself can take — and the
+ratios a/c and b/c. Goal (issue 5): >= 200 messages/s for (a).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the local SendGrid server is test infrastructure
+
+from servers.sendgrid import SendGridServer  # noqa: E402
+
+from lastmile import pipeline, schema  # noqa: E402
+from lastmile.brand import load_brand  # noqa: E402
+from lastmile.config import Settings  # noqa: E402
+from lastmile.db import engine_for, upsert  # noqa: E402
+from lastmile.sendgrid_client import SendGridConfig, SendGridSender  # noqa: E402
+from lastmile.transport import Outgoing, SendGridTransport  # noqa: E402
+
+AS_OF = datetime(2026, 11, 20, 14, tzinfo=UTC)  # 09:00 in New York: no quiet hours
+
+
+def rows(n: int) -> tuple[list[dict], list[dict]]:
+    customers = [{"customer_id": f"C{i}", "name": f"Customer {i}", "email": f"c{i}@example.com",
+                  "tz": "America/New_York", "country": "US", "locale": "en_US"} for i in range(n)]
+    body = "<p>We're sorry. " + "Your parcel is late. " * 40 + "</p>"
+    outbox = [{"message_key": f"CASE-{i}/notice/late", "case_id": f"CASE-{i}", "order_id": f"O{i}", "kind": "notice",
+               "state": "planned", "state_reason": None, "customer_id": f"C{i}", "recipient": f"c{i}@example.com",
+               "recipient_name": f"Customer {i}", "subject": "Your order is running late", "body_text": body,
+               "body_html": body, "window_earliest": None, "window_latest": None, "planned_at": AS_OF,
+               "planned_batch": "bench", "sent_at": None, "send_at": None, "transport_ref": None, "attempts": 0}
+              for i in range(n)]
+    return customers, outbox
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=2000)
+    n = parser.parse_args().messages
+    customers, outbox = rows(n)
+    with SendGridServer() as server, tempfile.TemporaryDirectory() as tmp:
+        cfg = SendGridConfig(api_key=server.api_key, host=server.url)
+        settings = Settings(db_url=f"sqlite:///{tmp}/bench.db", source="simulated", email_transport="sendgrid",
+                            out_dir=Path(tmp), sim_dir=Path(tmp) / "sim", sim_seed=7)
+        with engine_for(settings.db_url).begin() as conn:
+            upsert(conn, schema.customers, customers)
+            upsert(conn, schema.outbox, outbox)
+        start = time.perf_counter()
+        counts = pipeline.send_messages(settings, AS_OF, sendgrid=cfg)
+        step = n / (time.perf_counter() - start)
+        assert counts["sent"] == n and len(server.accepted) == n, counts
+
+        transport = SendGridTransport(SendGridSender(cfg), load_brand())
+        bodies = [transport.body(Outgoing.from_row(r)) for r in outbox]
+        start = time.perf_counter()
+        for r in outbox:
+            transport.send(Outgoing.from_row(r))
+        alone = n / (time.perf_counter() - start)
+
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {server.api_key}", "Content-Type": "application/json"}
+        start = time.perf_counter()
+        for body in bodies:
+            session.post(f"{server.url}/v3/mail/send", json=body, headers=headers, timeout=10).raise_for_status()
+        bare = n / (time.perf_counter() - start)
+    print(f"messages                         {n}")
+    print(f"(a) send step, end to end        {step:8.0f} msg/s   a/c = {step / bare:.2f}")
+    print(f"(b) SendGrid transport alone     {alone:8.0f} msg/s   b/c = {alone / bare:.2f}")
+    print(f"(c) bare requests, same server   {bare:8.0f} msg/s   (reference)")
+    print(f"goal (a) >= 200 msg/s: {'met' if step >= 200 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
