@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     sim = sub.add_parser("simulate", help="generate the seeded simulated shop into LASTMILE_SIM_DIR")
     sim.add_argument("--if-missing", action="store_true", help="keep an existing data set for the same seed")
     sub.add_parser("preview", help="render every kind of e-mail with sample data into out/preview/")
+    box = sub.add_parser("outbox", help="messages that need a person: ambiguous or failed; reconcile one")
+    box.add_argument("--mark-sent", metavar="KEY", help="the provider did deliver it (seen in its activity log)")
+    box.add_argument("--resend", metavar="KEY", help="the provider never got it: plan it again")
     for name, text in (("run", "run every step in-process (no Airflow) for one instant"),
                        ("summary", "print what the run for one instant found"),
                        ("score", "score that run's detections against the simulator's ground truth")):
@@ -71,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from lastmile import pipeline
 
+    if args.command == "outbox":
+        for row in pipeline.reconcile(settings, mark_sent=args.mark_sent, resend=args.resend):
+            print(f"{row['state']:<10} {row['message_key']:<55} {row['state_reason'] or ''}")
+        return 0
     if args.command == "run":
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
         _print_summary(pipeline.run_all(settings, args.as_of))

@@ -417,6 +417,20 @@ def run_all(settings: Settings, as_of: datetime) -> dict[str, Any]:
     return result
 
 
+def reconcile(settings: Settings, mark_sent: str | None = None, resend: str | None = None) -> list[dict[str, Any]]:
+    """Settle an ambiguous or failed message by hand; returns those still needing a person."""
+    ob = schema.outbox
+    with engine_for(settings.db_url).begin() as conn:
+        needs_person = ob.c.state.in_(["ambiguous", "failed"])
+        for key, values in ((mark_sent, {"state": "sent", "state_reason": "confirmed by ops"}),
+                            (resend, {"state": "planned", "state_reason": "released by ops for resending"})):
+            if key and conn.execute(update(ob).where(ob.c.message_key == key, needs_person).values(**values)
+                                    ).rowcount != 1:
+                raise ValueError(f"{key!r} is not an ambiguous or failed message")
+        return [dict(r) for r in conn.execute(select(ob.c.message_key, ob.c.state, ob.c.state_reason)
+                                               .where(needs_person).order_by(ob.c.message_key)).mappings()]
+
+
 def detections_and_truth(settings: Settings, as_of: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The simulator's ground truth and the detections of the run at `as_of`, for scoring."""
     truth = pd.read_csv(settings.sim_dir / "ground_truth.csv", dtype=str, keep_default_na=False)

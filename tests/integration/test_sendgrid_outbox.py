@@ -120,6 +120,9 @@ def test_killing_the_send_step_mid_batch_neither_loses_nor_duplicates(settings, 
     assert all(rows[k]["state"] in ("sent", "ambiguous") for k in planned)  # nothing lost
     assert max(keys_sent_to(sendgrid_server).values()) == 1  # nothing sent twice
     assert set(keys_sent_to(sendgrid_server)) == set(planned)
+    # Ops look it up in SendGrid's activity and settle it; then nothing needs a person any more.
+    assert [r["message_key"] for r in pipeline.reconcile(settings)] == ambiguous
+    assert pipeline.reconcile(settings, mark_sent=ambiguous[0]) == []
 
 
 def test_suppressed_addresses_get_nothing_and_the_list_is_kept(settings, sendgrid_server):
