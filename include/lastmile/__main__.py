@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     sim = sub.add_parser("simulate", help="generate the seeded simulated shop into LASTMILE_SIM_DIR")
     sim.add_argument("--if-missing", action="store_true", help="keep an existing data set for the same seed")
     sub.add_parser("preview", help="render every kind of e-mail with sample data into out/preview/")
+    bt = sub.add_parser("backtest", help="replay an unseen simulated history and score detection and windows")
+    bt.add_argument("--seed", type=int, default=11, help="a seed the rules were not tuned on (the demo uses 7)")
+    bt.add_argument("--orders", type=int, default=3000)
+    bt.add_argument("--step-hours", type=int, default=6)
     box = sub.add_parser("outbox", help="messages that need a person: ambiguous or failed; reconcile one")
     box.add_argument("--mark-sent", metavar="KEY", help="the provider did deliver it (seen in its activity log)")
     box.add_argument("--resend", metavar="KEY", help="the provider never got it: plan it again")
@@ -66,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(seed {manifest['seed']}, {manifest['n_orders']} orders, {manifest['shipments']} shipments)")
         return 0
 
+    if args.command == "backtest":
+        from lastmile.backtest import format_result, run
+
+        print(format_result(run(seed=args.seed, n_orders=args.orders, step_hours=args.step_hours)))
+        return 0
     if args.command == "preview":
         from lastmile.preview import render_all
 
