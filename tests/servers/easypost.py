@@ -42,16 +42,18 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
+
+from servers.base import LocalServer, RecordList
 
 FIXTURE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "easypost"
 CANONICAL_CASSETTE = "test_tracker_retrieve_batch.yaml"  # the newest recording: has fees, delivery_evidence
@@ -136,51 +138,6 @@ class RecordedRequest:
     received_at: float = field(default_factory=time.time)
 
 
-class RecordList(Sequence):
-    """An append-only list shared with the server threads; reads are snapshots."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition(threading.Lock())
-        self._items: list[Any] = []
-
-    def _append(self, item: Any) -> None:
-        with self._changed:
-            self._items.append(item)
-            self._changed.notify_all()
-
-    def _clear(self) -> None:
-        with self._changed:
-            self._items.clear()
-
-    def snapshot(self) -> list[Any]:
-        with self._changed:
-            return list(self._items)
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[Any]:
-        """Block until at least ``count`` items are recorded; raise TimeoutError otherwise."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: len(self._items) >= count, timeout=timeout):
-                raise TimeoutError(f"expected {count} records, have {len(self._items)} after {timeout}s")
-            return list(self._items)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        with self._changed:
-            return self._items[index]
-
-    def __len__(self) -> int:
-        with self._changed:
-            return len(self._items)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.snapshot())
-
-    def __repr__(self) -> str:
-        return f"RecordList({self.snapshot()!r})"
-
-
-# ----------------------------------------------------------------------------------------- script
-
-
 @dataclass(frozen=True)
 class Behaviour:
     kind: Literal["normal", "status", "hang", "malformed", "drop"]
@@ -240,13 +197,6 @@ def error_body(status: int, code: str | None = None, message: str | None = None,
 # ----------------------------------------------------------------------------------------- server
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:  # clients that hang up are normal
-        pass
-
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -257,11 +207,12 @@ def _parse_time(raw: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class EasyPostServer:
+class EasyPostServer(LocalServer):
     """An EasyPost Trackers API look-alike on 127.0.0.1:<random port>, served from a daemon thread."""
 
     def __init__(self, api_key: str | None = None, fixture_dir: Path | str = FIXTURE_DIR,
                  clock_start: datetime | None = None) -> None:
+        super().__init__()
         self.api_key = api_key or f"EZTK{secrets.token_hex(16)}"
         self.fixture_dir = Path(fixture_dir)
         self._template = canonical_tracker(self.fixture_dir)  # fail fast when the cassettes are missing
@@ -271,44 +222,11 @@ class EasyPostServer:
         # created_at advances one second per tracker so that "newest first" is a strict order.
         self._clock = clock_start or datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
         self.requests = RecordList()
-        self._stopping = threading.Event()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle
+    name = "easypost-server"
 
-    def start(self) -> EasyPostServer:
-        if self._httpd is not None:
-            return self
-        self._stopping.clear()
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"easypost-server-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is None:
-            return
-        self._stopping.set()  # wakes handlers sleeping in ("hang", s)
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> EasyPostServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("EasyPostServer is not started")
-        return self._httpd.server_address[1]
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     @property
     def url(self) -> str:

@@ -38,11 +38,11 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
@@ -50,6 +50,8 @@ from urllib.parse import parse_qs, urlsplit
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+
+from servers.base import LocalServer, RecordList
 
 SPEC_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sendgrid"
 MAIL_SPEC = "tsg_mail_v3.json"
@@ -174,52 +176,6 @@ class AcceptedMessage:
     accepted_at: float = field(default_factory=time.time)
 
 
-class RecordList(Sequence):
-    """An append-only list shared with the server threads; reads are snapshots."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._items: list[Any] = []
-        self._changed = threading.Condition(self._lock)
-
-    def _append(self, item: Any) -> None:
-        with self._changed:
-            self._items.append(item)
-            self._changed.notify_all()
-
-    def _clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def snapshot(self) -> list[Any]:
-        with self._lock:
-            return list(self._items)
-
-    def wait_for(self, count: int, timeout: float = 5.0) -> list[Any]:
-        """Block until at least ``count`` items are recorded; raise TimeoutError otherwise."""
-        with self._changed:
-            if not self._changed.wait_for(lambda: len(self._items) >= count, timeout=timeout):
-                raise TimeoutError(f"expected {count} records, have {len(self._items)} after {timeout}s")
-            return list(self._items)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        with self._lock:
-            return self._items[index]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.snapshot())
-
-    def __repr__(self) -> str:
-        return f"RecordList({self.snapshot()!r})"
-
-
-# ----------------------------------------------------------------------------------------- script
-
-
 @dataclass(frozen=True)
 class Behaviour:
     kind: Literal["normal", "status", "hang", "drop"]
@@ -267,19 +223,13 @@ def behaviour(spec: Any) -> Behaviour:
 # ----------------------------------------------------------------------------------------- server
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
 
-    def handle_error(self, request: Any, client_address: Any) -> None:  # clients that hang up are normal
-        pass
-
-
-class SendGridServer:
+class SendGridServer(LocalServer):
     """A SendGrid v3 look-alike on 127.0.0.1:<random port>, served from a daemon thread."""
 
     def __init__(self, api_key: str | None = None, spec_dir: Path | str = SPEC_DIR,
                  default_page_size: int = MAX_PAGE_SIZE) -> None:
+        super().__init__()
         self.api_key = api_key or f"SG.{secrets.token_urlsafe(16)}.{secrets.token_urlsafe(32)}"
         self.spec_dir = Path(spec_dir)
         self.default_page_size = default_page_size  # the spec leaves "the default page size" unstated
@@ -290,44 +240,11 @@ class SendGridServer:
         self._groups: dict[int, list[str]] = {}
         self.accepted = RecordList()
         self.requests = RecordList()
-        self._stopping = threading.Event()
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle
+    name = "sendgrid-server"
 
-    def start(self) -> SendGridServer:
-        if self._httpd is not None:
-            return self
-        self._stopping.clear()
-        self._httpd = _HTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"sendgrid-server-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is None:
-            return
-        self._stopping.set()  # wakes handlers sleeping in ("hang", s)
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> SendGridServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("SendGridServer is not started")
-        return self._httpd.server_address[1]
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        return _make_handler(self)
 
     @property
     def url(self) -> str:
