@@ -1,22 +1,24 @@
 """
 ### delivery_exceptions
 
-Every hour: load orders → fetch tracking → detect exceptions → compute revised windows →
-record history → plan messages (outbox) → send → summarise.
+Every hour: load orders → fetch tracking (one mapped task per carrier account) → detect
+exceptions → compute revised windows → record history → plan messages (outbox) → send → summarise.
 
 Each task computes as of the run's data interval end, so a rerun or backfill of the same logical
 date gives the same result and sends nothing twice. Data moves through the history database
-(`LASTMILE_DB_URL`); XCom carries counts only. The last task's log and XCom hold the run summary:
-what was found, who was told, what failed. See README.md for configuration.
+(`LASTMILE_DB_URL`); XCom carries counts only. A carrier account that cannot be read fails its own
+fetch task (an ops alert) while the others go on; detection treats that account's parcels as in
+an unknown state. The last task's log and XCom hold the run summary: what was found, who was told,
+what failed. See README.md for configuration.
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import chain, dag, task
+from airflow.sdk import TriggerRule, chain, dag, task
 
 from lastmile.steps import STEPS
-from lastmile_airflow.steps import run_step
+from lastmile_airflow.steps import CARRIER_POOL, carrier_accounts, fetch_account, run_step
 
 DEFAULT_ARGS = {
     "owner": "lastmile-ops",
@@ -37,7 +39,15 @@ DEFAULT_ARGS = {
     doc_md=__doc__,
 )
 def delivery_exceptions() -> None:
-    chain(*[task(run_step, task_id=step)(step) for step in STEPS])
+    load = task(run_step, task_id="load_orders")("load_orders")
+    accounts = task(carrier_accounts)()
+    fetched = task(fetch_account, task_id="fetch_tracking", pool=CARRIER_POOL,
+                   map_index_template="{{ account_name }}").expand(account=accounts)
+    # One account down must not stop detection for the others: its parcels become "unknown".
+    detect = task(run_step, task_id="detect_exceptions",
+                  trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)("detect_exceptions")
+    rest = [task(run_step, task_id=name)(name) for name in STEPS[STEPS.index("detect_exceptions") + 1:]]
+    chain(load, accounts, fetched, detect, *rest)
 
 
 delivery_exceptions()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-SOURCES = ("simulated",)
+SOURCES = ("simulated", "sql", "files")
 TRANSPORTS = ("file", "sendgrid")
 
 
@@ -26,6 +26,10 @@ class Settings:
     sim_dir: Path
     sim_seed: int
     sim_orders: int = 3000
+    orders_path: Path | None = None  # LASTMILE_SOURCE=files: the folder of CSV/Parquet exports
+    orders_db_url: str | None = None  # LASTMILE_SOURCE=sql: set by the plugin from `lastmile_orders`
+    tracking_accounts: tuple[str, ...] = ("simulated",)
+    feed_stale_hours: float = 6.0  # no successful fetch for this long: the feed's parcels are "unknown"
 
     @property
     def outbox_dir(self) -> Path:
@@ -43,6 +47,13 @@ class Settings:
             raise ConfigError(
                 f"LASTMILE_EMAIL_TRANSPORT={transport!r}: expected one of {', '.join(TRANSPORTS)}"
             )
+        accounts = tuple(a.strip() for a in env.get("LASTMILE_TRACKING_ACCOUNTS", "simulated").split(",")
+                         if a.strip())
+        if not accounts:
+            raise ConfigError("LASTMILE_TRACKING_ACCOUNTS is empty: name at least one carrier account")
+        orders_path = env.get("LASTMILE_ORDERS_PATH")
+        if source == "files" and not orders_path:
+            raise ConfigError("LASTMILE_SOURCE=files needs LASTMILE_ORDERS_PATH (a folder of CSV or Parquet files)")
         return cls(
             db_url=env.get("LASTMILE_DB_URL") or f"sqlite:///{out_dir / 'lastmile.db'}",
             source=source,
@@ -51,4 +62,8 @@ class Settings:
             sim_dir=Path(env.get("LASTMILE_SIM_DIR") or out_dir / "sim").resolve(),
             sim_seed=int(env.get("LASTMILE_SIM_SEED", "7")),
             sim_orders=int(env.get("LASTMILE_SIM_ORDERS", "3000")),
+            orders_path=Path(orders_path).resolve() if orders_path else None,
+            orders_db_url=env.get("LASTMILE_ORDERS_DB_URL") or None,
+            tracking_accounts=accounts,
+            feed_stale_hours=float(env.get("LASTMILE_FEED_STALE_HOURS", "6")),
         )

@@ -154,7 +154,10 @@ def detect(
     emit(missed | est_past, "late", late_at, _evidence(s, "late", promised=s["promised_date"].dt.date,
                                                        carrier_estimate=s["est_delivery_date"]))
 
-    moving = s["accepted"].fillna(False).astype(bool) & ~s["terminal"]
+    # A parcel whose carrier feed is down or stale is in an unknown state: the rules that read
+    # silence as trouble (stalled, lost by silence, stuck before pickup) wait for the feed.
+    heard = ~s["feed_unknown"].fillna(False).astype(bool) if "feed_unknown" in s else pd.Series(True, index=s.index)
+    moving = s["accepted"].fillna(False).astype(bool) & ~s["terminal"] & heard
     explained = s["last_reason"].isin(EXPLAINED_SILENCE)
     emit(moving & ~explained & (s["silent_bd"] >= thresholds.stalled_after) & (s["silent_bd"] < thresholds.lost_after),
          "stalled", s["last_scan_at"], _evidence(s, "stalled", business_days_silent=s["silent_bd"],
@@ -170,7 +173,7 @@ def detect(
 
     label_local = local_dates(pd.to_datetime(s["created_at"], utc=True), s["dest_tz"])
     waiting_bd = business_days(label_local, s["as_of_local"], s["country"])
-    stuck_now = ~s["accepted"].fillna(False).astype(bool) & ~s["terminal"] & (waiting_bd >= thresholds.pickup_after)
+    stuck_now = ~s["accepted"].fillna(False).astype(bool) & ~s["terminal"] & heard & (waiting_bd >= thresholds.pickup_after)
     stuck_then = s["accepted"].fillna(False).astype(bool) & (s["pickup_wait_bd"].fillna(0) >= thresholds.pickup_after)
     emit(stuck_now | stuck_then, "stuck_before_pickup", pd.to_datetime(s["created_at"], utc=True),
          _evidence(s, "stuck_before_pickup", business_days_waiting=waiting_bd.where(stuck_now, s["pickup_wait_bd"])),

@@ -118,8 +118,34 @@ def _shipment(row: dict[str, Any]) -> dict[str, Any]:
             "tracking_code": _required(row, "tracking_code"), "created_at": _instant(row, "created_at"),
             "promised_date": _date(row, "promised_date"), "origin": _required(row, "origin"),
             "destination": _required(row, "destination"), "dest_tz": _tz(row, "dest_tz"),
-            "sequence": _int(row, "sequence", minimum=1),
-            "replaces_shipment_id": row.get("replaces_shipment_id") or None}
+            # Optional: without them the chain is numbered by creation time (number_shipments).
+            "sequence": _int(row, "sequence", minimum=1) if str(row.get("sequence") or "").strip() else None,
+            "replaces_shipment_id": row.get("replaces_shipment_id") or None,
+            "tracking_account": str(row.get("tracking_account") or "").strip() or None}
+
+
+def number_shipments(new: list[dict[str, Any]], known: list[dict[str, Any]]) -> None:
+    """Give shipments without a `sequence` their place in their order line's chain, in place.
+
+    A shop that only records "another shipment for this line" gets the same chain as one that
+    numbers reshipments itself: ordered by creation time (then id), each replacing the one before.
+    """
+    lines = {s["order_line_id"] for s in new if s["sequence"] is None}
+    if not lines:
+        return
+    chains: dict[str, dict[str, dict[str, Any]]] = {}
+    for s in [*known, *new]:  # new rows win over what the history already holds
+        if s["order_line_id"] in lines:
+            chains.setdefault(s["order_line_id"], {})[s["shipment_id"]] = s
+    numbered = {}
+    for chain in chains.values():
+        ordered = sorted(chain.values(), key=lambda s: (s["created_at"], s["shipment_id"]))
+        for n, s in enumerate(ordered, start=1):
+            numbered[s["shipment_id"]] = (n, ordered[n - 2]["shipment_id"] if n > 1 else None)
+    for s in new:
+        if s["sequence"] is None:
+            s["sequence"], replaces = numbered[s["shipment_id"]]
+            s["replaces_shipment_id"] = s["replaces_shipment_id"] or replaces
 
 
 # Customer fields that identify a person stay out of the quarantine table (PRINCIPLES 9).

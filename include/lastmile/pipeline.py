@@ -16,6 +16,7 @@ import pandas as pd
 from sqlalchemy import Connection, and_, delete, func, or_, select, update
 
 from lastmile import detection, orders, schema, tracking
+from lastmile.accounts import TrackingAccount, account_from_env, payload_format, vendor_of
 from lastmile.brand import load_brand
 from lastmile.cases import build_cases
 from lastmile.config import Settings
@@ -79,45 +80,135 @@ def _frame(conn: Connection, stmt: Any) -> pd.DataFrame:
 # -- steps -----------------------------------------------------------------------------------------
 
 def load_orders(settings: Settings, as_of: datetime) -> dict[str, Any]:
-    """Read orders, lines, shipments and subscriptions placed by `as_of`; validate; upsert."""
+    """Read orders, lines, shipments and subscriptions changed by `as_of`; validate; upsert."""
     as_of = _utc(as_of)
-    valid = orders.validate(order_source(settings).load(as_of))
-    with engine_for(settings.db_url).begin() as conn:
+    engine = engine_for(settings.db_url)
+    wm = schema.source_watermarks
+    with engine.connect() as conn:
+        marks = {r.entity: utc(r.watermark) for r in conn.execute(select(wm).where(wm.c.source == settings.source))}
+    raw = order_source(settings, marks).load(as_of)
+    valid = orders.validate(raw)
+    with engine.begin() as conn:
+        unnumbered = {s["order_line_id"] for s in valid.shipments if s["sequence"] is None}
+        if unnumbered:
+            known = [dict(r) for r in conn.execute(select(schema.shipments).where(
+                schema.shipments.c.order_line_id.in_(unnumbered))).mappings()]
+            orders.number_shipments(valid.shipments, known)
         for table, rows in ((schema.customers, valid.customers), (schema.subscriptions, valid.subscriptions),
                             (schema.orders, valid.orders), (schema.order_lines, valid.order_lines),
                             (schema.shipments, valid.shipments)):
             keys = {c.name for c in table.primary_key.columns}
             upsert(conn, table, rows, update=[c.name for c in table.columns if c.name not in keys])
+        upsert(conn, wm, [{"source": settings.source, "entity": e, "watermark": w, "batch_key": batch_key_for(as_of)}
+                          for e, w in raw.watermarks.items()], update=["watermark", "batch_key"])
         _quarantine(conn, valid.rejections, as_of)
         return _record_step(conn, as_of, "load_orders", {
-            "orders": len(valid.orders), "order_lines": len(valid.order_lines),
+            "source": settings.source, "orders": len(valid.orders), "order_lines": len(valid.order_lines),
             "shipments": len(valid.shipments), "customers": len(valid.customers),
             "subscriptions": len(valid.subscriptions), "quarantined": len(valid.rejections)})
 
 
-def fetch_tracking(settings: Settings, as_of: datetime) -> dict[str, Any]:
-    """Poll the carrier for every shipment not finished by `as_of`; store new scans and estimates."""
+class FeedDown(RuntimeError):
+    """A carrier account could not be read this run; its parcels are in an unknown state."""
+
+    def __init__(self, account: str, detail: str) -> None:
+        super().__init__(f"carrier feed {account!r} is down: {detail}")
+        self.account = account
+        self.detail = detail
+
+
+def tracking_accounts(settings: Settings) -> list[str]:
+    """The carrier accounts to fetch, one mapped task each."""
+    return list(settings.tracking_accounts)
+
+
+def _routed_to(account: str, settings: Settings) -> Any:
+    """Shipments fetched through `account`: those naming it, and unnamed ones for the first account."""
+    col = schema.shipments.c.tracking_account
+    if account == settings.tracking_accounts[0]:
+        return or_(col == account, col.is_(None), col.not_in(settings.tracking_accounts))
+    return col == account
+
+
+def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount | None = None) -> dict[str, Any]:
+    """Poll one carrier account for its shipments not finished by `as_of`; store new scans and estimates.
+
+    A feed that fails still keeps what it returned before failing; its health row says it is down,
+    and FeedDown is raised so ops see the account's task fail while the other accounts go on.
+    """
     as_of = _utc(as_of)
+    account = account or TrackingAccount(settings.tracking_accounts[0], vendor_of(settings.tracking_accounts[0]))
     engine = engine_for(settings.db_url)
     with engine.connect() as conn:
         finished = select(schema.scans.c.shipment_id).where(
             schema.scans.c.status.in_(["delivered", "returned", "failed", "cancelled"]),
             schema.scans.c.occurred_at <= as_of)
         active = conn.execute(select(schema.shipments).where(
-            schema.shipments.c.created_at <= as_of, schema.shipments.c.shipment_id.not_in(finished))
-        ).mappings().all()
-    parsed = tracking.parse_easypost(tracking_source(settings).trackers([dict(r) for r in active], as_of),
-                                     observed_at=as_of)
+            schema.shipments.c.created_at <= as_of, schema.shipments.c.shipment_id.not_in(finished),
+            _routed_to(account.name, settings))).mappings().all()
+    received: list[tuple[str, dict[str, Any]]] = []
+    error: str | None = None
+    source = tracking_source(settings, account)
+    try:
+        for pair in source.trackers([dict(r) for r in active], as_of):
+            received.append(pair)
+    except Exception as err:  # noqa: BLE001 -- any failure means the same to ops: this feed is down
+        error = f"{type(err).__name__}: {err}"
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    parsed = tracking.parse(payload_format(account.vendor), received, observed_at=as_of)
     for scan in parsed.scans:
         scan["first_seen_at"] = as_of
     with engine.begin() as conn:
         new_scans = upsert(conn, schema.scans, parsed.scans)
         upsert(conn, schema.estimates, parsed.estimates, update=["observed_at"], only_if_newer="observed_at")
         _quarantine(conn, parsed.rejections, as_of)
+        updated = conn.execute(select(func.count(func.distinct(schema.scans.c.shipment_id))).where(
+            schema.scans.c.first_seen_at == as_of, schema.scans.c.shipment_id.in_(
+                select(schema.shipments.c.shipment_id).where(_routed_to(account.name, settings))))).scalar_one()
         unmapped = sum(1 for s in parsed.scans if s["status"] == "unmapped")
-        return _record_step(conn, as_of, "fetch_tracking", {
+        upsert(conn, schema.feed_health, [{
+            "account": account.name, "batch_key": batch_key_for(as_of), "vendor": account.vendor, "as_of": as_of,
+            "ok": error is None, "shipments_asked": len(active), "trackers_received": len(received),
+            "trackers_updated": updated, "scans_new": new_scans, "error": error}],
+            update=["vendor", "as_of", "ok", "shipments_asked", "trackers_received", "trackers_updated",
+                    "scans_new", "error"])
+        counts = _record_step(conn, as_of, f"fetch_tracking[{account.name}]", {
+            "account": account.name, "ok": error is None,
             "trackers_polled": len(active), "trackers_parsed": parsed.trackers_ok, "scans_seen": len(parsed.scans),
-            "scans_new": new_scans, "scans_unmapped": unmapped, "quarantined": len(parsed.rejections)})
+            "scans_new": new_scans, "trackers_updated": updated, "scans_unmapped": unmapped,
+            "quarantined": len(parsed.rejections)})
+    if error is not None:
+        log.error("ALERT carrier feed %s (%s) is down: %s; its %d active shipments are in an unknown state",
+                  account.name, account.vendor, error, len(active))
+        raise FeedDown(account.name, error)
+    return counts
+
+
+def feed_states(conn: Connection, settings: Settings, as_of: datetime) -> dict[str, dict[str, Any]]:
+    """Per configured account: ok, down (the latest fetch failed), stale (no success for too long), never."""
+    fh = schema.feed_health
+    out: dict[str, dict[str, Any]] = {}
+    for account in settings.tracking_accounts:
+        rows = conn.execute(select(fh.c.as_of, fh.c.ok, fh.c.error).where(fh.c.account == account,
+                                                                          fh.c.as_of <= as_of)
+                            .order_by(fh.c.as_of.desc()).limit(1)).all()
+        last_ok = conn.execute(select(func.max(fh.c.as_of)).where(fh.c.account == account, fh.c.ok.is_(True),
+                                                                  fh.c.as_of <= as_of)).scalar()
+        last_ok = utc(last_ok)
+        if not rows:
+            state = "never"
+        elif not rows[0].ok:
+            state = "down"
+        elif last_ok is None or (as_of - last_ok).total_seconds() > settings.feed_stale_hours * 3600:
+            state = "stale"
+        else:
+            state = "ok"
+        out[account] = {"state": state, "last_success": last_ok.isoformat() if last_ok else None,
+                        "error": rows[0].error if rows else None}
+    return out
 
 
 def _scans_until(conn: Connection, as_of: datetime) -> pd.DataFrame:
@@ -137,6 +228,12 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
     batch = batch_key_for(as_of)
     with engine_for(settings.db_url).begin() as conn:
         shipments = _frame(conn, select(schema.shipments).where(schema.shipments.c.created_at <= as_of))
+        feeds = feed_states(conn, settings, as_of)
+        shipments["tracking_account"] = shipments["tracking_account"].where(
+            shipments["tracking_account"].isin(settings.tracking_accounts), settings.tracking_accounts[0])
+        # Missing scans from a feed we could not read say nothing about the parcel (no false "lost").
+        shipments["feed_unknown"] = shipments["tracking_account"].isin(
+            {a for a, f in feeds.items() if f["state"] != "ok"})
         found = detection.detect(shipments, _scans_until(conn, as_of), _estimates_until(conn, as_of), as_of)
         conn.execute(delete(schema.detections).where(schema.detections.c.batch_key == batch))
         rows = found.assign(batch_key=batch, window_earliest=None, window_latest=None, window_basis=None)
@@ -145,6 +242,8 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
         open_rows = found[found["open"]]
         return _record_step(conn, as_of, "detect_exceptions", {
             "shipments_checked": len(shipments), "detections": len(found),
+            "feeds": {a: f["state"] for a, f in feeds.items()},
+            "unknown_state_shipments": int(shipments["feed_unknown"].sum()),
             "open_by_type": dict(sorted(Counter(open_rows["exception_type"]).items())),
             "all_by_type": dict(sorted(Counter(found["exception_type"]).items()))})
 
@@ -413,7 +512,14 @@ def run_all(settings: Settings, as_of: datetime) -> dict[str, Any]:
     """Every step in DAG order, in-process: for the backtest and tests; the DAG calls them one by one."""
     result: dict[str, Any] = {}
     for step in STEPS:
-        result = globals()[step](settings, as_of)
+        if step != "fetch_tracking":
+            result = globals()[step](settings, as_of)
+            continue
+        for name in tracking_accounts(settings):
+            try:
+                fetch_tracking(settings, as_of, account_from_env(name))
+            except FeedDown:
+                pass  # logged and recorded in feed_health; the other accounts go on, as in the DAG
     return result
 
 

@@ -68,6 +68,7 @@ shipments = Table(
     Column("dest_tz", String(64), nullable=False),
     Column("sequence", Integer, nullable=False),
     Column("replaces_shipment_id", String(64)),
+    Column("tracking_account", String(64)),  # NULL: the first configured account
 )
 scans = Table(
     "scans", metadata,
@@ -179,10 +180,30 @@ quarantine = Table(
     Column("first_batch", String(40), nullable=False),
     Column("first_seen_at", TS, nullable=False),
 )
+feed_health = Table(
+    "feed_health", metadata,  # one row per carrier account per run
+    Column("account", String(64), primary_key=True),
+    Column("batch_key", String(40), primary_key=True),
+    Column("vendor", String(16), nullable=False),
+    Column("as_of", TS, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("shipments_asked", Integer, nullable=False),
+    Column("trackers_received", Integer, nullable=False),
+    Column("trackers_updated", Integer, nullable=False),  # trackers with at least one new scan
+    Column("scans_new", Integer, nullable=False),
+    Column("error", Text),  # the vendor's own message when the fetch failed; never a key
+)
+source_watermarks = Table(
+    "source_watermarks", metadata,  # incremental order sources: how far each entity was read
+    Column("source", String(32), primary_key=True),
+    Column("entity", String(32), primary_key=True),
+    Column("watermark", TS, nullable=False),
+    Column("batch_key", String(40), nullable=False),
+)
 run_steps = Table(
     "run_steps", metadata,
     Column("batch_key", String(40), primary_key=True),
-    Column("step", String(32), primary_key=True),
+    Column("step", String(96), primary_key=True),
     Column("as_of", TS, nullable=False),
     Column("counts", Text, nullable=False),
 )

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lastmile.accounts import SIMULATED, TrackingAccount, account_from_fields, base_url
+
 if TYPE_CHECKING:
     from lastmile.sendgrid_client import SendGridConfig
 
-
-def base_url(host: str | None, port: int | None, default: str) -> str:
-    """A Connection's host as a base URL: 'http://127.0.0.1:8025' stays, 'api.x.com' gets https://."""
-    if not host:
-        return default
-    url = host if "://" in host else f"https://{host}"
-    if port and url.count(":") < 2:
-        url = f"{url}:{port}"
-    return url.rstrip("/")
+# Airflow connection types -> SQLAlchemy drivers we ship (psycopg 3 for Postgres).
+SQL_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg", "sqlite": "sqlite"}
 
 
 def sendgrid_config(conn_id: str = "sendgrid_default") -> SendGridConfig:
@@ -30,6 +25,39 @@ def sendgrid_config(conn_id: str = "sendgrid_default") -> SendGridConfig:
         raise ValueError(f"Airflow connection {conn_id!r} has no password: put the SendGrid API key there")
     extra = conn.extra_dejson or {}
     group = extra.get("asm_group_id")
-    return SendGridConfig(api_key=conn.password, host=base_url(conn.host, conn.port, DEFAULT_HOST),
+    return SendGridConfig(api_key=conn.password, host=base_url(conn.host, conn.port, DEFAULT_HOST) or DEFAULT_HOST,
                           sandbox_mode=bool(extra.get("sandbox_mode", False)),
                           asm_group_id=int(group) if group else None, timeout=float(extra.get("timeout", 10)))
+
+
+def tracking_account(conn_id: str) -> TrackingAccount:
+    """A carrier account from its Connection (type easypost/aftership; password = API key)."""
+    if conn_id == SIMULATED:
+        return TrackingAccount(SIMULATED, SIMULATED)
+    from airflow.sdk import Connection
+
+    conn = Connection.get(conn_id)
+    return account_from_fields(conn_id, conn.conn_type, conn.host, conn.port, conn.password, conn.extra_dejson)
+
+
+def orders_db_url(conn_id: str = "lastmile_orders") -> str:
+    """The shop database as a SQLAlchemy URL, from a Postgres (or SQLite) Connection.
+
+    Airflow keeps the database name in the Connection's `schema` field; extra `sqlalchemy_url`
+    wins when a shop's database needs a driver we do not map.
+    """
+    from airflow.sdk import Connection
+    from sqlalchemy.engine import URL
+
+    conn = Connection.get(conn_id)
+    extra = conn.extra_dejson or {}
+    if extra.get("sqlalchemy_url"):
+        return str(extra["sqlalchemy_url"])
+    driver = SQL_DRIVERS.get((conn.conn_type or "").lower())
+    if driver is None:
+        raise ValueError(f"Airflow connection {conn_id!r} has type {conn.conn_type!r}: use postgres or sqlite, "
+                         f"or give extra.sqlalchemy_url")
+    if driver == "sqlite":
+        return f"sqlite:///{conn.host}"
+    return URL.create(driver, username=conn.login or None, password=conn.password or None, host=conn.host or None,
+                      port=conn.port or None, database=conn.schema or None).render_as_string(hide_password=False)

@@ -1,14 +1,23 @@
-"""Run one lastmile pipeline step inside an Airflow task."""
+"""Run lastmile pipeline steps inside Airflow tasks: the only place Airflow meets the domain package."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lastmile.config import Settings
 
 log = logging.getLogger(__name__)
+
+# Every carrier-API task runs in this pool: its slots cap how many feeds are read at once across
+# runs and backfills (each mapped instance is one account, so an account never runs twice at once
+# while max_active_runs=1). Created by `airflow pools set` in scripts/demo and docker-compose.yml.
+CARRIER_POOL = "carrier_api"
 
 
 def as_of_from_context(context: dict[str, Any]) -> datetime:
@@ -23,18 +32,55 @@ def as_of_from_context(context: dict[str, Any]) -> datetime:
     return context["dag_run"].run_after
 
 
+def _settings() -> Settings:
+    from lastmile.config import Settings
+
+    settings = Settings.from_env()
+    if settings.source == "sql" and not settings.orders_db_url:
+        from lastmile_airflow.connections import orders_db_url
+
+        settings = dataclasses.replace(settings, orders_db_url=orders_db_url())
+    return settings
+
+
+def _done(step: str, as_of: datetime, counts: dict[str, Any]) -> dict[str, Any]:
+    log.info("lastmile %s as of %s: %s", step, as_of.isoformat(), json.dumps(counts, sort_keys=True, default=str))
+    return counts
+
+
 def run_step(step: str, **context: Any) -> dict[str, Any]:
     """Call lastmile.pipeline.<step>(settings, as_of); the return value (counts only) goes to XCom."""
     pipeline = importlib.import_module("lastmile.pipeline")  # heavy (pandas): import at run time only
-    from lastmile.config import Settings
-
     as_of = as_of_from_context(context)
-    settings = Settings.from_env()
+    settings = _settings()
     kwargs = {}
     if step == "send_messages" and settings.email_transport == "sendgrid":
         from lastmile_airflow.connections import sendgrid_config
 
         kwargs["sendgrid"] = sendgrid_config()
-    counts = getattr(pipeline, step)(settings, as_of, **kwargs)
-    log.info("lastmile %s as of %s: %s", step, as_of.isoformat(), json.dumps(counts, sort_keys=True, default=str))
-    return counts
+    return _done(step, as_of, getattr(pipeline, step)(settings, as_of, **kwargs))
+
+
+def carrier_accounts() -> list[str]:
+    """The carrier accounts to fetch (LASTMILE_TRACKING_ACCOUNTS): one mapped fetch task each."""
+    from lastmile.config import Settings
+
+    return list(Settings.from_env().tracking_accounts)
+
+
+def fetch_account(account: str, **context: Any) -> dict[str, Any]:
+    """Fetch one carrier account. A feed that is down fails this task only, without Airflow retries:
+    the client already retried with backoff, and the next hourly run is the next attempt."""
+    from airflow.sdk import get_current_context
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from lastmile_airflow.connections import tracking_account
+
+    get_current_context()["account_name"] = account  # names the map index in the UI
+    pipeline = importlib.import_module("lastmile.pipeline")
+    as_of = as_of_from_context(context)
+    try:
+        counts = pipeline.fetch_tracking(_settings(), as_of, tracking_account(account))
+    except pipeline.FeedDown as err:
+        raise AirflowFailException(str(err)) from err
+    return _done(f"fetch_tracking[{account}]", as_of, counts)

@@ -39,11 +39,20 @@ def test_every_dag_has_an_owner_tags_retries_and_no_catchup(dagbag):
 
 def test_delivery_exceptions_wires_the_pipeline_in_order(dagbag):
     dag = dagbag.dags["delivery_exceptions"]
-    order = ["load_orders", "fetch_tracking", "detect_exceptions", "compute_windows", "record_history",
-             "plan_messages", "send_messages", "summarise"]
+    order = ["load_orders", "carrier_accounts", "fetch_tracking", "detect_exceptions", "compute_windows",
+             "record_history", "plan_messages", "send_messages", "summarise"]
     assert [t.task_id for t in dag.topological_sort()] == order
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert downstream in dag.get_task(upstream).downstream_task_ids
+
+
+def test_carrier_accounts_are_fetched_as_mapped_tasks_in_a_pool(dagbag):
+    """One mapped instance per account, in the carrier pool; detection runs if at least one succeeded."""
+    dag = dagbag.dags["delivery_exceptions"]
+    fetch = dag.get_task("fetch_tracking")
+    assert fetch.is_mapped
+    assert fetch.pool == "carrier_api"
+    assert dag.get_task("detect_exceptions").trigger_rule == "all_done_min_one_success"
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=[p.name for p in DAG_FILES])
