@@ -63,6 +63,28 @@ def postgres_url() -> str:
     admin.dispose()
 
 
+@pytest.fixture()
+def postgres_database() -> str:
+    """A fresh database on the real local Postgres (e.g. a shop's own order database), dropped after."""
+    import uuid
+
+    from sqlalchemy import create_engine, make_url, text
+
+    name = f"lastmile_shop_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as err:  # noqa: BLE001
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {POSTGRES_URL} is required in CI: {err}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {err}")
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     """A fresh Airflow metadata database, once per session (Airflow's own reset)."""
