@@ -103,4 +103,5 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-from servers.fixtures import sendgrid_server  # noqa: E402,F401  (one place that offers the fixture)
+from servers.easypost import easypost_server  # noqa: E402,F401  (fixtures offered to every test)
+from servers.fixtures import sendgrid_server  # noqa: E402,F401

@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from lastmile.config import Settings
@@ -38,6 +38,41 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"exception history    {summary['history_db']}  (tables: cases, case_events, outbox, quarantine)")
 
 
+def _track(settings: Settings, args: argparse.Namespace) -> int:
+    from lastmile.accounts import SIMULATED, account_from_env
+    from lastmile.feeds import read_feed
+
+    name = args.account or (SIMULATED if args.carrier == SIMULATED else f"{args.carrier}_default")
+    account = account_from_env(name)
+    shipments = [{"shipment_id": code, "tracking_code": code, "carrier": args.parcel_carrier} for code in args.codes]
+    as_of = datetime.now(UTC)
+    if account.vendor == SIMULATED:  # the simulator knows its parcels by shipment id: look them up
+        from lastmile import simulator
+
+        simulator.ensure(settings.sim_dir, settings.sim_seed, settings.sim_orders)
+        known = {s["tracking_code"]: s for s in simulator.read_table(settings.sim_dir, "shipments")}
+        shipments = [known[c] for c in args.codes if c in known]
+        as_of = datetime.fromisoformat("2026-11-20T14:00:00+00:00")  # the demo's first instant
+    feed = read_feed(settings, account, shipments, as_of)
+    codes = {s["shipment_id"]: s["tracking_code"] for s in shipments}
+    for scan in sorted(feed.parsed.scans, key=lambda s: (s["shipment_id"], s["occurred_at"])):
+        local = scan["occurred_at"].astimezone(timezone(timedelta(minutes=scan["utc_offset_minutes"])))
+        print(f"{codes.get(scan['shipment_id'], scan['shipment_id']):<24} {local.isoformat():<26} "
+              f"{scan['status']:<20} {scan['reason'] or '':<18} {scan['carrier_status']}/"
+              f"{scan['carrier_status_detail']}  {scan['message']}")
+    for est in feed.parsed.estimates:
+        print(f"{codes.get(est['shipment_id'], est['shipment_id']):<24} carrier estimate {est['est_delivery_date']}")
+    for rejection in feed.parsed.rejections:
+        print(f"quarantined: {rejection.message()}")
+    missing = set(args.codes) - {codes.get(s["shipment_id"]) for s in feed.parsed.scans}
+    for code in sorted(missing):
+        print(f"{code:<24} no scans")
+    if feed.error:
+        print(f"feed error: {feed.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lastmile", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     bt.add_argument("--seed", type=int, default=11, help="a seed the rules were not tuned on (the demo uses 7)")
     bt.add_argument("--orders", type=int, default=3000)
     bt.add_argument("--step-hours", type=int, default=6)
+    tr = sub.add_parser("track", help="print the normalised scans of tracking codes, as the DAG would store them")
+    tr.add_argument("--carrier", required=True, choices=("easypost", "aftership", "simulated"),
+                    help="the tracking API (its account is <carrier>_default unless --account is given)")
+    tr.add_argument("--account", help="the Airflow connection id of the account (read from AIRFLOW_CONN_<ID>)")
+    tr.add_argument("--parcel-carrier", help="the parcel's carrier (USPS, UPS, ...) when the API cannot guess it")
+    tr.add_argument("codes", nargs="+", metavar="CODE")
     box = sub.add_parser("outbox", help="messages that need a person: ambiguous or failed; reconcile one")
     box.add_argument("--mark-sent", metavar="KEY", help="the provider did deliver it (seen in its activity log)")
     box.add_argument("--resend", metavar="KEY", help="the provider never got it: plan it again")
@@ -80,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"== every kind of e-mail, rendered: {render_all(settings.out_dir / 'preview')}")
         return 0
+
+    if args.command == "track":
+        return _track(settings, args)
 
     from lastmile import pipeline
 

@@ -15,17 +15,18 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from sqlalchemy import Connection, and_, delete, func, or_, select, update
 
-from lastmile import detection, orders, schema, tracking
-from lastmile.accounts import TrackingAccount, account_from_env, payload_format, vendor_of
+from lastmile import detection, orders, schema
+from lastmile.accounts import TrackingAccount, account_from_env, vendor_of
 from lastmile.brand import load_brand
 from lastmile.cases import build_cases
 from lastmile.config import Settings
 from lastmile.db import engine_for, upsert, utc
+from lastmile.feeds import read_feed
 from lastmile.messages import CaseFacts, decide
 from lastmile.policy import gate
 from lastmile.privacy import mask_email
 from lastmile.quarantine import Rejection
-from lastmile.sources import order_source, tracking_source
+from lastmile.sources import order_source
 from lastmile.steps import STEPS
 from lastmile.transport import (
     Ambiguous,
@@ -146,19 +147,8 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
         active = conn.execute(select(schema.shipments).where(
             schema.shipments.c.created_at <= as_of, schema.shipments.c.shipment_id.not_in(finished),
             _routed_to(account.name, settings))).mappings().all()
-    received: list[tuple[str, dict[str, Any]]] = []
-    error: str | None = None
-    source = tracking_source(settings, account)
-    try:
-        for pair in source.trackers([dict(r) for r in active], as_of):
-            received.append(pair)
-    except Exception as err:  # noqa: BLE001 -- any failure means the same to ops: this feed is down
-        error = f"{type(err).__name__}: {err}"
-    finally:
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
-    parsed = tracking.parse(payload_format(account.vendor), received, observed_at=as_of)
+    feed = read_feed(settings, account, [dict(r) for r in active], as_of)
+    parsed, error = feed.parsed, feed.error
     for scan in parsed.scans:
         scan["first_seen_at"] = as_of
     with engine.begin() as conn:
@@ -171,7 +161,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
         unmapped = sum(1 for s in parsed.scans if s["status"] == "unmapped")
         upsert(conn, schema.feed_health, [{
             "account": account.name, "batch_key": batch_key_for(as_of), "vendor": account.vendor, "as_of": as_of,
-            "ok": error is None, "shipments_asked": len(active), "trackers_received": len(received),
+            "ok": error is None, "shipments_asked": len(active), "trackers_received": feed.received,
             "trackers_updated": updated, "scans_new": new_scans, "error": error}],
             update=["vendor", "as_of", "ok", "shipments_asked", "trackers_received", "trackers_updated",
                     "scans_new", "error"])

@@ -17,13 +17,13 @@ from pathlib import Path
 import pandas as pd
 import pendulum
 import pytest
+from servers.easypost import EasyPostServer
+from shop_db import create_shop, execute
 from sqlalchemy import create_engine, select
 
 from lastmile import detection, schema, simulator
 
 from conftest import ROOT
-from servers.easypost import EasyPostServer
-from shop_db import create_shop, execute
 
 T1 = pendulum.datetime(2026, 11, 20, 14, tz="UTC")  # a Friday
 T2 = pendulum.datetime(2026, 11, 25, 14, tz="UTC")  # three business days later
