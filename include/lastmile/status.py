@@ -82,3 +82,105 @@ def from_easypost(status: str | None, status_detail: str | None, message: str | 
     if detail in _IN_TRANSIT_DETAILS or not detail:
         return _EASYPOST_STATUS[status]
     return Status("unmapped", f"easypost:{status}/{detail}")
+
+
+# ------------------------------------------------------------------------------------------ AfterShip
+#
+# AfterShip tags (tracking.models.tag.Tag in the official SDK, aftership-tracking-sdk 10.0.1, API
+# 2026-07) and their subtags ("Delivery Sub-statuses", aftership.com/docs/tracking/2026-07/enum/
+# delivery-sub-statuses; the 2026-07 additions from its changelog and migration guide). The subtag's
+# own message from that table is kept beside each code so the choice can be checked.
+AFTERSHIP_TAGS = ("Pending", "InfoReceived", "InTransit", "OutForDelivery", "AttemptFail", "Delivered",
+                  "AvailableForPickup", "Exception", "Expired")
+
+_AFTERSHIP_TAG: dict[str, Status] = {  # a checkpoint that carries a tag but no subtag
+    "Pending": Status("pre_transit", "pending"),  # "pending to track, or without tracking information yet"
+    "InfoReceived": Status("pre_transit"),  # "carrier has received request ... about to pick up"
+    "InTransit": Status("in_transit"),
+    "OutForDelivery": Status("out_for_delivery"),
+    "AttemptFail": Status("exception", "failed_attempt"),
+    "Delivered": Status("delivered"),
+    "AvailableForPickup": Status("available_for_pickup"),
+    "Exception": Status("exception", "delivery_exception"),  # "custom hold, undelivered, returned ..."
+    "Expired": Status("unknown", "expired"),  # "no tracking information for 30 days since added"
+}
+
+# subtag -> (AfterShip's subtag message, our status)
+AFTERSHIP_SUBTAGS: dict[str, tuple[str, Status]] = {
+    "Delivered_001": ("Delivered", Status("delivered")),
+    "Delivered_002": ("Picked up by the customer", Status("delivered")),
+    "Delivered_003": ("Sign by customer", Status("delivered")),
+    "Delivered_004": ("Delivered and received cash on delivery", Status("delivered")),
+    "Delivered_005": ("Delivered to neighbor", Status("delivered")),
+    "AvailableForPickup_001": ("Available for pickup", Status("available_for_pickup")),
+    "Exception_001": ("Exception", Status("exception", "delivery_exception")),
+    "Exception_002": ("Customer moved", Status("exception", "address_problem")),
+    "Exception_003": ("Customer refused delivery", Status("exception", "refused")),
+    "Exception_004": ("Delayed (Customs clearance)", Status("exception", "customs_hold")),
+    "Exception_005": ("Delayed (External factors)", Status("exception", "delayed")),
+    "Exception_006": ("Held for payment", Status("exception", "held")),
+    "Exception_007": ("Incorrect Address", Status("exception", "address_problem")),
+    # Waiting, uncollected, at a pickup point: held there until collected or sent back.
+    "Exception_008": ("Pick up missed", Status("exception", "held")),
+    # Refused by the carrier for not meeting its rules: it will not be delivered as it is.
+    "Exception_009": ("Rejected by carrier", Status("exception", "delivery_exception")),
+    "Exception_010": ("Returning to sender", Status("returned", "return_to_sender")),
+    "Exception_011": ("Returned to sender", Status("returned", "return_to_sender")),
+    "Exception_012": ("Shipment damage", Status("failed", "damaged")),
+    "Exception_013": ("Shipment lost", Status("failed", "lost")),
+    "Exception_016": ("Delayed (Processing issue)", Status("exception", "delayed")),
+    "Exception_017": ("Delayed (Extreme weather)", Status("exception", "delayed")),
+    # "On hold due to inaccurate or missing documents required by regulatory agencies": a customs hold.
+    "Exception_018": ("Incorrect / missing documents", Status("exception", "customs_hold")),
+    "Exception_019": ("Delayed (Late flight)", Status("exception", "delayed")),
+    "Exception_020": ("Shipment cancelled", Status("cancelled")),
+    # "Destroyed or discarded (prohibited, damaged, or unable to be delivered)": it will never arrive.
+    "Exception_021": ("Shipment disposed", Status("failed", "damaged")),
+    "AttemptFail_001": ("Failed Attempt", Status("exception", "failed_attempt")),
+    "AttemptFail_002": ("Addressee not available", Status("exception", "failed_attempt")),
+    "AttemptFail_003": ("Business Closed", Status("exception", "failed_attempt")),
+    "InTransit_001": ("In Transit", Status("in_transit")),
+    "InTransit_002": ("Acceptance scan", Status("in_transit")),
+    "InTransit_003": ("Arrival scan", Status("in_transit")),
+    "InTransit_004": ("Arrived at destination country", Status("in_transit")),
+    "InTransit_005": ("Customs clearance completed", Status("in_transit")),
+    "InTransit_006": ("Customs clearance started", Status("in_transit")),  # routine, not a hold
+    "InTransit_007": ("Departure Scan", Status("in_transit")),
+    "InTransit_008": ("Problem resolved", Status("in_transit")),
+    "InTransit_009": ("Forwarded to a different delivery address", Status("in_transit")),
+    "InfoReceived_001": ("Info Received", Status("pre_transit")),
+    "OutForDelivery_001": ("Out for Delivery", Status("out_for_delivery")),
+    "OutForDelivery_003": ("Customer contacted", Status("out_for_delivery")),
+    "OutForDelivery_004": ("Delivery appointment scheduled", Status("out_for_delivery")),
+    "Pending_001": ("Pending", Status("pre_transit", "pending")),
+    "Expired_001": ("Expired", Status("unknown", "expired")),
+}
+
+# Documented codes whose table row we could not read (the 2026-07 changelog names InTransit_011-013;
+# InTransit_010 and Pending_002-006 sit in the same table). Their tag leaves no doubt about where the
+# parcel is, so they map by tag. Exception_014/015 are NOT here: an exception's meaning is in its
+# subtag, and guessing "delayed" for what may be "lost" would hide it; they stay `unmapped`, visible.
+AFTERSHIP_SUBTAGS_BY_TAG = frozenset({
+    "InTransit_010", "InTransit_011", "InTransit_012", "InTransit_013",
+    "Pending_002", "Pending_003", "Pending_004", "Pending_005", "Pending_006",
+})
+
+
+def from_aftership(tag: str | None, subtag: str | None, message: str | None = None) -> Status:
+    """Map an AfterShip checkpoint's (tag, subtag), and the message where the codes are too coarse."""
+    tag = (tag or "").strip()
+    subtag = (subtag or "").strip()
+    unmapped = Status("unmapped", f"aftership:{tag}/{subtag}")
+    if tag not in _AFTERSHIP_TAG:
+        return unmapped
+    if not subtag:
+        return _AFTERSHIP_TAG[tag]
+    if subtag.partition("_")[0] != tag:  # e.g. tag InTransit with subtag Delivered_001: which one is true?
+        return unmapped
+    if subtag in AFTERSHIP_SUBTAGS:
+        if subtag == "Exception_006" and "custom" in (message or "").lower():
+            return Status("exception", "customs_hold")  # duties and taxes held for payment at customs
+        return AFTERSHIP_SUBTAGS[subtag][1]
+    if subtag in AFTERSHIP_SUBTAGS_BY_TAG:
+        return _AFTERSHIP_TAG[tag]
+    return unmapped

@@ -38,22 +38,17 @@ import copy
 import json
 import re
 import secrets
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, ClassVar
 
 import pytest
 import yaml
 
-from servers.base import LocalServer, RecordList
+from servers.base import Behaviour, RecordedRequest, ScriptedServer, VendorHandler, parse_behaviour
 
 FIXTURE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "easypost"
 CANONICAL_CASSETTE = "test_tracker_retrieve_batch.yaml"  # the newest recording: has fees, delivery_evidence
@@ -122,66 +117,10 @@ def canonical_tracker(fixture_dir: Path = FIXTURE_DIR) -> dict[str, Any]:
     raise LookupError(f"no POST /v2/trackers exchange in {CANONICAL_CASSETTE}")
 
 
-# ---------------------------------------------------------------------------------------- records
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # names lower-cased
-    raw_body: bytes
-    body: Any = None  # parsed JSON, or None
-    status: int | None = None  # None while in flight, or when the connection was dropped
-    outcome: str = "pending"  # "ok", "error", "unauthorized", "scripted-429", "malformed", "dropped", ...
-    received_at: float = field(default_factory=time.time)
-
-
-@dataclass(frozen=True)
-class Behaviour:
-    kind: Literal["normal", "status", "hang", "malformed", "drop"]
-    status: int = 200
-    retry_after: int | float | None = None
-    seconds: float = 0.0
-    code: str | None = None
-    message: str | None = None
-
-
 def behaviour(spec: Any) -> Behaviour:
-    """Normalise one scripted response.
-
-    ``200`` (normal processing), ``("429", s)`` / ``429`` (429 + ``Retry-After: s``, default 1), any other
-    4xx/5xx int (EasyPost error envelope), ``(422, code, message)`` (a 422 with that code and message;
-    plain ``422`` is EasyPost's recorded PARAMETER.REQUIRED body), ``("hang", seconds)`` (sleep, then normal
-    processing; abandoned if the server stops first), ``"malformed"`` (200, JSON content type, broken
-    body), ``"drop"`` (close the connection without an answer).
-    """
-    if isinstance(spec, Behaviour):
-        return spec
-    items = tuple(spec) if isinstance(spec, tuple | list) else (spec,)
-    if not items:
-        raise ValueError("empty scripted response")
-    head, rest = items[0], items[1:]
-    if head == "hang":
-        (seconds,) = rest
-        return Behaviour("hang", seconds=float(seconds))
-    if head == "malformed":
-        return Behaviour("malformed")
-    if head == "drop":
-        return Behaviour("drop")
-    try:
-        status = int(head)
-    except (TypeError, ValueError):
-        raise ValueError(f"unknown scripted response: {spec!r}") from None
-    if status == 200:
-        return Behaviour("normal")
-    if not 400 <= status <= 599:
-        raise ValueError(f"scripted status must be 200 or 4xx/5xx, got {status}")
-    if status == 429:
-        return Behaviour("status", 429, retry_after=float(rest[0]) if rest else 1.0)
-    code, message = (list(rest) + [None, None])[:2]
-    return Behaviour("status", status, code=code, message=message)
+    """One scripted response, as `servers.base.parse_behaviour` reads it; plain ``422`` answers EasyPost's
+    recorded PARAMETER.REQUIRED body, ``(422, code, message)`` a 422 with that code and message."""
+    return parse_behaviour(spec)
 
 
 def error_body(status: int, code: str | None = None, message: str | None = None,
@@ -207,8 +146,11 @@ def _parse_time(raw: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-class EasyPostServer(LocalServer):
+class EasyPostServer(ScriptedServer):
     """An EasyPost Trackers API look-alike on 127.0.0.1:<random port>, served from a daemon thread."""
+
+    name = "easypost-server"
+    malformed_body = MALFORMED_BODY
 
     def __init__(self, api_key: str | None = None, fixture_dir: Path | str = FIXTURE_DIR,
                  clock_start: datetime | None = None) -> None:
@@ -216,17 +158,9 @@ class EasyPostServer(LocalServer):
         self.api_key = api_key or f"EZTK{secrets.token_hex(16)}"
         self.fixture_dir = Path(fixture_dir)
         self._template = canonical_tracker(self.fixture_dir)  # fail fast when the cassettes are missing
-        self._lock = threading.Lock()
-        self._script: list[Behaviour] = []
         self._trackers: list[dict[str, Any]] = []  # creation order; listing reverses it
         # created_at advances one second per tracker so that "newest first" is a strict order.
         self._clock = clock_start or datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
-        self.requests = RecordList()
-
-    name = "easypost-server"
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        return _make_handler(self)
 
     @property
     def url(self) -> str:
@@ -241,18 +175,10 @@ class EasyPostServer(LocalServer):
         Forced statuses and ``malformed`` answer without looking at auth or body; ``200`` and ``hang``
         run the normal auth and request checks.
         """
-        parsed = [behaviour(r) for r in responses]
-        with self._lock:
-            self._script.extend(parsed)
+        super().script(*responses)
 
-    @property
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._script)
-
-    def _next_behaviour(self) -> Behaviour:
-        with self._lock:
-            return self._script.pop(0) if self._script else Behaviour("normal")
+    def error_payload(self, step: Behaviour) -> Any:
+        return error_body(step.status, step.code, step.message)
 
     # -- trackers
 
@@ -291,10 +217,9 @@ class EasyPostServer(LocalServer):
 
     def reset(self) -> None:
         """Forget scripts, records and trackers (the API key and port stay)."""
+        self._forget()
         with self._lock:
-            self._script.clear()
             self._trackers.clear()
-        self.requests._clear()
 
     def _new_tracker_locked(self, tracking_code: str | None, carrier: str | None) -> dict[str, Any]:
         self._clock += timedelta(seconds=1)
@@ -412,105 +337,46 @@ def _codes(query: dict[str, list[str]]) -> set[str] | None:
 _TRACKER_PATH = re.compile(r"^/v2/trackers/(?P<id>[^/]+)$")
 
 
-def _make_handler(server: EasyPostServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(VendorHandler):
+    vendor: ClassVar[EasyPostServer]
+    content_type = "application/json; charset=utf-8"
 
-        def version_string(self) -> str:
-            return "nginx"
+    def extra_headers(self) -> list[tuple[str, str]]:
+        return [("Cache-Control", "private, no-cache, no-store"), ("X-Ep-Request-Uuid", uuid.uuid4().hex)]
 
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-            pass
+    def _handle(self) -> None:
+        record = self._read()
+        if self.play(record, self.vendor._next_behaviour()):
+            return
+        if not self.vendor._authorized(record.headers):
+            return self._send(record, 401, error_body(401), outcome="unauthorized")
+        self._route(record)
 
-        def _read(self) -> RecordedRequest:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            parts = urlsplit(self.path)
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            record = RecordedRequest(self.command, parts.path.rstrip("/") or "/",
-                                     parse_qs(parts.query, keep_blank_values=True), headers, raw)
-            if raw:
-                try:
-                    record.body = json.loads(raw)
-                except ValueError:
-                    record.body = None
-            server.requests._append(record)
-            return record
-
-        def _send_bytes(self, record: RecordedRequest, status: int, body: bytes,
-                        headers: Iterable[tuple[str, str]] = (), outcome: str | None = None) -> None:
-            record.status = status
-            record.outcome = outcome or ("ok" if status < 400 else "error")
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "private, no-cache, no-store")
-                self.send_header("X-Ep-Request-Uuid", uuid.uuid4().hex)
-                for name, value in headers:
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-            except OSError:  # the client gave up (e.g. its timeout fired during a hang)
-                record.outcome = "client-gone"
-                self.close_connection = True
-
-        def _send(self, record: RecordedRequest, status: int, payload: Any,
-                  headers: Iterable[tuple[str, str]] = (), outcome: str | None = None) -> None:
-            self._send_bytes(record, status, json.dumps(payload).encode(), headers, outcome)
-
-        def _drop(self, record: RecordedRequest) -> None:
-            record.status = None
-            record.outcome = "dropped"
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-        def _handle(self) -> None:
-            record = self._read()
-            step = server._next_behaviour()
-            if step.kind == "status":
-                headers: list[tuple[str, str]] = []
-                if step.status == 429:
-                    headers = [("Retry-After", f"{step.retry_after:g}")]
-                return self._send(record, step.status, error_body(step.status, step.code, step.message),
-                                  headers, outcome=f"scripted-{step.status}")
-            if step.kind == "malformed":
-                return self._send_bytes(record, 200, MALFORMED_BODY, outcome="malformed")
-            if step.kind == "drop":
-                return self._drop(record)
-            if step.kind == "hang" and server._stopping.wait(step.seconds):
-                return self._drop(record)  # server stopping: abandon quietly
-            if not server._authorized(record.headers):
-                return self._send(record, 401, error_body(401), outcome="unauthorized")
-            self._route(record)
-
-        def _route(self, record: RecordedRequest) -> None:
-            path, method = record.path, self.command
-            if path == "/v2/trackers":
-                if method == "POST":
-                    status, payload = server._create(record.body)
-                    headers = [("Location", f"/api/v2/trackers/{payload['id']}")] if status == 201 else []
-                    return self._send(record, status, payload, headers)
-                if method == "GET":
-                    return self._send(record, *server._list(record.query))
+    def _route(self, record: RecordedRequest) -> None:
+        server, path, method = self.vendor, record.path, self.command
+        if path == "/v2/trackers":
+            if method == "POST":
+                status, payload = server._create(record.body)
+                headers = [("Location", f"/api/v2/trackers/{payload['id']}")] if status == 201 else []
+                return self._send(record, status, payload, headers)
+            if method == "GET":
+                return self._send(record, *server._list(record.query))
+            return self._send(record, 405, error_body(405))
+        if path == "/v2/trackers/batch":
+            if method != "POST":
                 return self._send(record, 405, error_body(405))
-            if path == "/v2/trackers/batch":
-                if method != "POST":
-                    return self._send(record, 405, error_body(405))
-                return self._send(record, *server._batch(record.body))
-            match = _TRACKER_PATH.match(path)
-            if match:
-                if method != "GET":
-                    return self._send(record, 405, error_body(405))
-                return self._send(record, *server._retrieve(match["id"]))
-            return self._send(record, 404, error_body(404))
+            return self._send(record, *server._batch(record.body))
+        match = _TRACKER_PATH.match(path)
+        if match:
+            if method != "GET":
+                return self._send(record, 405, error_body(405))
+            return self._send(record, *server._retrieve(match["id"]))
+        return self._send(record, 404, error_body(404))
 
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-    return Handler
+
+EasyPostServer.handler_class = _Handler
 
 
 # ---------------------------------------------------------------------------------------- fixture

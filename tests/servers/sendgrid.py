@@ -35,23 +35,25 @@ import gzip
 import json
 import re
 import secrets
-import socket
-import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import parse_qs, urlsplit
+from typing import Any, ClassVar
 
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from servers.base import LocalServer, RecordList
+from servers.base import (
+    Behaviour,
+    RecordedRequest,
+    RecordList,
+    ScriptedServer,
+    VendorHandler,
+    parse_behaviour,
+)
 
 SPEC_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "sendgrid"
 MAIL_SPEC = "tsg_mail_v3.json"
@@ -154,19 +156,6 @@ def validation_errors(body: Any, spec_dir: Path = SPEC_DIR) -> list[dict[str, An
 # ---------------------------------------------------------------------------------------- records
 
 
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # names lower-cased
-    raw_body: bytes
-    body: Any = None  # parsed JSON, or None
-    status: int | None = None  # None while in flight, or when the connection was dropped
-    outcome: str = "pending"  # "accepted", "rejected", "error", "dropped", "timeout-abandoned", ...
-    received_at: float = field(default_factory=time.time)
-
-
 @dataclass(frozen=True)
 class AcceptedMessage:
     message_id: str
@@ -176,55 +165,23 @@ class AcceptedMessage:
     accepted_at: float = field(default_factory=time.time)
 
 
-@dataclass(frozen=True)
-class Behaviour:
-    kind: Literal["normal", "status", "hang", "drop"]
-    status: int = 202
-    retry_after: int | None = None
-    seconds: float = 0.0
-    field: str | None = None
-    message: str | None = None
-
-
 def behaviour(spec: Any) -> Behaviour:
-    """Normalise one scripted response.
+    """Normalise one scripted response (``servers.base.parse_behaviour`` with SendGrid's words).
 
     ``202`` (normal processing), any 4xx/5xx int (forced error, SendGrid error JSON), ``("429", s)``
     (429 + ``Retry-After: s``), ``(400, field, message)``, ``("hang", seconds)`` (sleep, then normal
     processing -> 202; the message is recorded when the sleep ends, even if the client has given up,
-    and abandoned unrecorded if the server stops first), ``("accept_then_drop",)`` / ``"accept_then_drop"`` (record as accepted, close
-    the connection without a response).
+    and abandoned unrecorded if the server stops first), ``("accept_then_drop",)`` / ``"accept_then_drop"``
+    (record as accepted, close the connection without a response).
     """
-    if isinstance(spec, Behaviour):
-        return spec
-    items = tuple(spec) if isinstance(spec, tuple | list) else (spec,)
-    if not items:
-        raise ValueError("empty scripted response")
-    head, rest = items[0], items[1:]
-    if head in ("hang",):
-        (seconds,) = rest
-        return Behaviour("hang", seconds=float(seconds))
-    if head in ("accept_then_drop", "drop"):
-        return Behaviour("drop")
-    try:
-        status = int(head)
-    except (TypeError, ValueError):
-        raise ValueError(f"unknown scripted response: {spec!r}") from None
-    if status == 202:
-        return Behaviour("normal")
-    if not 400 <= status <= 599:
-        raise ValueError(f"scripted status must be 202 or 4xx/5xx, got {status}")
-    if status == 429:
-        return Behaviour("status", 429, retry_after=int(rest[0]) if rest else 1)
-    fld, msg = (list(rest) + [None, None])[:2]
-    return Behaviour("status", status, field=fld, message=msg)
+    return parse_behaviour(spec, ok=202, drop_names=("accept_then_drop", "drop"), malformed=False)
 
 
 # ----------------------------------------------------------------------------------------- server
 
 
 
-class SendGridServer(LocalServer):
+class SendGridServer(ScriptedServer):
     """A SendGrid v3 look-alike on 127.0.0.1:<random port>, served from a daemon thread."""
 
     def __init__(self, api_key: str | None = None, spec_dir: Path | str = SPEC_DIR,
@@ -234,17 +191,11 @@ class SendGridServer(LocalServer):
         self.spec_dir = Path(spec_dir)
         self.default_page_size = default_page_size  # the spec leaves "the default page size" unstated
         self._validator = mail_validator(self.spec_dir)  # fail fast when the spec is missing
-        self._lock = threading.Lock()
-        self._script: list[Behaviour] = []
         self._suppressions: dict[str, list[dict[str, Any]]] = {k: [] for k in SUPPRESSION_KINDS}
         self._groups: dict[int, list[str]] = {}
         self.accepted = RecordList()
-        self.requests = RecordList()
 
     name = "sendgrid-server"
-
-    def handler(self) -> type[BaseHTTPRequestHandler]:
-        return _make_handler(self)
 
     @property
     def url(self) -> str:
@@ -259,9 +210,20 @@ class SendGridServer(LocalServer):
         looking at auth or body; ``202``, ``hang`` and ``accept_then_drop`` run the normal auth and
         schema checks first (an invalid body still gets its 400, and is then not recorded or dropped).
         """
-        parsed = [behaviour(r) for r in responses]
-        with self._lock:
-            self._script.extend(parsed)
+        super().script(*responses)
+
+    def behaviour(self, spec: Any) -> Behaviour:
+        return behaviour(spec)
+
+    def error_payload(self, step: Behaviour) -> Any:
+        return _errors(step.message or _REASONS.get(step.status, "error"), step.code)
+
+    def fault_headers(self, step: Behaviour) -> list[tuple[str, str]]:
+        if step.status != 429:
+            return []
+        seconds = int(step.retry_after or 0)
+        return [("Retry-After", str(seconds)), ("X-RateLimit-Limit", "600"), ("X-RateLimit-Remaining", "0"),
+                ("X-RateLimit-Reset", str(int(time.time()) + seconds))]
 
     def fail_next(self, n: int, status: int = 500, retry_after: int = 1) -> None:
         """The next ``n`` mail/send calls answer ``status`` (429 carries ``Retry-After: retry_after``)."""
@@ -271,16 +233,6 @@ class SendGridServer(LocalServer):
         """Queue ``count`` behaviours cycling through ``pattern`` (one behaviour or a list of them)."""
         items = list(pattern) if isinstance(pattern, list) else [pattern]
         self.script(*[items[i % len(items)] for i in range(count)])
-
-    @property
-    def pending(self) -> int:
-        """How many scripted behaviours are still queued."""
-        with self._lock:
-            return len(self._script)
-
-    def _next_behaviour(self) -> Behaviour:
-        with self._lock:
-            return self._script.pop(0) if self._script else Behaviour("normal")
 
     # -- suppressions
 
@@ -321,13 +273,12 @@ class SendGridServer(LocalServer):
 
     def reset(self) -> None:
         """Forget scripts, records and suppressions (the API key and port stay)."""
+        self._forget()
         with self._lock:
-            self._script.clear()
             for items in self._suppressions.values():
                 items.clear()
             self._groups.clear()
         self.accepted._clear()
-        self.requests._clear()
 
     # -- request handling (called from handler threads)
 
@@ -385,121 +336,69 @@ _SUPPRESSION_PATH = re.compile(r"^/v3/suppression/(?P<kind>[a-z_]+)$")
 _GROUP_PATH = re.compile(r"^/v3/asm/groups/(?P<group_id>[^/]+)/suppressions$")
 
 
-def _make_handler(server: SendGridServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(VendorHandler):
+    vendor: ClassVar[SendGridServer]
+    keep_blank_values = False
+    parse_json_body = False  # the body may be gzipped; _mail_send decodes it
 
-        def version_string(self) -> str:
-            return "nginx"
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-            pass
-
-        # ---- plumbing
-
-        def _read(self) -> RecordedRequest:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            parts = urlsplit(self.path)
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            record = RecordedRequest(self.command, parts.path.rstrip("/") or "/", parse_qs(parts.query),
-                                     headers, raw)
-            server.requests._append(record)
-            return record
-
-        def _send(self, record: RecordedRequest, status: int, payload: Any = None,
-                  headers: Iterable[tuple[str, str]] = (), outcome: str | None = None) -> None:
-            body = b"" if payload is None else json.dumps(payload).encode()
-            record.status = status
-            record.outcome = outcome or ("ok" if status < 400 else "error")
-            try:
-                self.send_response(status)
-                if payload is not None:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in headers:
-                    self.send_header(name, value)
-                self.end_headers()
-                if body:
-                    self.wfile.write(body)
-            except OSError:  # the client gave up (e.g. its timeout fired during a hang)
-                record.outcome = "client-gone"
-                self.close_connection = True
-
-        def _drop(self, record: RecordedRequest) -> None:
-            record.status = None
-            record.outcome = "dropped"
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-        def _route(self, record: RecordedRequest) -> None:
-            path = record.path
-            if path == "/v3/mail/send":
-                if self.command != "POST":
-                    return self._send(record, 405, _errors("method not allowed"))
-                return self._mail_send(record)
-            match = _SUPPRESSION_PATH.match(path)
-            group = _GROUP_PATH.match(path)
-            if (match and match["kind"] in SUPPRESSION_KINDS) or group:
-                if self.command != "GET":
-                    return self._send(record, 405, _errors("method not allowed"))
-                ok, why = server._authorized(record.headers)
-                if not ok:
-                    return self._send(record, 401, _errors(why))
-                if match:
-                    status, payload = server._list_suppressions(match["kind"], record.query)
-                else:
-                    status, payload = server._group_suppressions(group["group_id"])
-                return self._send(record, status, payload)
-            return self._send(record, 404, _errors("not found"))
-
-        def _handle(self) -> None:
-            record = self._read()
-            self._route(record)
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
-
-        # ---- POST /v3/mail/send
-
-        def _mail_send(self, record: RecordedRequest) -> None:
-            step = server._next_behaviour()
-            if step.kind == "status":
-                headers: list[tuple[str, str]] = []
-                if step.status == 429:
-                    reset = int(time.time()) + (step.retry_after or 0)
-                    headers = [("Retry-After", str(step.retry_after)), ("X-RateLimit-Limit", "600"),
-                               ("X-RateLimit-Remaining", "0"), ("X-RateLimit-Reset", str(reset))]
-                message = step.message or _REASONS.get(step.status, "error")
-                return self._send(record, step.status, _errors(message, step.field), headers,
-                                  outcome=f"scripted-{step.status}")
-            if step.kind == "hang" and server._stopping.wait(step.seconds):
-                return self._drop(record)  # server stopping: abandon quietly
-
+    def _route(self, record: RecordedRequest) -> None:
+        server, path = self.vendor, record.path
+        if path == "/v3/mail/send":
+            if self.command != "POST":
+                return self._send(record, 405, _errors("method not allowed"))
+            return self._mail_send(record)
+        match = _SUPPRESSION_PATH.match(path)
+        group = _GROUP_PATH.match(path)
+        if (match and match["kind"] in SUPPRESSION_KINDS) or group:
+            if self.command != "GET":
+                return self._send(record, 405, _errors("method not allowed"))
             ok, why = server._authorized(record.headers)
             if not ok:
-                return self._send(record, 401, _errors(why), outcome="unauthorized")
-            raw = record.raw_body
-            if record.headers.get("content-encoding", "").lower() == "gzip":
-                try:
-                    raw = gzip.decompress(raw)
-                except OSError:
-                    return self._send(record, 400, _errors("Bad Request"), outcome="rejected")
+                return self._send(record, 401, _errors(why))
+            if match:
+                status, payload = server._list_suppressions(match["kind"], record.query)
+            else:
+                status, payload = server._group_suppressions(group["group_id"])
+            return self._send(record, status, payload)
+        return self._send(record, 404, _errors("not found"))
+
+    def _handle(self) -> None:
+        record = self._read()
+        self._route(record)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+    # ---- POST /v3/mail/send
+
+    def _mail_send(self, record: RecordedRequest) -> None:
+        server = self.vendor
+        step = server._next_behaviour()
+        if self.play(record, step, drop_now=False):
+            return
+
+        ok, why = server._authorized(record.headers)
+        if not ok:
+            return self._send(record, 401, _errors(why), outcome="unauthorized")
+        raw = record.raw_body
+        if record.headers.get("content-encoding", "").lower() == "gzip":
             try:
-                record.body = json.loads(raw)
-            except ValueError:
+                raw = gzip.decompress(raw)
+            except OSError:
                 return self._send(record, 400, _errors("Bad Request"), outcome="rejected")
-            errors = validation_errors(record.body, server.spec_dir)
-            if errors:
-                return self._send(record, 400, {"errors": errors}, outcome="rejected")
+        try:
+            record.body = json.loads(raw)
+        except ValueError:
+            return self._send(record, 400, _errors("Bad Request"), outcome="rejected")
+        errors = validation_errors(record.body, server.spec_dir)
+        if errors:
+            return self._send(record, 400, {"errors": errors}, outcome="rejected")
 
-            message_id = secrets.token_urlsafe(16)[:22]
-            server.accepted._append(AcceptedMessage(message_id, record.body, record.headers,
-                                                    dropped=step.kind == "drop"))
-            if step.kind == "drop":
-                return self._drop(record)
-            self._send(record, 202, None, [("X-Message-Id", message_id)], outcome="accepted")
+        message_id = secrets.token_urlsafe(16)[:22]
+        server.accepted._append(AcceptedMessage(message_id, record.body, record.headers,
+                                                dropped=step.kind == "drop"))
+        if step.kind == "drop":
+            return self._drop(record)
+        self._send(record, 202, None, [("X-Message-Id", message_id)], outcome="accepted")
 
-    return Handler
+
+SendGridServer.handler_class = _Handler
