@@ -86,10 +86,14 @@ def from_easypost(status: str | None, status_detail: str | None, message: str | 
 
 # ------------------------------------------------------------------------------------------ AfterShip
 #
-# AfterShip tags (tracking.models.tag.Tag in the official SDK, aftership-tracking-sdk 10.0.1, API
-# 2026-07) and their subtags ("Delivery Sub-statuses", aftership.com/docs/tracking/2026-07/enum/
-# delivery-sub-statuses; the 2026-07 additions from its changelog and migration guide). The subtag's
-# own message from that table is kept beside each code so the choice can be checked.
+# AfterShip tags: tracking.models.tag.Tag in the official SDK (aftership-tracking-sdk 10.0.1, API
+# 2026-07), which has no subtag list. Subtags: AfterShip's "Delivery Sub-statuses" table
+# (aftership.com/docs/tracking/2026-07/enum/delivery-sub-statuses) for Delivered_001 to
+# Exception_013 and AttemptFail_001; its help centre ("Learn About Delivery Sub-Status") and the 2026-07
+# migration guide for Delivered_005 and Exception_016 to _021; for AttemptFail_002 to Expired_001 the
+# stored copy of that page was cut short, so their messages come from public copies of the same table,
+# which agree with each other. The subtag's own message is kept beside each code so the choice can be
+# checked.
 AFTERSHIP_TAGS = ("Pending", "InfoReceived", "InTransit", "OutForDelivery", "AttemptFail", "Delivered",
                   "AvailableForPickup", "Exception", "Expired")
 

@@ -1,18 +1,19 @@
-"""Carrier payloads -> normalised scans: real EasyPost shapes parse cleanly, bad input is quarantined."""
+"""Carrier payloads -> normalised scans: EasyPost and AfterShip shapes parse cleanly, bad input is quarantined."""
 
 from __future__ import annotations
 
 import copy
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from servers.aftership import canonical_tracking, checkpoint
 
 from lastmile import status
-from lastmile.tracking import parse_easypost
+from lastmile.tracking import PARSERS, parse, parse_aftership, parse_easypost
 
 OBSERVED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -311,3 +312,211 @@ def test_unmapped_scan_is_kept_with_its_raw_codes() -> None:
 def test_a_moving_parcel_with_no_detail_stays_in_transit() -> None:
     # EasyPost sends ("in_transit", "unknown") for "On the way": the detail is absent, not alarming.
     assert status.from_easypost("in_transit", "unknown", "On the way").status == "in_transit"
+
+
+# =========================================================================== AfterShip
+
+
+def _tracking(number: str, checkpoints: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """An AfterShip Tracking with every field of the SDK model (the local server's builder)."""
+    body = canonical_tracking(f"id{number}", number, "usps", "2026-11-01T10:00:00+00:00")
+    body["checkpoints"] = checkpoints
+    if checkpoints:
+        body.update(tag=checkpoints[-1]["tag"], subtag=checkpoints[-1]["subtag"])
+    body.update(fields)
+    return body
+
+
+def test_aftership_scans_have_exactly_the_keys_of_easypost_scans() -> None:
+    easypost = parse_easypost([("shp_e", _tracker("EZ1", [_detail("2026-11-03T09:12:00Z")]))], OBSERVED_AT)
+    aftership = parse_aftership([("shp_a", _tracking("AS1", [
+        checkpoint("InTransit", "InTransit_003", "2026-11-03T09:12:00-06:00", "Arrival scan")]))], OBSERVED_AT)
+
+    assert aftership.rejections == [] and aftership.trackers_ok == 1
+    (scan,) = aftership.scans
+    assert set(scan) == set(easypost.scans[0])
+    assert (scan["status"], scan["reason"]) == ("in_transit", None)
+    assert (scan["carrier_status"], scan["carrier_status_detail"]) == ("InTransit", "InTransit_003")
+    assert (scan["message"], scan["city"]) == ("Arrival scan", "Memphis")
+    assert scan["country"] == "US"  # AfterShip's ISO alpha-3 "USA", stored as alpha-2 like EasyPost's
+    assert json.loads(scan["raw"])["checkpoint_time"] == "2026-11-03T09:12:00-06:00"
+
+
+def test_aftership_out_of_order_checkpoints_get_their_own_utc_instants() -> None:
+    # Listed out of order, each in its own local offset (Hong Kong, Anchorage, Berlin).
+    tracking = _tracking("AS2", [
+        checkpoint("InTransit", "InTransit_004", "2026-11-05T06:30:00-09:00", "Arrived in destination country",
+                   city="Anchorage", country_region="USA"),
+        checkpoint("InTransit", "InTransit_007", "2026-11-04T10:00:00+08:00", "Departed",
+                   city="Hong Kong", country_region="HKG"),
+        checkpoint("Delivered", "Delivered_001", "2026-11-07T09:15:00+01:00", "Delivered",
+                   city="Berlin", country_region="DEU"),
+    ])
+    parsed = parse_aftership([("shp_2", tracking)], OBSERVED_AT)
+
+    assert parsed.rejections == []
+    by_city = {s["city"]: s for s in parsed.scans}
+    assert by_city["Hong Kong"]["occurred_at"] == datetime(2026, 11, 4, 2, 0, tzinfo=UTC)
+    assert by_city["Anchorage"]["occurred_at"] == datetime(2026, 11, 5, 15, 30, tzinfo=UTC)
+    assert by_city["Berlin"]["occurred_at"] == datetime(2026, 11, 7, 8, 15, tzinfo=UTC)
+    assert [by_city[c]["utc_offset_minutes"] for c in ("Hong Kong", "Anchorage", "Berlin")] == [480, -540, 60]
+    assert [by_city[c]["country"] for c in ("Hong Kong", "Anchorage", "Berlin")] == ["HK", "US", "DE"]
+    newest = max(parsed.scans, key=lambda s: s["occurred_at"])
+    assert newest["status"] == "delivered"
+
+
+def test_aftership_checkpoint_without_offset_is_quarantined_and_the_others_parse() -> None:
+    tracking = _tracking("AS3", [
+        checkpoint("InfoReceived", "InfoReceived_001", "2026-11-02T18:00:00+00:00", "Label created"),
+        checkpoint("InTransit", "InTransit_003", "2026-11-03T09:12:00", "Arrival scan"),  # which 09:12?
+        checkpoint("InTransit", "InTransit_007", "2026-11-03T20:40:00-06:00", "Departure scan"),
+    ])
+    parsed = parse_aftership([("shp_3", tracking)], OBSERVED_AT)
+
+    (rejection,) = parsed.rejections
+    assert (rejection.source, rejection.record_id, rejection.field) == ("aftership", "AS3#1", "checkpoint_time")
+    assert "offset" in rejection.reason
+    assert json.loads(rejection.payload)["message"] == "Arrival scan"
+    assert [s["message"] for s in parsed.scans] == ["Label created", "Departure scan"]
+    assert parsed.trackers_ok == 1
+
+
+def test_aftership_newest_checkpoint_without_offset_stands_in_at_aftership_s_own_time() -> None:
+    tracking = _tracking("AS4", [
+        checkpoint("OutForDelivery", "OutForDelivery_001", "2026-11-04T07:30:00-05:00", "Out for delivery"),
+        checkpoint("Delivered", "Delivered_003", "2026-11-04T15:02:00", "Delivered, signed by J",
+                   created_at="2026-11-04T20:05:00+00:00"),
+    ])
+    parsed = parse_aftership([("shp_4", tracking)], OBSERVED_AT)
+
+    assert [(r.record_id, r.field) for r in parsed.rejections] == [("AS4#1", "checkpoint_time")]
+    # The parcel does not look stuck "out for delivery": it is delivered, at AfterShip's record time.
+    assert [s["status"] for s in parsed.scans] == ["out_for_delivery", "delivered"]
+    assert parsed.scans[-1]["occurred_at"] == datetime(2026, 11, 4, 20, 5, tzinfo=UTC)
+    assert parsed.scans[-1]["message"] == "Delivered, signed by J (time from AfterShip)"
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    # The courier's own date wins over AfterShip's prediction...
+    ({"courier_estimated_delivery_date": {"estimated_delivery_date": "2026-11-26"},
+      "aftership_estimated_delivery_date": {"estimated_delivery_date": "2026-11-25"}}, date(2026, 11, 26)),
+    # ...AfterShip's is used when the courier gives none...
+    ({"aftership_estimated_delivery_date": {"estimated_delivery_date": "2026-11-25",
+                                            "confidence_code": 0.9}}, date(2026, 11, 25)),
+    # ...a range counts as its last day, and a carrier datetime as its (recipient's local) date.
+    ({"courier_estimated_delivery_date": {"estimated_delivery_date_min": "2026-11-24",
+                                          "estimated_delivery_date_max": "2026-11-27"}}, date(2026, 11, 27)),
+    ({"courier_estimated_delivery_date": {"estimated_delivery_date": "2026-11-28T20:00:00"}}, date(2026, 11, 28)),
+    # Our own promise (custom / order EDD) is not an observation of the carrier.
+    ({"custom_estimated_delivery_date": {"type": "specific", "datetime": "2026-11-22"}}, None),
+])
+def test_aftership_estimate_prefers_the_courier_then_aftership(fields: dict[str, Any],
+                                                               expected: date | None) -> None:
+    tracking = _tracking("AS5", [checkpoint("InTransit", "InTransit_001", "2026-11-20T10:00:00+00:00")], **fields)
+    parsed = parse_aftership([("shp_5", tracking)], OBSERVED_AT)
+
+    assert parsed.estimates == ([{"shipment_id": "shp_5", "est_delivery_date": expected, "observed_at": OBSERVED_AT}]
+                                if expected else [])
+
+
+def test_aftership_garbled_estimate_is_quarantined_not_raised() -> None:
+    tracking = _tracking("AS6", [checkpoint("InTransit", "InTransit_001", "2026-11-20T10:00:00+00:00")],
+                         courier_estimated_delivery_date={"estimated_delivery_date": "next week"})
+    parsed = parse_aftership([("shp_6", tracking)], OBSERVED_AT)
+
+    assert [(r.record_id, r.field) for r in parsed.rejections] == [("AS6", "est_delivery_date")]
+    assert parsed.estimates == [] and len(parsed.scans) == 1
+
+
+@pytest.mark.parametrize("missing", ["tag", "checkpoints"])
+def test_aftership_tracking_missing_a_required_field_is_rejected_whole(missing: str) -> None:
+    broken = _tracking("AS_BROKEN", [checkpoint("InTransit", "InTransit_001", "2026-11-20T10:00:00+00:00")])
+    del broken[missing]
+    good = _tracking("AS_GOOD", [checkpoint("InTransit", "InTransit_001", "2026-11-20T10:00:00+00:00")])
+    parsed = parse_aftership([("shp_b", broken), ("shp_g", good)], OBSERVED_AT)
+
+    assert [(r.source, r.record_id, r.field) for r in parsed.rejections] == [("aftership", "AS_BROKEN", missing)]
+    assert {s["shipment_id"] for s in parsed.scans} == {"shp_g"}
+
+
+def test_a_new_tracking_with_no_checkpoints_is_fine_and_has_no_scans() -> None:
+    parsed = parse_aftership([("shp_new", _tracking("AS_NEW", []))], OBSERVED_AT)
+    assert (parsed.rejections, parsed.scans, parsed.trackers_ok) == ([], [], 1)
+
+
+def test_the_same_aftership_checkpoints_polled_twice_have_the_same_scan_ids() -> None:
+    points = [checkpoint("InTransit", "InTransit_002", "2026-11-20T10:00:00+00:00", "Accepted"),
+              checkpoint("Exception", "Exception_004", "2026-11-21T10:00:00+02:00", "Held at customs")]
+    first = parse_aftership([("shp_7", _tracking("AS7", copy.deepcopy(points)))], OBSERVED_AT)
+    second = parse_aftership([("shp_7", _tracking("AS7", copy.deepcopy(points)))], OBSERVED_AT + timedelta(hours=1))
+    assert [s["scan_id"] for s in first.scans] == [s["scan_id"] for s in second.scans]
+    assert len(set(s["scan_id"] for s in first.scans)) == 2
+
+
+def test_parse_picks_the_vendor_s_parser() -> None:
+    tracking = _tracking("AS8", [checkpoint("Exception", "Exception_013", "2026-11-20T10:00:00+00:00", "Lost")])
+    parsed = parse("aftership", [("shp_8", tracking)], OBSERVED_AT)
+    assert [(s["status"], s["reason"]) for s in parsed.scans] == [("failed", "lost")]
+    assert set(PARSERS) == {"easypost", "aftership"}
+    assert parse("easypost", [("shp_e", _tracker("EZ8", [_detail("2026-11-03T09:12:00Z")]))],
+                 OBSERVED_AT).trackers_ok == 1
+
+
+# --------------------------------------------------------------------------- AfterShip status mapping
+
+
+def test_every_documented_aftership_tag_and_subtag_maps_to_one_of_our_statuses() -> None:
+    for tag in status.AFTERSHIP_TAGS:
+        mapped = status.from_aftership(tag, None)
+        assert mapped.status in status.STATUSES and mapped.status != "unmapped", tag
+    documented = set(status.AFTERSHIP_SUBTAGS) | status.AFTERSHIP_SUBTAGS_BY_TAG
+    assert len(documented) == 52  # 43 read in the table + 9 mapped by their tag (docs/status-taxonomy.md)
+    for subtag in documented:
+        tag = subtag.partition("_")[0]
+        assert tag in status.AFTERSHIP_TAGS, subtag
+        mapped = status.from_aftership(tag, subtag, "whatever the carrier said")
+        assert mapped.status in status.STATUSES and mapped.status != "unmapped", subtag
+        if tag in ("InTransit", "InfoReceived", "Pending", "OutForDelivery", "Delivered"):
+            assert mapped.status != "exception", subtag  # routine codes never raise an alarm
+
+
+@pytest.mark.parametrize(("tag", "subtag", "message", "expected"), [
+    ("Delivered", "Delivered_005", "Left with neighbour at no. 12", ("delivered", None)),
+    ("AvailableForPickup", "AvailableForPickup_001", "Ready at the post office", ("available_for_pickup", None)),
+    ("AttemptFail", "AttemptFail_002", "Nobody home", ("exception", "failed_attempt")),
+    ("Exception", "Exception_002", "Customer moved", ("exception", "address_problem")),
+    ("Exception", "Exception_003", "Refused by recipient", ("exception", "refused")),
+    ("Exception", "Exception_004", "Held by customs", ("exception", "customs_hold")),
+    ("Exception", "Exception_005", "Delayed", ("exception", "delayed")),
+    ("Exception", "Exception_006", "Awaiting payment", ("exception", "held")),
+    ("Exception", "Exception_006", "Customs duties unpaid", ("exception", "customs_hold")),
+    ("Exception", "Exception_007", "Incorrect address", ("exception", "address_problem")),
+    ("Exception", "Exception_010", "Returning to sender", ("returned", "return_to_sender")),
+    ("Exception", "Exception_011", "Returned to sender", ("returned", "return_to_sender")),
+    ("Exception", "Exception_012", "Damaged", ("failed", "damaged")),
+    ("Exception", "Exception_013", "Lost", ("failed", "lost")),
+    ("Exception", "Exception_017", "Snow storm", ("exception", "delayed")),
+    ("Exception", "Exception_018", "Missing commercial invoice", ("exception", "customs_hold")),
+    ("Exception", "Exception_020", "Voided by shipper", ("cancelled", None)),
+    ("InTransit", "InTransit_006", "Customs clearance started", ("in_transit", None)),
+    ("InTransit", "InTransit_012", "A 2026-07 code", ("in_transit", None)),
+    ("Pending", "Pending_001", "", ("pre_transit", "pending")),
+    ("InfoReceived", "InfoReceived_001", "Label created", ("pre_transit", None)),
+    ("Expired", "Expired_001", "", ("unknown", "expired")),
+])
+def test_from_aftership_follows_aftership_s_subtag_table(tag: str, subtag: str, message: str,
+                                                         expected: tuple[str, str | None]) -> None:
+    assert tuple(status.from_aftership(tag, subtag, message)) == expected
+
+
+@pytest.mark.parametrize(("tag", "subtag"), [
+    ("Teleported", "Teleported_001"),  # unknown tag
+    ("Exception", "Exception_099"),  # known tag, unknown subtag
+    ("Exception", "Exception_014"),  # in the numbering but unread: its meaning is in the subtag
+    ("InTransit", "Delivered_001"),  # the tag and the subtag contradict each other
+    (None, "InTransit_001"),
+])
+def test_unknown_aftership_codes_are_unmapped_with_the_raw_code_never_in_transit(tag: str | None,
+                                                                                  subtag: str) -> None:
+    mapped = status.from_aftership(tag, subtag, "whatever")
+    assert mapped == status.Status("unmapped", f"aftership:{tag or ''}/{subtag}")
