@@ -9,7 +9,6 @@ the parcels of the down account are never called stalled or lost for lack of sca
 
 from __future__ import annotations
 
-import copy
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -28,13 +27,6 @@ from conftest import ROOT
 T1 = pendulum.datetime(2026, 11, 20, 14, tz="UTC")  # a Friday
 T2 = pendulum.datetime(2026, 11, 25, 14, tz="UTC")  # three business days later
 pytestmark = pytest.mark.slow
-
-
-class ShopEasyPost(EasyPostServer):
-    def put_tracker(self, payload: dict) -> None:
-        """Serve this Tracker as EasyPost holds it (a full body, e.g. the simulator's)."""
-        with self._lock:
-            self._trackers.append(copy.deepcopy(payload))
 
 
 def account_of(shipment: dict[str, str]) -> str | None:
@@ -106,7 +98,7 @@ def test_sql_orders_and_two_easypost_accounts_one_down(dag, monkeypatch, tmp_pat
     monkeypatch.setenv("LASTMILE_OUT_DIR", str(tmp_path))
     monkeypatch.setenv("LASTMILE_SIM_DIR", str(small_sim))
 
-    with ShopEasyPost() as default, ShopEasyPost() as eu:
+    with EasyPostServer() as default, EasyPostServer() as eu:
         servers = {None: default, "easypost_eu": eu}
         connection_env(monkeypatch, "easypost_default", default)
         connection_env(monkeypatch, "easypost_eu", eu)

@@ -206,6 +206,11 @@ class EasyPostServer(ScriptedServer):
                 tracker["est_delivery_date"] = est_delivery_date
             return copy.deepcopy(tracker)
 
+    def put_tracker(self, tracker: dict[str, Any]) -> None:
+        """Serve a whole Tracker body as given (e.g. one the simulator rendered for a shipment)."""
+        with self._lock:
+            self._trackers.append(copy.deepcopy(tracker))
+
     def add_trackers(self, count: int, prefix: str = "EZ9", **kwargs: Any) -> list[dict[str, Any]]:
         """``count`` trackers with codes ``<prefix>000000001``... (oldest first)."""
         return [self.add_tracker(f"{prefix}{n:09d}", **kwargs) for n in range(1, count + 1)]

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from servers.aftership import canonical_tracking, checkpoint
+from servers.easypost import recorded_trackers
 
 from lastmile import status
 from lastmile.tracking import PARSERS, parse, parse_aftership, parse_easypost
@@ -23,15 +23,9 @@ OBSERVED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 def _recorded_trackers(fixtures_dir: Path) -> list[tuple[str, dict[str, Any]]]:
     """Every Tracker EasyPost returned in the recorded cassettes, plus the webhook event's result."""
-    found: list[tuple[str, dict[str, Any]]] = []
-    for cassette in sorted((fixtures_dir / "easypost").glob("*.yaml")):
-        for number, interaction in enumerate(yaml.safe_load(cassette.read_text())["interactions"]):
-            body = json.loads(interaction["response"]["body"]["string"])
-            for tracker in body["trackers"] if "trackers" in body else [body]:
-                found.append((f"{cassette.stem}#{number}", tracker))
+    found = recorded_trackers(fixtures_dir / "easypost")
     event = json.loads((fixtures_dir / "easypost" / "webhook_event_body.json").read_text())
-    found.append(("webhook_event_body", event["result"]))
-    return found
+    return [*found, ("webhook_event_body", event["result"])]
 
 
 def _detail(when: str, status_: str = "in_transit", detail: str = "arrived_at_facility",
