@@ -18,7 +18,7 @@ import pandas as pd
 
 from lastmile import simulator, tracking
 from lastmile.detection import EXCEPTION_TYPES, detect
-from lastmile.windows import STILL_COMING, revised_window, transit_history
+from lastmile.windows import STILL_COMING, estimate_errors, revised_window, transit_history
 
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -69,7 +69,7 @@ def run(seed: int = 11, n_orders: int = 3000, step_hours: int = 6) -> BacktestRe
     end = config.start + timedelta(days=config.days)
     first_seen: dict[tuple[str, str], datetime] = {}
     windows: dict[str, dict[str, object]] = {}
-    history = pd.DataFrame()
+    history = errors = pd.DataFrame()
     history_day: date | None = None
     steps = 0
     by_id = data.shipments.set_index("shipment_id")
@@ -82,18 +82,20 @@ def run(seed: int = 11, n_orders: int = 3000, step_hours: int = 6) -> BacktestRe
             first_seen.setdefault((row.shipment_id, row.exception_type), t)
         if history_day != t.date():  # delivered-transit history changes slowly: refresh daily
             history, history_day = transit_history(data.shipments, data.scans, t), t.date()
+            errors = estimate_errors(data.shipments, data.scans, data.estimates, t)
         live = found[found["open"] & found["exception_type"].isin(STILL_COMING)]
         for row in live.sort_values("severity", ascending=False).drop_duplicates("shipment_id").itertuples():
             if row.shipment_id in windows:
                 continue  # a case's first window is the promise we made
             ship = by_id.loc[row.shipment_id]
             accepted = moving.get(row.shipment_id)
-            est = _estimate_at(data.estimates, row.shipment_id, t)
+            est, est_at, revised = _estimate_at(data.estimates, row.shipment_id, t)
+            fresh = est_at is not None and est_at >= pd.Timestamp(row.first_evidence_at)
             window = revised_window(ship, row.exception_type, accepted.to_pydatetime() if accepted is not None
-                                    else None, est, history, t)
+                                    else None, est, history, t, errors, fresh, revised)
             if window is not None:
                 windows[row.shipment_id] = {"shipment_id": row.shipment_id, "exception_type": row.exception_type,
-                                            "given_at": t, "earliest": window.earliest, "latest": window.latest,
+                                            "given_at": t, "earliest": window.earliest, "latest": window.latest, "basis": window.basis,
                                             "carrier_estimate": est, "dest_tz": ship["dest_tz"]}
         t += timedelta(hours=step_hours)
     result = BacktestResult(seed, steps, pd.DataFrame(list(windows.values())),
@@ -103,9 +105,14 @@ def run(seed: int = 11, n_orders: int = 3000, step_hours: int = 6) -> BacktestRe
     return result
 
 
-def _estimate_at(estimates: pd.DataFrame, shipment_id: str, t: datetime) -> date | None:
+def _estimate_at(estimates: pd.DataFrame, shipment_id: str,
+                 t: datetime) -> tuple[date | None, datetime | None, bool]:
+    """The carrier's current estimate at `t`, when it was given, and whether it is a revision."""
     seen = estimates[(estimates["shipment_id"] == shipment_id) & (estimates["observed_at"] <= t)]
-    return None if seen.empty else seen.sort_values("observed_at")["est_delivery_date"].iloc[-1]
+    if seen.empty:
+        return None, None, False
+    seen = seen.sort_values("observed_at")
+    return seen["est_delivery_date"].iloc[-1], seen["observed_at"].iloc[-1], len(seen) > 1
 
 
 def score(result: BacktestResult, end: datetime) -> dict[str, dict[str, float]]:
@@ -128,6 +135,10 @@ def score(result: BacktestResult, end: datetime) -> dict[str, dict[str, float]]:
         out["windows"] = {"n": len(w), "kept": float(np.mean(inside)), "median_width_days": float(np.median(width)),
                           "carrier_n": len(with_est), "carrier_on_the_date": float(np.mean(est_on or [np.nan])),
                           "carrier_by_the_date": float(np.mean(est_by or [np.nan]))}
+        w = w.assign(inside=inside, width=width)
+        out["windows_by_type"] = {k: {"n": len(g), "kept": float(g["inside"].mean()),
+                                      "median_width_days": float(g["width"].median())}
+                                  for k, g in w.groupby("exception_type")}
 
     # Only shipments whose story was over (and knowable) before the replay ended are scored.
     settled = truth[truth["evidence_at"].isna() | (truth["evidence_at"] <= pd.Timestamp(end) - timedelta(days=14))]
@@ -167,6 +178,8 @@ def format_result(result: BacktestResult) -> str:
             f"{'carrier estimate, on the date':<34}{w['carrier_n']:>6}{w['carrier_on_the_date']:>8.1%}{1:>22.1f}",
             f"{'carrier estimate, by the date':<34}{w['carrier_n']:>6}{w['carrier_by_the_date']:>8.1%}{'-':>22}",
         ]
+    for kind, k in s.get("windows_by_type", {}).items():
+        lines.append(f"{'  after ' + kind:<34}{k['n']:>6}{k['kept']:>8.1%}{k['median_width_days']:>22.1f}")
     lines += ["", f"{'exception':<22}{'truth':>6}{'found':>7}{'precision':>11}{'recall':>8}"
                   f"{'lag med h':>11}{'lag p95 h':>11}"]
     for kind in EXCEPTION_TYPES:

@@ -38,7 +38,7 @@ from lastmile.transport import (
     make_transport,
     write_index,
 )
-from lastmile.windows import revised_window, transit_history
+from lastmile.windows import estimate_errors, revised_window, transit_history
 
 if TYPE_CHECKING:
     from lastmile.sendgrid_client import SendGridConfig
@@ -250,15 +250,22 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
         estimates = _estimates_until(conn, as_of)
         history = transit_history(shipments, scans, as_of)
         accepted = scans[scans["status"] != "pre_transit"].groupby("shipment_id")["occurred_at"].min()
-        latest_est = (estimates.sort_values("observed_at").groupby("shipment_id")["est_delivery_date"].last()
-                      if not estimates.empty else pd.Series(dtype=object))
+        errors = estimate_errors(shipments, scans, estimates, as_of)
+        current = (estimates.assign(observed_at=pd.to_datetime(estimates["observed_at"], utc=True))
+                   .sort_values(["observed_at", "est_delivery_date"]).groupby("shipment_id")
+                   .agg(est=("est_delivery_date", "last"), at=("observed_at", "last"), n=("observed_at", "size"))
+                   if not estimates.empty else pd.DataFrame(columns=["est", "at", "n"]))
         by_id = shipments.set_index("shipment_id")
         given = 0
         for det in dets.itertuples():
             shipment = by_id.loc[det.shipment_id]
             acc = accepted.get(det.shipment_id)
-            window = revised_window(shipment, det.exception_type, acc.to_pydatetime() if acc is not None else None,
-                                    latest_est.get(det.shipment_id), history, as_of)
+            est = current.loc[det.shipment_id] if det.shipment_id in current.index else None
+            window = revised_window(
+                shipment, det.exception_type, acc.to_pydatetime() if acc is not None else None,
+                est["est"] if est is not None else None, history, as_of, errors,
+                estimate_after_evidence=est is not None and est["at"] >= pd.Timestamp(det.first_evidence_at),
+                estimate_is_revision=est is not None and est["n"] > 1)
             if window is None:
                 continue
             given += 1

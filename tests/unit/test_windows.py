@@ -61,3 +61,44 @@ def test_missing_carrier_estimate_falls_back_to_history_and_names_its_level():
 def test_no_date_is_promised_for_a_parcel_that_is_not_coming(kind):
     assert revised_window(SHIP, kind, None, date(2026, 11, 10), history([2] * 40),
                           utc("2026-11-04T16:00:00+00:00")) is None
+
+
+def errors(values, revision=True, carrier="UPS", service="Ground"):
+    return pd.DataFrame({"carrier": carrier, "service": service, "revision": revision, "error_bd": values})
+
+
+def test_a_carrier_revision_given_after_the_trouble_makes_a_narrow_window_its_record_supports():
+    # UPS's revised dates land on the day or one business day after it, in its track record.
+    record = errors([0] * 40 + [1] * 10)
+    w = revised_window(SHIP, "late", utc("2026-11-10T15:00:00+00:00"), date(2026, 11, 27),
+                       history([3, 4, 5, 9] * 10), utc("2026-11-24T15:00:00+00:00"), record,
+                       estimate_after_evidence=True, estimate_is_revision=True)
+    assert (w.earliest, w.latest) == (date(2026, 11, 27), date(2026, 11, 30))  # Fri, then Mon (weekend)
+    assert w.basis.startswith("carrier-revision-calibrated:service")
+
+
+def test_an_estimate_older_than_the_trouble_does_not_narrow_the_window():
+    record = errors([0] * 50)
+    args = (SHIP, "stalled", utc("2026-11-10T15:00:00+00:00"), date(2026, 11, 27), history([3, 4, 5, 9] * 10),
+            utc("2026-11-24T15:00:00+00:00"), record)
+    stale = revised_window(*args, estimate_after_evidence=False, estimate_is_revision=True)
+    assert "calibrated" not in stale.basis
+    assert (stale.latest - stale.earliest).days > 1
+
+
+def test_label_estimates_and_revisions_are_calibrated_separately():
+    # Label-time estimates miss by up to 4 business days; revisions are exact.
+    record = pd.concat([errors([0] * 40, revision=True), errors([0, 1, 2, 4] * 10, revision=False)])
+    kwargs = {"estimate_after_evidence": True}
+    args = (SHIP, "reshipped", None, date(2026, 11, 25), history([3] * 40), utc("2026-11-20T15:00:00+00:00"), record)
+    label = revised_window(*args, estimate_is_revision=False, **kwargs)
+    revision = revised_window(*args, estimate_is_revision=True, **kwargs)
+    assert revision.latest == date(2026, 11, 25)
+    assert label.latest > revision.latest
+
+
+def test_shifting_back_skips_weekends_and_holidays():
+    from lastmile.windows import shift_business_days
+
+    assert shift_business_days(date(2026, 11, 30), -1, "US") == date(2026, 11, 27)  # Mon -> Fri
+    assert shift_business_days(date(2026, 11, 27), -1, "US") == date(2026, 11, 25)  # skips Thanksgiving
