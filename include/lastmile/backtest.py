@@ -18,7 +18,7 @@ import pandas as pd
 
 from lastmile import simulator, tracking
 from lastmile.detection import EXCEPTION_TYPES, detect
-from lastmile.windows import STILL_COMING, estimate_errors, revised_window, transit_history
+from lastmile.windows import STILL_COMING, estimate_errors, estimate_is_fresh, revised_window, transit_history
 
 FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
 
@@ -90,7 +90,7 @@ def run(seed: int = 11, n_orders: int = 3000, step_hours: int = 6) -> BacktestRe
             ship = by_id.loc[row.shipment_id]
             accepted = moving.get(row.shipment_id)
             est, est_at, revised = _estimate_at(data.estimates, row.shipment_id, t)
-            fresh = est_at is not None and est_at >= pd.Timestamp(row.first_evidence_at)
+            fresh = estimate_is_fresh(est_at, row.first_evidence_at, accepted)
             window = revised_window(ship, row.exception_type, accepted.to_pydatetime() if accepted is not None
                                     else None, est, history, t, errors, fresh, revised)
             if window is not None:

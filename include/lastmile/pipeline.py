@@ -38,7 +38,7 @@ from lastmile.transport import (
     make_transport,
     write_index,
 )
-from lastmile.windows import estimate_errors, revised_window, transit_history
+from lastmile.windows import estimate_errors, estimate_is_fresh, revised_window, transit_history
 
 if TYPE_CHECKING:
     from lastmile.sendgrid_client import SendGridConfig
@@ -264,7 +264,7 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
             window = revised_window(
                 shipment, det.exception_type, acc.to_pydatetime() if acc is not None else None,
                 est["est"] if est is not None else None, history, as_of, errors,
-                estimate_after_evidence=est is not None and est["at"] >= pd.Timestamp(det.first_evidence_at),
+                estimate_after_evidence=est is not None and estimate_is_fresh(est["at"], det.first_evidence_at, acc),
                 estimate_is_revision=est is not None and est["n"] > 1)
             if window is None:
                 continue

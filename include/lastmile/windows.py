@@ -79,6 +79,18 @@ def estimate_errors(shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.
     return e[cols].reset_index(drop=True)
 
 
+def estimate_is_fresh(estimate_at: object, evidence_at: object, accepted_at: object) -> bool:
+    """Did the carrier give its current estimate after the trouble began, with the parcel in hand?
+
+    An estimate printed before the carrier even had the parcel (a label-time guess) knows nothing
+    of a parcel that never got picked up or of the problem that followed.
+    """
+    if estimate_at is None or accepted_at is None or pd.isna(estimate_at) or pd.isna(accepted_at):
+        return False
+    at = pd.Timestamp(estimate_at)
+    return bool(at >= pd.Timestamp(evidence_at) and at >= pd.Timestamp(accepted_at))
+
+
 def shift_business_days(day: date, n: int, country: str) -> date:
     """`n` business days after (n > 0) or before (n < 0) `day`, rolled onto a business day."""
     if n >= 0:
