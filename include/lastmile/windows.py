@@ -87,8 +87,14 @@ def estimate_is_fresh(estimate_at: object, evidence_at: object, accepted_at: obj
     """
     if estimate_at is None or accepted_at is None or pd.isna(estimate_at) or pd.isna(accepted_at):
         return False
-    at = pd.Timestamp(estimate_at)
-    return bool(at >= pd.Timestamp(evidence_at) and at >= pd.Timestamp(accepted_at))
+    at, evidence, accepted = (_utc_ts(v) for v in (estimate_at, evidence_at, accepted_at))
+    return bool(at >= evidence and at >= accepted)
+
+
+def _utc_ts(value: object) -> pd.Timestamp:
+    """A UTC timestamp; SQLite hands back our UTC instants without their zone."""
+    ts = pd.Timestamp(value)  # type: ignore[arg-type]
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts
 
 
 def shift_business_days(day: date, n: int, country: str) -> date:

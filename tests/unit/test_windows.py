@@ -102,3 +102,14 @@ def test_shifting_back_skips_weekends_and_holidays():
 
     assert shift_business_days(date(2026, 11, 30), -1, "US") == date(2026, 11, 27)  # Mon -> Fri
     assert shift_business_days(date(2026, 11, 27), -1, "US") == date(2026, 11, 25)  # skips Thanksgiving
+
+
+def test_freshness_reads_instants_with_or_without_their_zone():
+    """SQLite hands back UTC instants without a zone; the comparison must still hold."""
+    from lastmile.windows import estimate_is_fresh
+
+    assert estimate_is_fresh(utc("2026-11-20T10:00:00+00:00"), pd.Timestamp("2026-11-20T09:00:00"),
+                             utc("2026-11-19T10:00:00+00:00"))
+    assert not estimate_is_fresh(utc("2026-11-20T10:00:00+00:00"), pd.Timestamp("2026-11-20T11:00:00"),
+                                 utc("2026-11-19T10:00:00+00:00"))
+    assert not estimate_is_fresh(utc("2026-11-20T10:00:00+00:00"), utc("2026-11-20T09:00:00+00:00"), None)
