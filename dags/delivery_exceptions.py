@@ -18,6 +18,7 @@ import pendulum
 from airflow.sdk import TriggerRule, chain, dag, task
 
 from lastmile.steps import STEPS
+from lastmile_airflow.alerts import OpsAlert
 from lastmile_airflow.steps import CARRIER_POOL, carrier_accounts, fetch_account, run_step
 
 DEFAULT_ARGS = {
@@ -25,6 +26,7 @@ DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": pendulum.duration(minutes=2),
     "retry_exponential_backoff": True,
+    "on_failure_callback": OpsAlert(),  # webhook from Connection lastmile_ops_webhook, and an ALERT log line
 }
 
 

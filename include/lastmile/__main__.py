@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
 
 from lastmile.config import Settings
 
@@ -17,25 +16,6 @@ def _instant(text: str) -> datetime:
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r}: give a UTC offset, e.g. 2026-11-20T14:00:00+00:00")
     return value
-
-
-def _print_summary(summary: dict[str, Any]) -> None:
-    def kv(d: dict[str, Any]) -> str:
-        return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
-
-    print(f"== lastmile run {summary['batch']}")
-    print(f"orders seen          {summary['orders']}   shipments seen {summary['shipments']}   "
-          f"new scans {summary['scans_new']}")
-    print(f"exceptions (open)    {kv(summary['exceptions_open_by_type'])}")
-    print(f"exceptions (all)     {kv(summary['exceptions_all_by_type'])}")
-    print(f"cases                {kv(summary['cases_by_state'])}")
-    print(f"emails this run      {summary['emails_sent_this_run']} written, "
-          f"{summary['emails_failed_this_run']} failed "
-          f"(for this logical date in all: {kv(summary['messages_planned_this_run'])})")
-    print(f"outbox in all        {kv(summary['outbox_by_state'])}; sent by kind {kv(summary['sent_by_kind'])}")
-    print(f"quarantined records  {kv(summary['quarantined_by_source'])}")
-    print(f"read the e-mails     {summary['outbox_index']}")
-    print(f"exception history    {summary['history_db']}  (tables: cases, case_events, outbox, quarantine)")
 
 
 def _track(settings: Settings, args: argparse.Namespace) -> int:
@@ -126,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return _track(settings, args)
 
     from lastmile import pipeline
+    from lastmile.summary import format_summary
 
     if args.command == "outbox":
         for row in pipeline.reconcile(settings, mark_sent=args.mark_sent, resend=args.resend):
@@ -133,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "run":
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-        _print_summary(pipeline.run_all(settings, args.as_of))
+        print(format_summary(pipeline.run_all(settings, args.as_of)))
     elif args.command == "summary":
-        _print_summary(pipeline.summarise(settings, args.as_of))
+        print(format_summary(pipeline.summarise(settings, args.as_of)))
     elif args.command == "score":
         from lastmile.scoring import format_scores, score
 

@@ -485,11 +485,14 @@ def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:
             schema.cases.c.state != "resolved").group_by(schema.cases.c.exception_type)).all())
         this_run = dict(conn.execute(select(schema.outbox.c.state, func.count()).where(
             and_(schema.outbox.c.planned_batch == batch)).group_by(schema.outbox.c.state)).all())
+        feeds = feed_states(conn, settings, as_of)
     return {
         "batch": batch,
         "orders": steps.get("load_orders", {}).get("orders", 0),
         "shipments": steps.get("load_orders", {}).get("shipments", 0),
-        "scans_new": steps.get("fetch_tracking", {}).get("scans_new", 0),
+        "scans_new": sum(c.get("scans_new", 0) for step, c in steps.items() if step.startswith("fetch_tracking")),
+        "feeds": feeds,
+        "unknown_state_shipments": steps.get("detect_exceptions", {}).get("unknown_state_shipments", 0),
         "exceptions_open_by_type": steps.get("detect_exceptions", {}).get("open_by_type", {}),
         "exceptions_all_by_type": steps.get("detect_exceptions", {}).get("all_by_type", {}),
         "cases_by_state": dict(sorted(cases.items())),

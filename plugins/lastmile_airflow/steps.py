@@ -58,7 +58,12 @@ def run_step(step: str, **context: Any) -> dict[str, Any]:
         from lastmile_airflow.connections import sendgrid_config
 
         kwargs["sendgrid"] = sendgrid_config()
-    return _done(step, as_of, getattr(pipeline, step)(settings, as_of, **kwargs))
+    counts = getattr(pipeline, step)(settings, as_of, **kwargs)
+    if step == "summarise":  # the run's story, readable in the last task's log
+        from lastmile.summary import format_summary
+
+        log.info("\n%s", format_summary(counts))
+    return _done(step, as_of, counts)
 
 
 def carrier_accounts() -> list[str]:

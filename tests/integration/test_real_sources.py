@@ -17,6 +17,7 @@ import pandas as pd
 import pendulum
 import pytest
 from servers.easypost import EasyPostServer
+from servers.webhook import WebhookServer
 from shop_db import create_shop, execute
 from sqlalchemy import create_engine, select
 
@@ -98,7 +99,8 @@ def test_sql_orders_and_two_easypost_accounts_one_down(dag, monkeypatch, tmp_pat
     monkeypatch.setenv("LASTMILE_OUT_DIR", str(tmp_path))
     monkeypatch.setenv("LASTMILE_SIM_DIR", str(small_sim))
 
-    with EasyPostServer() as default, EasyPostServer() as eu:
+    with EasyPostServer() as default, EasyPostServer() as eu, WebhookServer() as ops:
+        monkeypatch.setenv("AIRFLOW_CONN_LASTMILE_OPS_WEBHOOK", json.dumps({"conn_type": "http", "host": ops.url}))
         servers = {None: default, "easypost_eu": eu}
         connection_env(monkeypatch, "easypost_default", default)
         connection_env(monkeypatch, "easypost_eu", eu)
@@ -148,6 +150,10 @@ def test_sql_orders_and_two_easypost_accounts_one_down(dag, monkeypatch, tmp_pat
         assert states["fetch_tracking[1]"] == "failed", states  # the alert: the EU account's task
         assert states["fetch_tracking[0]"] == "success", states
         assert all(states[t] == "success" for t in ("detect_exceptions", "plan_messages", "summarise")), states
+        # ops were told, on their webhook, which account's task failed and why
+        (alert,) = ops.texts()
+        assert "delivery_exceptions.fetch_tracking[" in alert and "easypost_eu" in alert
+        assert "down" in alert and eu.api_key not in alert
 
     health = frame(postgres_url, schema.feed_health)
     down = health[(health["account"] == "easypost_eu") & ~health["ok"]]

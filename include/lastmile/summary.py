@@ -1,0 +1,32 @@
+"""The run summary as ops read it: in the last task's log and from `python -m lastmile summary`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """What was found, who was told and what failed, one topic per line."""
+    def kv(d: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+
+    feeds = summary.get("feeds", {})
+    down = {a: f for a, f in feeds.items() if f.get("state") != "ok"}
+    lines = [
+        f"== lastmile run {summary['batch']}",
+        f"orders seen          {summary['orders']}   shipments seen {summary['shipments']}   "
+        f"new scans {summary['scans_new']}",
+        f"carrier feeds        {kv({a: f.get('state') for a, f in feeds.items()})}"
+        + (f"   ALERT: {', '.join(down)} not ok; {summary.get('unknown_state_shipments', 0)} parcels in an "
+           f"unknown state" if down else ""),
+        f"exceptions (open)    {kv(summary['exceptions_open_by_type'])}",
+        f"exceptions (all)     {kv(summary['exceptions_all_by_type'])}",
+        f"cases                {kv(summary['cases_by_state'])}",
+        f"emails this run      {summary['emails_sent_this_run']} written, {summary['emails_failed_this_run']} failed "
+        f"(for this logical date in all: {kv(summary['messages_planned_this_run'])})",
+        f"outbox in all        {kv(summary['outbox_by_state'])}; sent by kind {kv(summary['sent_by_kind'])}",
+        f"quarantined records  {kv(summary['quarantined_by_source'])}",
+        f"read the e-mails     {summary['outbox_index']}",
+        f"exception history    {summary['history_db']}  (tables: cases, case_events, outbox, quarantine, feed_health)",
+    ]
+    return "\n".join(lines)
