@@ -89,3 +89,21 @@ def fetch_account(account: str, **context: Any) -> dict[str, Any]:
     except pipeline.FeedDown as err:
         raise AirflowFailException(str(err)) from err
     return _done(f"fetch_tracking[{account}]", as_of, counts)
+
+
+def check_quality(**context: Any) -> dict[str, int]:
+    """Run the history's data-quality checks; any failure fails the task (and alerts ops)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from lastmile.db import engine_for
+    from lastmile.quality import run_checks
+
+    as_of = as_of_from_context(context)
+    results = run_checks(engine_for(_settings().db_url), as_of)
+    for result in results:
+        (log.info if result.ok else log.error)("%s", result.line())
+    failed = [r.check.name for r in results if not r.ok]
+    if failed:
+        # Data will not fix itself by retrying: fail now, ops are alerted by the callback.
+        raise AirflowFailException(f"data-quality checks failed: {', '.join(failed)}")
+    return {r.check.name: r.offending for r in results}

@@ -1,0 +1,41 @@
+"""
+### exception_report
+
+Every day: check the exception history's data quality (a case with no evidence, a message sent for
+a case never opened, a carrier feed silent for a day, an ambiguous e-mail waiting over a day, a
+window already past when planned) and build the KPI report (HTML and CSV) analysts and ops read.
+A failed check fails its task, which alerts ops (webhook Connection `lastmile_ops_webhook`).
+See docs/analyst-cookbook.md for the same KPIs in SQL.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import dag, task
+
+from lastmile_airflow.alerts import OpsAlert
+from lastmile_airflow.steps import check_quality
+
+DEFAULT_ARGS = {
+    "owner": "lastmile-ops",
+    "retries": 2,
+    "retry_delay": pendulum.duration(minutes=5),
+    "on_failure_callback": OpsAlert(),
+}
+
+
+@dag(
+    dag_id="exception_report",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 9, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["lastmile", "analytics", "ops"],
+    doc_md=__doc__,
+)
+def exception_report() -> None:
+    task(check_quality, task_id="quality_checks")()
+
+
+exception_report()

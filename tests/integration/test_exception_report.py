@@ -1,0 +1,50 @@
+"""The daily exception_report DAG through Airflow: clean history passes, a broken one alerts ops."""
+
+from __future__ import annotations
+
+import json
+
+import pendulum
+import pytest
+from sqlalchemy import create_engine, text
+
+from lastmile import pipeline
+from lastmile.config import Settings
+
+from conftest import ROOT
+from servers.webhook import WebhookServer
+
+AS_OF = pendulum.datetime(2026, 11, 20, 14, tz="UTC")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def report_dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags" / "exception_report.py")).dags["exception_report"]
+
+
+def test_quality_checks_pass_on_a_real_history_and_alert_ops_when_it_breaks(report_dag, monkeypatch, tmp_path,
+                                                                           sim_dir):
+    monkeypatch.setenv("LASTMILE_OUT_DIR", str(tmp_path))
+    monkeypatch.setenv("LASTMILE_SIM_DIR", str(sim_dir))
+    settings = Settings.from_env()
+    pipeline.run_all(settings, AS_OF)
+
+    with WebhookServer() as ops:
+        monkeypatch.setenv("AIRFLOW_CONN_LASTMILE_OPS_WEBHOOK", json.dumps({"conn_type": "http", "host": ops.url}))
+        run = report_dag.test(logical_date=AS_OF)
+        assert run.state == "success"
+        assert ops.texts() == []
+
+        engine = create_engine(settings.db_url)
+        with engine.begin() as conn:
+            case_id = conn.execute(text("SELECT case_id FROM cases LIMIT 1")).scalar_one()
+            conn.execute(text("UPDATE cases SET evidence = '{}' WHERE case_id = :c"), {"c": case_id})
+        engine.dispose()
+        run = report_dag.test(logical_date=AS_OF.add(days=1))
+        states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+        assert states["quality_checks"] == "failed"
+        (alert,) = ops.texts()
+        assert "exception_report.quality_checks" in alert and "case_without_evidence" in alert
