@@ -6,13 +6,13 @@ import json
 
 import pendulum
 import pytest
+from servers.webhook import WebhookServer
 from sqlalchemy import create_engine, text
 
 from lastmile import pipeline
 from lastmile.config import Settings
 
 from conftest import ROOT
-from servers.webhook import WebhookServer
 
 AS_OF = pendulum.datetime(2026, 11, 20, 14, tz="UTC")
 pytestmark = pytest.mark.slow
