@@ -6,13 +6,12 @@ from datetime import UTC, date, datetime
 
 import pandas as pd
 import pytest
+from servers.aftership import aftership_server, checkpoint  # noqa: F401 - pytest fixture
 
 from lastmile import pipeline, schema
 from lastmile.accounts import TrackingAccount
 from lastmile.config import Settings
 from lastmile.db import engine_for, upsert
-
-from servers.aftership import aftership_server, checkpoint  # noqa: F401 - pytest fixture
 
 AS_OF = datetime(2026, 11, 20, 14, tzinfo=UTC)
 
