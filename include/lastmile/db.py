@@ -11,18 +11,18 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 
-from lastmile.schema import metadata
+from lastmile import migrate
 
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    """One engine per URL per process; creates the schema on first use."""
+    """One engine per URL per process; migrates the schema to the newest version on first use."""
     engine = create_engine(url, future=True)
     if engine.dialect.name == "sqlite":
         if engine.url.database and engine.url.database != ":memory:":
             Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
         event.listen(engine, "connect", _sqlite_pragmas)
-    metadata.create_all(engine)
+    migrate.upgrade(engine)  # Alembic itself loads here, when a task first touches the database
     return engine
 
 

@@ -1,4 +1,9 @@
-"""The exception-history schema (SQLAlchemy Core): the same tables on SQLite and Postgres."""
+"""The exception-history schema (SQLAlchemy Core): the same tables on SQLite and Postgres.
+
+The database itself is created and upgraded by the Alembic migrations in `lastmile/migrations`;
+a test compares this metadata with the migrated database, so a change here needs a migration
+(docs/history-schema.md says how to add one).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Index,
     Integer,
     MetaData,
     String,
@@ -105,6 +111,8 @@ detections = Table(
     Column("window_earliest", Date),
     Column("window_latest", Date),
     Column("window_basis", String(64)),
+    # Every batch keeps its own rows: the analyst views look a shipment up across batches.
+    Index("ix_detections_shipment_type", "shipment_id", "exception_type"),
 )
 cases = Table(
     "cases", metadata,
@@ -161,6 +169,16 @@ outbox = Table(
     Column("send_at", TS),  # scheduled delivery (quiet hours); NULL: at once
     Column("transport_ref", Text),
     Column("attempts", Integer, nullable=False, default=0),
+)
+message_events = Table(
+    "message_events", metadata,  # what the e-mail provider later said about a message we sent
+    Column("provider_event_id", String(100), primary_key=True),  # SendGrid's sg_event_id: a redelivery is a no-op
+    Column("message_key", String(160), nullable=False, index=True),  # the outbox key, sent as a custom arg
+    # SendGrid's own event names: processed, delivered, deferred, dropped, bounce, open, click,
+    # spamreport, unsubscribe, group_unsubscribe, group_resubscribe
+    Column("event", String(32), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("reason", Text),  # bounce/drop/deferral reason or bounce type; never the address
 )
 suppressions = Table(
     "suppressions", metadata,
