@@ -14,7 +14,7 @@ import pendulum
 from airflow.sdk import dag, task
 
 from lastmile_airflow.alerts import OpsAlert
-from lastmile_airflow.steps import check_quality
+from lastmile_airflow.steps import build_report, check_quality
 
 DEFAULT_ARGS = {
     "owner": "lastmile-ops",
@@ -36,6 +36,7 @@ DEFAULT_ARGS = {
 )
 def exception_report() -> None:
     task(check_quality, task_id="quality_checks")()
+    task(build_report, task_id="build_report")()  # independent: a failed check must not hide the KPIs
 
 
 exception_report()

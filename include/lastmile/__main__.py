@@ -6,7 +6,8 @@ import argparse
 import json
 import logging
 import sys
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 
 from lastmile.config import Settings
 
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--account", help="the Airflow connection id of the account (read from AIRFLOW_CONN_<ID>)")
     tr.add_argument("--parcel-carrier", help="the parcel's carrier (USPS, UPS, ...) when the API cannot guess it")
     tr.add_argument("codes", nargs="+", metavar="CODE")
+    rep = sub.add_parser("report", help="the KPI report (late rates, promises kept, exceptions, e-mail) as HTML or CSV")
+    rep.add_argument("--since", type=date.fromisoformat, required=True, help="first day covered (YYYY-MM-DD)")
+    rep.add_argument("--format", choices=("html", "csv"), default="html")
+    rep.add_argument("--out", type=Path, help="file (html) or folder (csv); default under LASTMILE_OUT_DIR/report")
     box = sub.add_parser("outbox", help="messages that need a person: ambiguous or failed; reconcile one")
     box.add_argument("--mark-sent", metavar="KEY", help="the provider did deliver it (seen in its activity log)")
     box.add_argument("--resend", metavar="KEY", help="the provider never got it: plan it again")
@@ -104,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "track":
         return _track(settings, args)
+    if args.command == "report":
+        from lastmile.db import engine_for
+        from lastmile.report import write
+
+        default = settings.out_dir / "report" / (f"since-{args.since}.html" if args.format == "html"
+                                                 else f"since-{args.since}")
+        print(f"== report: {write(engine_for(settings.db_url), args.since, args.out or default, args.format)}")
+        return 0
 
     from lastmile import pipeline
     from lastmile.summary import format_summary

@@ -107,3 +107,21 @@ def check_quality(**context: Any) -> dict[str, int]:
         # Data will not fix itself by retrying: fail now, ops are alerted by the callback.
         raise AirflowFailException(f"data-quality checks failed: {', '.join(failed)}")
     return {r.check.name: r.offending for r in results}
+
+
+def build_report(**context: Any) -> dict[str, str]:
+    """The KPI report of the last 30 days, as HTML and CSV, under LASTMILE_OUT_DIR/report/<day>/."""
+    from datetime import timedelta
+
+    from lastmile.db import engine_for
+    from lastmile.report import write
+
+    as_of = as_of_from_context(context)
+    settings = _settings()
+    folder = settings.out_dir / "report" / as_of.strftime("%Y-%m-%d")
+    since = (as_of - timedelta(days=30)).date()
+    engine = engine_for(settings.db_url)
+    paths = {"html": str(write(engine, since, folder / "report.html")),
+             "csv": str(write(engine, since, folder / "csv", "csv"))}
+    log.info("lastmile report since %s: %s", since, paths)
+    return paths

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pendulum
 import pytest
 from servers.webhook import WebhookServer
@@ -37,6 +38,12 @@ def test_quality_checks_pass_on_a_real_history_and_alert_ops_when_it_breaks(repo
         run = report_dag.test(logical_date=AS_OF)
         assert run.state == "success"
         assert ops.texts() == []
+        # the KPI report was built from the views: HTML with charts, and one CSV per KPI
+        page = (tmp_path / "report" / "2026-11-20" / "report.html").read_text()
+        assert "Did we keep our promises?" in page and "<svg" in page and "<script" not in page
+        late = pd.read_csv(tmp_path / "report" / "2026-11-20" / "csv" / "late_rate_monthly.csv")
+        assert set(late.columns) >= {"carrier", "month", "late_rate", "change"} and len(late) > 0
+        assert late["late_rate"].between(0, 1).all()
 
         engine = create_engine(settings.db_url)
         with engine.begin() as conn:
