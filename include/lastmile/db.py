@@ -76,3 +76,8 @@ def utc(value: Any) -> datetime | None:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def batch_key_for(as_of: datetime) -> str:
+    """A run's key: its `as_of` in UTC. The same logical instant always gets the same key."""
+    return as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

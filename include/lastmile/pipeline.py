@@ -20,12 +20,12 @@ from lastmile.accounts import TrackingAccount, account_from_env, vendor_of
 from lastmile.brand import load_brand
 from lastmile.cases import build_cases
 from lastmile.config import Settings
-from lastmile.db import engine_for, upsert, utc
+from lastmile.db import batch_key_for, engine_for, upsert, utc
 from lastmile.feeds import read_feed
 from lastmile.messages import CaseFacts, decide
 from lastmile.policy import gate
 from lastmile.privacy import mask_email
-from lastmile.quarantine import Rejection
+from lastmile.quarantine import Rejection, store_rejections
 from lastmile.sources import order_source
 from lastmile.steps import STEPS
 from lastmile.transport import (
@@ -47,11 +47,6 @@ log = logging.getLogger("lastmile")
 
 
 
-def batch_key_for(as_of: datetime) -> str:
-    """The run's key: its `as_of` in UTC. The same logical instant always gets the same key."""
-    return as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _utc(as_of: datetime) -> datetime:
     if as_of.tzinfo is None:
         raise ValueError(f"as_of {as_of!r} must carry a time zone")
@@ -66,12 +61,7 @@ def _record_step(conn: Connection, as_of: datetime, step: str, counts: dict[str,
 
 
 def _quarantine(conn: Connection, rejections: list[Rejection], as_of: datetime) -> int:
-    for r in rejections:
-        log.warning("quarantined %s", r.message())
-    rows = [{"source": r.source, "record_id": r.record_id, "field": r.field, "reason": r.reason,
-             "payload": r.payload, "first_batch": batch_key_for(as_of), "first_seen_at": as_of}
-            for r in rejections]
-    return upsert(conn, schema.quarantine, rows)
+    return store_rejections(conn, rejections, as_of)
 
 
 def _frame(conn: Connection, stmt: Any) -> pd.DataFrame:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+_EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+
 
 def mask_email(address: str | None) -> str:
     """'zoe.obrien@example.com' -> 'z***@e***.com'; keeps enough to tell two addresses apart."""
@@ -15,3 +19,10 @@ def mask_email(address: str | None) -> str:
 def one_line(text: str) -> str:
     """Collapse every kind of line break and run of spaces: a header or log value stays one line."""
     return " ".join(str(text).split())
+
+
+def mask_emails_in(text: str | None) -> str | None:
+    """Free text from a provider or carrier, one line, with every e-mail address in it masked."""
+    if text is None:
+        return None
+    return _EMAIL.sub(lambda m: mask_email(m.group(0)), one_line(text))

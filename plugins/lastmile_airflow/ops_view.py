@@ -13,7 +13,6 @@ request; Airflow imports this file in every component.
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -34,7 +33,6 @@ OPEN_STATES = ("open", "told", "escalated")  # every case state but "resolved"
 AGE_BUCKETS: tuple[tuple[str, int | None], ...] = (("<1d", 1), ("1-3d", 3), ("3-7d", 7), (">7d", None))
 AGE_LABELS = {"<1d": "under 1 day", "1-3d": "1–3 days", "3-7d": "3–7 days", ">7d": "over 7 days"}
 PROBLEM_MESSAGES = ("failed", "ambiguous")
-_EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 def ops_snapshot(
@@ -221,12 +219,9 @@ def _hours(delta: timedelta) -> float:
 
 
 def _mask_text(text: str | None) -> str | None:
-    """Free text from a provider or carrier, one line, with every e-mail address in it masked."""
-    if text is None:
-        return None
-    from lastmile.privacy import mask_email, one_line
+    from lastmile.privacy import mask_emails_in
 
-    return _EMAIL.sub(lambda m: mask_email(m.group(0)), one_line(text))
+    return mask_emails_in(text)
 
 
 # --- the web app --------------------------------------------------------------------------------
@@ -320,7 +315,46 @@ def create_app() -> FastAPI:
     def snapshot() -> JSONResponse:
         return JSONResponse(current_snapshot(), headers={"Cache-Control": "no-store"})
 
+    @app.post("/sendgrid/events")
+    async def sendgrid_events(request: Request) -> JSONResponse:
+        """SendGrid's Signed Event Webhook: no Airflow login (SendGrid cannot log in), so every body
+        must carry SendGrid's signature; unsigned or badly signed bodies are refused."""
+        return receive_sendgrid_events(await request.body(), request.headers)
+
     return app
+
+
+def webhook_public_key(conn_id: str = "sendgrid_default") -> str | None:
+    """The Signed Event Webhook's public key: extra `event_webhook_public_key` of the SendGrid Connection."""
+    from airflow.models.connection import Connection
+
+    try:
+        conn = Connection.get_connection_from_secrets(conn_id)
+    except Exception:  # noqa: BLE001 -- no Connection: the webhook is not set up
+        return None
+    return (conn.extra_dejson or {}).get("event_webhook_public_key") or None
+
+
+def receive_sendgrid_events(body: bytes, headers: Any, now: datetime | None = None) -> Any:
+    """Verify and record one Event Webhook delivery; the answer tells SendGrid whether to retry."""
+    from fastapi.responses import JSONResponse
+
+    from lastmile.config import Settings
+    from lastmile.db import engine_for
+    from lastmile.provider_events import SIGNATURE_HEADER, TIMESTAMP_HEADER, record, verify_signature
+
+    key = webhook_public_key()
+    if not key:  # 503: SendGrid retries, and nothing is lost while ops add the key
+        return JSONResponse({"detail": "event webhook public key not configured"}, status_code=503)
+    signature, stamp = headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER)
+    if not signature or not stamp or not verify_signature(key, signature, stamp, body):
+        return JSONResponse({"detail": "missing or invalid SendGrid signature"}, status_code=403)
+    try:
+        events = json.loads(body)
+    except ValueError:
+        return JSONResponse({"detail": "body is not JSON"}, status_code=400)
+    counts = record(engine_for(Settings.from_env().db_url), events, now or datetime.now(UTC))
+    return JSONResponse(counts)
 
 
 class _LazyApp:
