@@ -159,7 +159,15 @@ def score(result: BacktestResult, end: datetime) -> dict[str, dict[str, float]]:
                      "recall": len(tp) / len(positives) if positives else float("nan"),
                      "lag_median_h": float(lag.median()) if len(lag) else float("nan"),
                      "lag_p95_h": float(lag.quantile(0.95)) if len(lag) else float("nan")}
-    not_lost = universe - set(settled.loc[settled["types"].str.contains(r"\blost\b"), "shipment_id"])
+    # A lost parcel goes silent before anyone can know it is lost: calling it stalled on the way
+    # is a true early warning, though the simulator labels only its final outcome.
+    lost_truth = set(settled.loc[settled["types"].str.contains(r"\blost\b"), "shipment_id"])
+    stalled_found = set(seen.loc[seen["exception_type"] == "stalled", "shipment_id"])
+    stalled_truth = set(settled.loc[settled["types"].str.contains(r"\bstalled\b"), "shipment_id"])
+    if stalled_found:
+        out["stalled"]["precision_counting_lost_silence"] = len(stalled_found & (stalled_truth | lost_truth)) / len(
+            stalled_found)
+    not_lost = universe - lost_truth
     called_lost = set(seen.loc[seen["exception_type"] == "lost", "shipment_id"])
     out["false_lost"] = {"rate": len(called_lost & not_lost) / len(not_lost) if not_lost else float("nan"),
                          "count": len(called_lost & not_lost)}
@@ -186,5 +194,8 @@ def format_result(result: BacktestResult) -> str:
         k = s[kind]
         lines.append(f"{kind:<22}{k['truth']:>6}{k['detected']:>7}{k['precision']:>11.2f}{k['recall']:>8.2f}"
                      f"{k['lag_median_h']:>11.1f}{k['lag_p95_h']:>11.1f}")
+    if "precision_counting_lost_silence" in s["stalled"]:
+        lines.append(f"stalled precision counting the silence of parcels later lost as true: "
+                     f"{s['stalled']['precision_counting_lost_silence']:.2f}")
     lines.append(f"\nfalse lost: {s['false_lost']['count']} shipments ({s['false_lost']['rate']:.2%} of those not lost)")
     return "\n".join(lines)
