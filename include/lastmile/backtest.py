@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from lastmile import simulator, tracking
+from lastmile import simulator, thresholds, tracking
 from lastmile.detection import EXCEPTION_TYPES, detect
 from lastmile.windows import STILL_COMING, estimate_errors, estimate_is_fresh, revised_window, transit_history
 
@@ -74,10 +74,11 @@ def run(seed: int = 11, n_orders: int = 3000, step_hours: int = 6) -> BacktestRe
     steps = 0
     by_id = data.shipments.set_index("shipment_id")
     moving = data.scans[data.scans["status"] != "pre_transit"].groupby("shipment_id")["occurred_at"].min()
+    table = thresholds.load()
     t = start
     while t <= end:
         steps += 1
-        found = detect(data.shipments, data.scans, data.estimates, t)
+        found = detect(data.shipments, data.scans, data.estimates, t, table)
         for row in found.itertuples():
             first_seen.setdefault((row.shipment_id, row.exception_type), t)
         if history_day != t.date():  # delivered-transit history changes slowly: refresh daily

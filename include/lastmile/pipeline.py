@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from sqlalchemy import Connection, and_, delete, func, or_, select, update
 
-from lastmile import detection, orders, schema
+from lastmile import detection, orders, schema, thresholds
 from lastmile.accounts import TrackingAccount, account_from_env, vendor_of
 from lastmile.brand import load_brand
 from lastmile.cases import build_cases
@@ -214,7 +214,8 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
         # Missing scans from a feed we could not read say nothing about the parcel (no false "lost").
         shipments["feed_unknown"] = shipments["tracking_account"].isin(
             {a for a, f in feeds.items() if f["state"] != "ok"})
-        found = detection.detect(shipments, _scans_until(conn, as_of), _estimates_until(conn, as_of), as_of)
+        found = detection.detect(shipments, _scans_until(conn, as_of), _estimates_until(conn, as_of), as_of,
+                                 thresholds.load())
         conn.execute(delete(schema.detections).where(schema.detections.c.batch_key == batch))
         rows = found.assign(batch_key=batch, window_earliest=None, window_latest=None, window_basis=None)
         rows["first_evidence_at"] = [t.to_pydatetime() for t in pd.to_datetime(rows["first_evidence_at"], utc=True)]
