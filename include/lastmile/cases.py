@@ -38,8 +38,14 @@ def build_cases(
     batch_key: str,
     owner: str,
     escalation_owner: str,
+    order_status: dict[str, str] | None = None,
 ) -> list[CaseUpdate]:
-    """New and changed cases for the order lines in `detections` (one row per shipment+type)."""
+    """New and changed cases for the order lines in `detections` (one row per shipment+type).
+
+    A case resolves when its current parcel is delivered, or when the shop cancels or refunds the
+    order (`order_status`): then nothing is coming, and a person has already settled it.
+    """
+    order_status = order_status or {}
     updates: list[CaseUpdate] = []
     chains = shipments.sort_values("sequence").groupby("order_line_id")
     for line_id, dets in detections.groupby("order_line_id", sort=True):
@@ -57,8 +63,11 @@ def build_cases(
         severity = int(top["severity"]) + (1 if n_chain >= 3 else 0)
         prior = existing.get(case_id_for(str(line_id)))
         delivered = delivered_at.get(sid)
+        settled = order_status.get(str(current["order_id"]), "open")
         if delivered is not None:
             state, resolution = "resolved", "delivered"
+        elif settled in ("cancelled", "refunded"):
+            state, resolution = "resolved", settled
         elif kind in NEEDS_A_PERSON or n_chain >= 3:  # a repeated failure is flagged for a person
             state, resolution = "escalated", None
         else:
@@ -78,7 +87,8 @@ def build_cases(
             "shipments_in_chain": n_chain,
             "opened_at": prior["opened_at"] if prior else as_of,
             "first_evidence_at": min(pd.Timestamp(t) for t in dets["first_evidence_at"]).to_pydatetime(),
-            "resolved_at": delivered if delivered is not None else None,
+            "resolved_at": delivered if delivered is not None else (
+                (prior.get("resolved_at") if prior else None) or as_of if state == "resolved" else None),
             "window_earliest": window["window_earliest"] if window is not None else None,
             "window_latest": window["window_latest"] if window is not None else None,
             "window_basis": window["window_basis"] if window is not None else None,

@@ -56,6 +56,8 @@ def decide(facts: CaseFacts, as_of: datetime, batch_key: str, brand: Brand) -> D
     keys = {m["message_key"] for m in facts.previous}
     case_id = case["case_id"]
     if case["state"] == "resolved":
+        if case.get("resolution") not in (None, "delivered"):
+            return Decision(None)  # cancelled or refunded: the person who settled it told the customer
         told = [m for m in live if m["kind"] in ("notice", "escalated")]
         key = message_key(case_id, "resolved", "delivered")
         if not told or key in keys:

@@ -99,10 +99,16 @@ def _subscription(row: dict[str, Any]) -> dict[str, Any]:
             "next_delivery_date": _date(row, "next_delivery_date"), "status": row.get("status") or "active"}
 
 
+ORDER_STATUSES = ("open", "cancelled", "refunded")
+
+
 def _order(row: dict[str, Any]) -> dict[str, Any]:
+    status = str(row.get("status") or "open").strip().lower()
+    if status not in ORDER_STATUSES:
+        raise _Invalid("status", f"order status {status!r} is not one of {', '.join(ORDER_STATUSES)}")
     return {"order_id": _required(row, "order_id"), "customer_id": _required(row, "customer_id"),
             "placed_at": _instant(row, "placed_at"), "subscription_id": row.get("subscription_id") or None,
-            "currency": _required(row, "currency").upper()}
+            "currency": _required(row, "currency").upper(), "status": status}
 
 
 def _line(row: dict[str, Any]) -> dict[str, Any]:

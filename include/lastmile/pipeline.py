@@ -283,8 +283,10 @@ def record_history(settings: Settings, as_of: datetime) -> dict[str, Any]:
                                       .group_by(schema.scans.c.shipment_id)).all())
         delivered = {k: utc(v) for k, v in delivered.items()}
         existing = {r["case_id"]: dict(r) for r in conn.execute(select(schema.cases)).mappings()}
+        order_status = {k: v for k, v in conn.execute(select(schema.orders.c.order_id, schema.orders.c.status).where(
+            schema.orders.c.status.in_(["cancelled", "refunded"])))}
         updates = build_cases(dets, shipments, delivered, existing, as_of, batch, brand.owner_team,
-                              brand.escalation_owner)
+                              brand.escalation_owner, order_status)
         upsert(conn, schema.cases, [u.case for u in updates],
                update=[c.name for c in schema.cases.columns if c.name not in ("case_id", "opened_at")])
         events = [{"case_id": u.case["case_id"], "batch_key": batch, "at": as_of, "event": e, "detail": d}

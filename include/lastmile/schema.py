@@ -49,6 +49,7 @@ orders = Table(
     Column("placed_at", TS, nullable=False),
     Column("subscription_id", String(64)),
     Column("currency", String(3), nullable=False),
+    Column("status", String(16)),  # open | cancelled | refunded (NULL: open)
 )
 order_lines = Table(
     "order_lines", metadata,

@@ -55,3 +55,16 @@ def test_third_shipment_case_counts_the_chain_and_is_graver():
     assert case["shipment_id"] == "S3" and case["severity"] == 4
     assert case["state"] == "escalated" and case["owner"] == "Dana (lead)"  # flagged for a person
     assert set(pd.read_json(__import__("io").StringIO(case["evidence"]), typ="series").index) >= {"lost", "damaged"}
+
+
+def test_a_refunded_or_cancelled_order_resolves_its_case_without_a_delivery():
+    ships = [shipment(created=LABEL, promised="2026-11-05")]
+    lost = run(ships, moving(), "2026-11-13T16:00:00+00:00")[0].case
+    s, sc, est = frames(ships, moving())
+    dets = detect(s, sc, est, utc("2026-11-14T16:00:00+00:00")).assign(window_earliest=None, window_latest=None,
+                                                                        window_basis=None)
+    (update,) = build_cases(dets, s, {}, {lost["case_id"]: lost}, utc("2026-11-14T16:00:00+00:00"), "b2",
+                            "Care team", "Dana (lead)", {"L1": "refunded"})
+    assert (update.case["state"], update.case["resolution"]) == ("resolved", "refunded")
+    assert update.case["resolved_at"] == utc("2026-11-14T16:00:00+00:00")
+    assert ("resolved", "refunded") in update.events

@@ -107,3 +107,9 @@ def test_moving_again_and_out_for_delivery_are_follow_ups_with_the_window_we_pro
 def test_a_less_grave_exception_after_a_graver_one_is_not_news():
     told = {**sent("CASE-O1-1/notice/stalled"), "planned_at": utc("2026-11-18T14:00:00+00:00")}
     assert decide(facts(state="told", kind="late", previous=[told]), AS_OF, "b2", BRAND).message is None
+
+
+def test_a_case_closed_by_a_refund_gets_no_good_news_note():
+    f = facts(state="resolved", previous=[sent("CASE-O1-1/notice/late")])
+    f.case["resolution"] = "refunded"
+    assert decide(f, AS_OF, "b6", BRAND).message is None

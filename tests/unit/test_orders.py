@@ -267,3 +267,13 @@ def test_rejection_messages_name_the_record_and_field_but_no_customer_data() -> 
         for name in names:
             assert name not in text
             assert name.split()[-1] not in text
+
+
+def test_an_order_status_outside_open_cancelled_refunded_is_quarantined():
+    from lastmile.orders import _order
+
+    assert _order({"order_id": "O1", "customer_id": "C1", "placed_at": "2026-11-01T10:00:00+00:00",
+                   "currency": "usd", "status": "Refunded"})["status"] == "refunded"
+    with pytest.raises(ValueError, match="order status 'lost'"):
+        _order({"order_id": "O1", "customer_id": "C1", "placed_at": "2026-11-01T10:00:00+00:00",
+                "currency": "usd", "status": "lost"})
