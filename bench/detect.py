@@ -45,6 +45,7 @@ from lastmile.detection import (
     Thresholds,
     detect,
 )
+from lastmile.thresholds import ThresholdTable
 
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection
@@ -462,9 +463,16 @@ _EXPLAINED = ", ".join(f"'{r}'" for r in sorted(EXPLAINED_SILENCE))
 
 DETECT_SQL = f"""
 WITH
-ships AS (
-    SELECT s.*, coalesce(z.country, 'US') AS country
-    FROM shipments AS s LEFT JOIN tz_country AS z ON z.tz = s.dest_tz
+ships AS (  -- thresholds: the carrier's service, else the carrier, else the default
+    SELECT s.*, coalesce(z.country, 'US') AS country,
+        coalesce(ts.stalled_after, tc.stalled_after, td.stalled_after) AS stalled_after,
+        coalesce(ts.lost_after, tc.lost_after, td.lost_after) AS lost_after,
+        coalesce(ts.pickup_after, tc.pickup_after, td.pickup_after) AS pickup_after
+    FROM shipments AS s
+    LEFT JOIN tz_country AS z ON z.tz = s.dest_tz
+    LEFT JOIN thresholds AS ts ON ts.carrier = s.carrier AND ts.service = s.service
+    LEFT JOIN thresholds AS tc ON tc.carrier = s.carrier AND tc.service IS NULL
+    JOIN thresholds AS td ON td.carrier IS NULL
     WHERE s.created_at <= getvariable('as_of')
 ),
 sc AS NOT MATERIALIZED (SELECT * FROM scans WHERE occurred_at <= getvariable('as_of')),
@@ -506,6 +514,7 @@ latest_estimate AS (
 facts AS (  -- local dates in the destination's zone
     SELECT sh.shipment_id, sh.order_line_id, sh.country, sh.created_at, sh.promised_date, sh.sequence,
         sh.replaces_shipment_id, coalesce(sh.feed_unknown, false) AS feed_unknown,
+        sh.stalled_after, sh.lost_after, sh.pickup_after,
         st.* EXCLUDE (shipment_id, accepted, terminal_status),
         coalesce(st.accepted, false) AS accepted, coalesce(st.terminal_status, false) AS terminal_status,
         cs.* EXCLUDE (shipment_id), g.gap_start, e.est_delivery_date, e.est_observed_at,
@@ -562,25 +571,25 @@ detections AS (
     SELECT shipment_id, order_line_id, 'stalled', still_open, last_scan_at,
         json_object('rule', 'stalled', 'business_days_silent', silent_bd, 'last_scan', last_message)
     FROM flags
-    WHERE moving AND NOT explained AND silent_bd >= {{stalled_after}} AND silent_bd < {{lost_after}}
+    WHERE moving AND NOT explained AND silent_bd >= stalled_after AND silent_bd < lost_after
     UNION ALL
     SELECT shipment_id, order_line_id, 'stalled', still_open, gap_start,
         json_object('rule', 'stalled', 'business_days_silent', max_gap_bd)
-    FROM flags WHERE delivered AND max_gap_bd >= {{stalled_after}}
+    FROM flags WHERE delivered AND max_gap_bd >= stalled_after
     UNION ALL
     SELECT shipment_id, order_line_id, 'lost', still_open,
-        CASE WHEN moving AND silent_bd >= {{lost_after}} THEN last_scan_at ELSE lost_at END,
+        CASE WHEN moving AND silent_bd >= lost_after THEN last_scan_at ELSE lost_at END,
         json_object('rule', 'lost', 'business_days_silent', silent_bd,
                     'carrier_says_lost', lost_at IS NOT NULL AND NOT delivered)
-    FROM flags WHERE (moving AND silent_bd >= {{lost_after}}) OR (lost_at IS NOT NULL AND NOT delivered)
+    FROM flags WHERE (moving AND silent_bd >= lost_after) OR (lost_at IS NOT NULL AND NOT delivered)
     UNION ALL
     SELECT shipment_id, order_line_id, 'stuck_before_pickup', waiting AND NOT superseded, created_at,
         json_object('rule', 'stuck_before_pickup', 'business_days_waiting',
-                    CASE WHEN waiting AND NOT feed_unknown AND waiting_bd >= {{pickup_after}}
+                    CASE WHEN waiting AND NOT feed_unknown AND waiting_bd >= pickup_after
                          THEN waiting_bd ELSE pickup_wait_bd END)
     FROM flags
-    WHERE (waiting AND NOT feed_unknown AND waiting_bd >= {{pickup_after}})
-       OR (accepted AND pickup_wait_bd >= {{pickup_after}})
+    WHERE (waiting AND NOT feed_unknown AND waiting_bd >= pickup_after)
+       OR (accepted AND pickup_wait_bd >= pickup_after)
 {_REASON_ROWS}
     UNION ALL
     SELECT shipment_id, order_line_id, 'reshipped', still_open, created_at,
@@ -636,13 +645,21 @@ def duckdb_load(con: DuckDBPyConnection, shipments: pd.DataFrame | Path, scans: 
     con.execute("ALTER TABLE shipments ADD COLUMN IF NOT EXISTS feed_unknown BOOLEAN DEFAULT false")
 
 
-def duckdb_detect(con: DuckDBPyConnection, as_of: datetime, thresholds: Thresholds | None = None) -> pd.DataFrame:
+def duckdb_detect(con: DuckDBPyConnection, as_of: datetime,
+                  thresholds: Thresholds | ThresholdTable | None = None) -> pd.DataFrame:
     """The SQL version of `detect()` over the loaded tables, as a frame of DETECTION_COLUMNS."""
-    thresholds = thresholds or Thresholds()
+    table = thresholds if isinstance(thresholds, ThresholdTable) else ThresholdTable(thresholds or Thresholds())
+    # One row per override (service NULL: the whole carrier) and the default (carrier NULL).
+    rows = [(None, None, table.default), *((c, sv, t) for (c, sv), t in table.overrides.items())]
+    con.register("_thresholds", pd.DataFrame(
+        [(c, sv, t.stalled_after, t.lost_after, t.pickup_after) for c, sv, t in rows],
+        columns=["carrier", "service", "stalled_after", "lost_after", "pickup_after"], dtype=object))
+    con.execute("CREATE OR REPLACE TABLE thresholds AS SELECT carrier::VARCHAR AS carrier, "
+                "service::VARCHAR AS service, stalled_after::BIGINT AS stalled_after, "
+                "lost_after::BIGINT AS lost_after, pickup_after::BIGINT AS pickup_after FROM _thresholds")
+    con.unregister("_thresholds")
     con.execute(f"SET VARIABLE as_of = TIMESTAMPTZ '{pd.Timestamp(as_of).tz_convert('UTC').isoformat()}'")
-    sql = DETECT_SQL.format(stalled_after=int(thresholds.stalled_after), lost_after=int(thresholds.lost_after),
-                            pickup_after=int(thresholds.pickup_after))
-    return con.sql(sql).to_arrow_table().to_pandas()
+    return con.sql(DETECT_SQL).to_arrow_table().to_pandas()
 
 
 # -- comparing the two ----------------------------------------------------------------------------
@@ -889,7 +906,8 @@ def report(r: dict[str, Any]) -> str:
         f"shipments changed by the clock alone (an incremental run misses them): {r['clock_only_next']} in the "
         f"hour to NEXT, {r['clock_only_midnight']} in the hour across New York midnight",
     ]
-    lines.append(f"other processes on this machine used {max(0.0, r['others_cores']):.2f} cores on average meanwhile"
+    lines.append(f"other processes on this machine used {max(0.0, r['others_cores']):.2f} cores on average"
+                 " meanwhile"
                  + ("  -- timings are NOT reliable" if r["others_cores"] > 0.2 else ""))
     if not same:
         lines.append("DuckDB per type        " + "  ".join(f"{k}={v}" for k, v in r["counts_duckdb"].items()))

@@ -12,6 +12,7 @@ import pytest
 
 from lastmile import backtest, simulator
 from lastmile.detection import EXCEPTION_TYPES, Thresholds, detect
+from lastmile.thresholds import ThresholdTable
 
 from builders import SHIPMENT_COLUMNS
 
@@ -102,6 +103,16 @@ def test_duckdb_sql_reads_the_thresholds(shop):
     assert bench.disagreements(found, bench.duckdb_detect(con, bench.AS_OF, strict)).empty
     assert per_type(found)["stalled"] != per_type(detect(shop.shipments, shop.scans, shop.estimates,
                                                         bench.AS_OF))["stalled"]
+
+
+def test_duckdb_sql_reads_thresholds_per_carrier_and_service(shop):
+    table = ThresholdTable(Thresholds(), {("DHL", None): Thresholds(lost_after=9),
+                                          ("USPS", "Priority"): Thresholds(stalled_after=2, pickup_after=1)})
+    found = detect(shop.shipments, shop.scans, shop.estimates, bench.AS_OF, table)
+    con = bench.duckdb_connect(threads=1)
+    bench.duckdb_load(con, shop.shipments, shop.scans, shop.estimates)
+    assert bench.disagreements(found, bench.duckdb_detect(con, bench.AS_OF, table)).empty
+    assert not found.equals(detect(shop.shipments, shop.scans, shop.estimates, bench.AS_OF))
 
 
 def test_duckdb_sql_agrees_on_the_simulators_own_data(simulated):
