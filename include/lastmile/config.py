@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +19,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
-    db_url: str
+    db_url: str = field(repr=False)  # may hold a password: never in a repr or a log
     source: str
     email_transport: str
     out_dir: Path
@@ -27,9 +27,10 @@ class Settings:
     sim_seed: int
     sim_orders: int = 3000
     orders_path: Path | None = None  # LASTMILE_SOURCE=files: the folder of CSV/Parquet exports
-    orders_db_url: str | None = None  # LASTMILE_SOURCE=sql: set by the plugin from `lastmile_orders`
+    orders_db_url: str | None = field(default=None, repr=False)  # LASTMILE_SOURCE=sql: from `lastmile_orders`
     tracking_accounts: tuple[str, ...] = ("simulated",)
     feed_stale_hours: float = 6.0  # no successful fetch for this long: the feed's parcels are "unknown"
+    send_lock_wait_seconds: float = 120.0  # how long a sender waits for another run's sender to finish
 
     @property
     def outbox_dir(self) -> Path:
@@ -66,4 +67,5 @@ class Settings:
             orders_db_url=env.get("LASTMILE_ORDERS_DB_URL") or None,
             tracking_accounts=accounts,
             feed_stale_hours=float(env.get("LASTMILE_FEED_STALE_HOURS", "6")),
+            send_lock_wait_seconds=float(env.get("LASTMILE_SEND_LOCK_WAIT_SECONDS", "120")),
         )

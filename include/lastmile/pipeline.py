@@ -20,7 +20,7 @@ from lastmile.accounts import TrackingAccount, account_from_env, vendor_of
 from lastmile.brand import load_brand
 from lastmile.cases import build_cases
 from lastmile.config import Settings
-from lastmile.db import batch_key_for, engine_for, upsert, utc
+from lastmile.db import Busy, batch_key_for, engine_for, held, masked_url, upsert, utc, writing
 from lastmile.feeds import read_feed
 from lastmile.messages import CaseFacts, decide
 from lastmile.policy import gate
@@ -220,7 +220,7 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
         rows = found.assign(batch_key=batch, window_earliest=None, window_latest=None, window_basis=None)
         rows["first_evidence_at"] = [t.to_pydatetime() for t in pd.to_datetime(rows["first_evidence_at"], utc=True)]
         upsert(conn, schema.detections, rows.to_dict("records"))
-        open_rows = found[found["open"]]
+        open_rows = found[found["open"].astype(bool)]
         return _record_step(conn, as_of, "detect_exceptions", {
             "shipments_checked": len(shipments), "detections": len(found),
             "feeds": {a: f["state"] for a, f in feeds.items()},
@@ -269,12 +269,33 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
             "delivered_history": len(history)})
 
 
+CASE_EVENT_KEY = ("case_id", "batch_key", "event", "detail")
+
+
+def newer_batch(conn: Connection, batch: str) -> str | None:
+    """The newest run that recorded case history, when it is newer than `batch`; else None.
+
+    The newest run owns current case state and the outbox. An older run (a backfill, a cleared
+    task of an earlier date) keeps its own detections for the record and changes neither: a
+    case never moves backwards and nothing the newer state no longer owes is sent.
+    """
+    newest = conn.execute(select(func.max(schema.run_steps.c.batch_key)).where(
+        schema.run_steps.c.step == "record_history")).scalar()
+    return newest if newest is not None and newest > batch else None
+
+
 def record_history(settings: Settings, as_of: datetime) -> dict[str, Any]:
     """Open, update and resolve cases from this batch's detections; log every change as an event."""
     as_of = _utc(as_of)
     batch = batch_key_for(as_of)
     brand = load_brand()
-    with engine_for(settings.db_url).begin() as conn:
+    with writing(engine_for(settings.db_url)) as conn:
+        newer = newer_batch(conn, batch)
+        if newer is not None:
+            log.info("record_history %s: the newer run %s owns the cases; this run's detections stay for the record",
+                     batch, newer)
+            return _record_step(conn, as_of, "record_history", {
+                "cases_changed": 0, "case_events": 0, "by_state": {}, "superseded_by": newer})
         dets = _frame(conn, select(schema.detections).where(schema.detections.c.batch_key == batch))
         shipments = _frame(conn, select(schema.shipments).where(schema.shipments.c.created_at <= as_of))
         delivered = dict(conn.execute(select(schema.scans.c.shipment_id, func.min(schema.scans.c.occurred_at))
@@ -291,7 +312,7 @@ def record_history(settings: Settings, as_of: datetime) -> dict[str, Any]:
                update=[c.name for c in schema.cases.columns if c.name not in ("case_id", "opened_at")])
         events = [{"case_id": u.case["case_id"], "batch_key": batch, "at": as_of, "event": e, "detail": d}
                   for u in updates for e, d in u.events]
-        upsert(conn, schema.case_events, events)
+        upsert(conn, schema.case_events, events, conflict=CASE_EVENT_KEY)
         states = Counter(u.case["state"] for u in updates)
         return _record_step(conn, as_of, "record_history", {
             "cases_changed": len(updates), "case_events": len(events), "by_state": dict(sorted(states.items()))})
@@ -304,11 +325,18 @@ def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
     brand = load_brand()
     planned: list[dict[str, Any]] = []
     escalations: list[str] = []
-    with engine_for(settings.db_url).begin() as conn:
+    with writing(engine_for(settings.db_url)) as conn:
+        newer = newer_batch(conn, batch)
+        if newer is not None:
+            log.info("plan_messages %s: the newer run %s owns the outbox; nothing planned", batch, newer)
+            return _record_step(conn, as_of, "plan_messages", {
+                "planned": 0, "by_kind": {}, "escalated": 0, "superseded_by": newer})
         live_cases = conn.execute(select(schema.cases).where(
             or_(schema.cases.c.state != "resolved", schema.cases.c.last_batch == batch))).mappings().all()
+        unplannable: list[Rejection] = []
         if live_cases:
-            facts = _case_facts(conn, [dict(c) for c in live_cases], as_of)
+            facts, unplannable = _case_facts(conn, [dict(c) for c in live_cases], as_of)
+            _quarantine(conn, unplannable, as_of)
             for f in facts:
                 decision = decide(f, as_of, batch, brand)
                 if decision.message is not None:
@@ -320,13 +348,18 @@ def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
             conn.execute(update(schema.cases).where(schema.cases.c.case_id == case_id).values(
                 state="escalated", owner=brand.escalation_owner))
             upsert(conn, schema.case_events, [{"case_id": case_id, "batch_key": batch, "at": as_of,
-                                               "event": "escalated", "detail": "window_passed"}])
+                                               "event": "escalated", "detail": "window_passed"}],
+                   conflict=CASE_EVENT_KEY)
         kinds = Counter(f"{m['kind']}:{m['state']}" for m in planned)
         return _record_step(conn, as_of, "plan_messages", {
-            "planned": inserted, "by_kind": dict(sorted(kinds.items())), "escalated": len(escalations)})
+            "planned": inserted, "by_kind": dict(sorted(kinds.items())), "escalated": len(escalations),
+            "cases_without_records": len(unplannable)})
 
 
-def _case_facts(conn: Connection, cases: list[dict[str, Any]], as_of: datetime) -> list[CaseFacts]:
+def _case_facts(conn: Connection, cases: list[dict[str, Any]],
+                as_of: datetime) -> tuple[list[CaseFacts], list[Rejection]]:
+    """What each case's message needs; a case whose customer, order, line or shipment the history
+    lacks (loaded before validation checked parents) is set aside as a rejection, not a crash."""
     ids = {k: sorted({c[k] for c in cases}) for k in ("customer_id", "order_id", "shipment_id", "case_id",
                                                       "order_line_id")}
 
@@ -355,8 +388,17 @@ def _case_facts(conn: Connection, cases: list[dict[str, Any]], as_of: datetime) 
             schema.scans.c.shipment_id.in_(ids["shipment_id"]), schema.scans.c.occurred_at <= as_of)
             .order_by(schema.scans.c.occurred_at)):
         newest[sid] = (status, utc(at))
-    facts = []
+    facts: list[CaseFacts] = []
+    missing: list[Rejection] = []
     for case in cases:
+        lacking = next(((key, table) for key, table in (("customer_id", customers), ("order_id", order_rows),
+                                                       ("shipment_id", ships), ("order_line_id", lines))
+                        if case[key] not in table), None)
+        if lacking is not None:
+            missing.append(Rejection.of("cases", case["case_id"], lacking[0],
+                                        f"{lacking[0]} {case[lacking[0]]} is not in the history: no e-mail possible",
+                                        {"case_id": case["case_id"], lacking[0]: case[lacking[0]]}))
+            continue
         order = order_rows[case["order_id"]]
         sub = subs.get(order["subscription_id"] or "")
         shipment = ships[case["shipment_id"]]
@@ -367,21 +409,45 @@ def _case_facts(conn: Connection, cases: list[dict[str, Any]], as_of: datetime) 
             carrier_estimate=estimates.get(case["shipment_id"]), previous=previous.get(case["case_id"], []),
             last_scan_status=newest.get(case["shipment_id"], (None, None))[0],
             last_scan_at=newest.get(case["shipment_id"], (None, None))[1]))
-    return facts
+    return facts, missing
 
 
 def send_messages(settings: Settings, as_of: datetime, sendgrid: SendGridConfig | None = None) -> dict[str, Any]:
     """Send every planned message at most once, within the attention policy.
 
-    A message found still 'sending' was handed to the provider by a run that died before hearing
-    back: it becomes 'ambiguous' for ops to reconcile and is never resent blindly.
+    One sender at a time: the step holds the history's send lock (a second run waits for it, then
+    finds nothing left to send), and each message is claimed `planned → sending` only while it is
+    still planned. A message found still 'sending' was handed to the provider by a run that died
+    before hearing back: it becomes 'ambiguous' for ops to reconcile and is never resent blindly.
     """
     as_of = _utc(as_of)
+    engine = engine_for(settings.db_url)
+    with engine.connect() as conn:
+        newer = newer_batch(conn, batch_key_for(as_of))
+    if newer is not None:
+        log.info("send_messages %s: the newer run %s owns the outbox; nothing sent", batch_key_for(as_of), newer)
+        with engine.begin() as conn:
+            return _record_step(conn, as_of, "send_messages", {**_NOTHING_SENT, "superseded_by": newer})
+    try:
+        with held(engine, "send", settings.send_lock_wait_seconds):
+            return _send_locked(settings, as_of, engine, sendgrid)
+    except Busy:
+        log.warning("send_messages %s: another run is sending e-mail right now and kept the send lock for %.0f s; "
+                    "this run sent nothing: its messages stay planned for that run or the next",
+                    batch_key_for(as_of), settings.send_lock_wait_seconds)
+        with engine.begin() as conn:
+            return _record_step(conn, as_of, "send_messages", {**_NOTHING_SENT, "busy": True})
+
+
+_NOTHING_SENT = {"sent": 0, "failed": 0, "ambiguous": 0, "retry_later": 0, "suppressed": 0, "deferred": 0}
+
+
+def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: SendGridConfig | None) -> dict[str, Any]:
     brand = load_brand()
     transport = make_transport(settings, brand, sendgrid)
-    engine = engine_for(settings.db_url)
     ob = schema.outbox
     with engine.begin() as conn:
+        # Under the send lock, a message still 'sending' belongs to a sender that died mid-request.
         orphaned = conn.execute(update(ob).where(ob.c.state == "sending").values(
             state="ambiguous", state_reason="the sending run stopped before the provider answered; not resent")
         ).rowcount
@@ -403,16 +469,21 @@ def send_messages(settings: Settings, as_of: datetime, sendgrid: SendGridConfig 
     auth_error: str | None = None
     for row in pending:
         key = ob.c.message_key == row["message_key"]
+        still_planned = and_(key, ob.c.state == "planned")
         decision = gate(row["kind"], row["recipient"], row["tz"], suppressed, today[row["order_id"]], as_of, policy)
         if decision.action != "send":
             state = "suppressed" if decision.action == "suppress" else "planned"
             with engine.begin() as conn:
-                conn.execute(update(ob).where(key).values(state=state, state_reason=decision.reason))
+                conn.execute(update(ob).where(still_planned).values(state=state, state_reason=decision.reason))
             outcome[decision.action + "ed" if decision.action == "suppress" else "deferred"] += 1
             continue
         with engine.begin() as conn:
-            conn.execute(update(ob).where(key).values(state="sending", attempts=row["attempts"] + 1,
-                                                      send_at=decision.send_at))
+            # The claim: only the sender that moves it out of 'planned' may send it.
+            claimed = conn.execute(update(ob).where(still_planned).values(
+                state="sending", attempts=row["attempts"] + 1, send_at=decision.send_at)).rowcount
+        if claimed != 1:
+            outcome["taken"] += 1
+            continue
         state, values = "sent", {}
         try:
             ref = transport.send(Outgoing.from_row({**row, "send_at": decision.send_at}))
@@ -426,7 +497,7 @@ def send_messages(settings: Settings, as_of: datetime, sendgrid: SendGridConfig 
         except (TryLater, OSError) as err:
             state, values = "planned", {"state_reason": f"retry next run: {getattr(err, 'detail', type(err).__name__)}"}
         with engine.begin() as conn:
-            conn.execute(update(ob).where(key).values(state=state, **values))
+            conn.execute(update(ob).where(key, ob.c.state == "sending").values(state=state, **values))
             if state == "sent" and row["kind"] == "notice":
                 conn.execute(update(schema.cases).where(
                     schema.cases.c.case_id == row["case_id"], schema.cases.c.state == "open").values(state="told"))
@@ -444,6 +515,7 @@ def send_messages(settings: Settings, as_of: datetime, sendgrid: SendGridConfig 
         counts = _record_step(conn, as_of, "send_messages", {
             "sent": outcome["sent"], "failed": outcome["failed"], "ambiguous": outcome["ambiguous"] + orphaned,
             "retry_later": outcome["planned"], "suppressed": outcome["suppressed"], "deferred": outcome["deferred"],
+            "taken_by_another_run": outcome["taken"],
             "suppressions_synced": synced, "outbox_total": len(everything), "index": str(index)})
     if auth_error:
         raise PermissionError(f"e-mail provider refused our credentials ({auth_error}); messages kept for the next run")
@@ -497,7 +569,7 @@ def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:
         "sent_by_kind": dict(sorted(kinds.items())),
         "quarantined_by_source": dict(sorted(quarantined.items())),
         "outbox_index": str(settings.outbox_dir / "index.html"),
-        "history_db": settings.db_url,
+        "history_db": masked_url(settings.db_url),
     }
 
 

@@ -145,7 +145,9 @@ case_events = Table(
     Column("at", TS, nullable=False),
     Column("event", String(32), nullable=False),
     Column("detail", String(128), nullable=False),
-    UniqueConstraint("case_id", "event", "detail", name="uq_case_event"),
+    # Append-only per batch: a case may come back to a state it was in before (delivered,
+    # reshipped, delivered again); a rerun of the same batch records nothing new.
+    UniqueConstraint("case_id", "batch_key", "event", "detail", name="uq_case_event_batch"),
 )
 outbox = Table(
     "outbox", metadata,
@@ -190,10 +192,12 @@ suppressions = Table(
     Column("synced_at", TS, nullable=False),
 )
 quarantine = Table(
-    "quarantine", metadata,
+    "quarantine", metadata,  # every rejected record, once per place it was read from
     Column("source", String(32), primary_key=True),
     Column("record_id", String(128), primary_key=True),
     Column("field", String(64), primary_key=True),
+    Column("file", String(255), primary_key=True),  # file or table; '' for an API
+    Column("row_no", Integer, primary_key=True, autoincrement=False),  # 1-based data row; 0: not a file
     Column("reason", Text, nullable=False),
     Column("payload", Text, nullable=False),
     Column("first_batch", String(40), nullable=False),

@@ -24,7 +24,19 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Column, Engine, Integer, MetaData, create_engine, insert, inspect, select, text
+from sqlalchemy import (
+    Column,
+    Engine,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    UniqueConstraint,
+    create_engine,
+    insert,
+    inspect,
+    select,
+    text,
+)
 
 from lastmile import migrate, schema
 from lastmile.db import engine_for, upsert
@@ -36,7 +48,8 @@ VIEWS = {"v_shipment_outcomes", "v_exceptions_weekly", "v_late_rate_monthly", "v
          "v_runs", "v_open_cases"}
 # Objects schema.py gained after the baseline: the old create_all never built them.
 ADDED_AFTER_BASELINE = {"tables": {"message_events"}, "indexes": {"ix_detections_shipment_type"},
-                        "columns": {("orders", "status")}}
+                        "columns": {("orders", "status"), ("quarantine", "file"), ("quarantine", "row_no")},
+                        "constraints": {"uq_case_event_batch": ("uq_case_event", ("case_id", "event", "detail"))}}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -80,14 +93,14 @@ def tables(engine: Engine) -> set[str]:
 
 def test_upgrade_from_empty_builds_exactly_schema_py(engine: Engine) -> None:
     assert migrate.upgrade(engine) is None
-    assert revision(engine) == migrate.head_revision() == "0004"
+    assert revision(engine) == migrate.head_revision() == "0005"
     assert schema_diff(engine) == []
     assert tables(engine) == set(metadata.tables) | {migrate.VERSION_TABLE}
     assert views(engine) == VIEWS
     with engine.connect() as conn:
         for view in sorted(VIEWS):
             assert conn.execute(text(f"SELECT * FROM {view}")).all() == []
-    assert migrate.upgrade(engine) == "0004"  # a second start finds nothing to do
+    assert migrate.upgrade(engine) == "0005"  # a second start finds nothing to do
 
 
 def test_the_drift_check_is_not_vacuous(engine: Engine) -> None:
@@ -108,6 +121,12 @@ def _legacy_metadata() -> MetaData:
             copy.indexes = {i for i in copy.indexes if i.name not in ADDED_AFTER_BASELINE["indexes"]}
             for column in [c for c in copy.columns if (table.name, c.name) in ADDED_AFTER_BASELINE["columns"]]:
                 copy._columns.remove(column)
+                if column.primary_key:
+                    copy.append_constraint(PrimaryKeyConstraint(*[c.name for c in copy.columns if c.primary_key]))
+            for constraint in [c for c in copy.constraints if c.name in ADDED_AFTER_BASELINE["constraints"]]:
+                name, cols = ADDED_AFTER_BASELINE["constraints"][constraint.name]
+                copy.constraints.remove(constraint)
+                copy.append_constraint(UniqueConstraint(*cols, name=name))
     return old
 
 
@@ -148,14 +167,14 @@ def test_a_failing_migration_leaves_the_database_as_it_was(engine: Engine, tmp_p
     folder = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "versions" / "0099_broken.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0004"\n'
+        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0005"\n'
         "branch_labels = None\ndepends_on = None\n\n"
         "def upgrade():\n    op.create_table('half_done', sa.Column('id', sa.Integer, primary_key=True))\n"
         "    raise RuntimeError('the disk filled up')\n\ndef downgrade():\n    pass\n")
     monkeypatch.setattr(migrate, "MIGRATIONS", folder)
     with pytest.raises(RuntimeError, match="disk filled up"):
         migrate.upgrade(engine)
-    # One transaction: not even 0001..0004 stayed (SQLite too, through BEGIN IMMEDIATE).
+    # One transaction: not even 0001..0005 stayed (SQLite too, through BEGIN IMMEDIATE).
     assert tables(engine) == set() and views(engine) == set()
 
 

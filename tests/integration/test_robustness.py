@@ -1,0 +1,303 @@
+"""Sequences of runs that must never jam the pipeline, move a case backwards, send twice or leak.
+
+Each test drives the production step functions (as the DAG and the CLI do) through a sequence of
+runs on a tiny scripted shop, on SQLite and on the real Postgres.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, func, select
+from tiny_shop import START, TinyShop, day, run
+
+from lastmile import pipeline, schema
+from lastmile.config import Settings
+from lastmile.db import engine_for
+from lastmile.summary import format_summary
+
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'history.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def outbox_keys(settings: Settings) -> set[str]:
+    with engine_for(settings.db_url).connect() as conn:
+        return set(conn.execute(select(schema.outbox.c.message_key)).scalars())
+
+
+def case_states(settings: Settings) -> dict[str, tuple]:
+    c = schema.cases.c
+    with engine_for(settings.db_url).connect() as conn:
+        return {r.case_id: (r.state, r.exception_type, r.shipment_id, r.resolution)
+                for r in conn.execute(select(c.case_id, c.state, c.exception_type, c.shipment_id, c.resolution))}
+
+
+def scripted(shop: TinyShop) -> None:
+    """O1-1: a failed attempt, delivered, reshipped (damaged on arrival), delivered again.
+    O2-1: late, then delivered. O3-1: an uneventful delivery."""
+    shop.scan(shop.current("O1-1"), "in_transit", day(-2))
+    shop.scan(shop.current("O1-1"), "failed_attempt", day(0) - timedelta(hours=3))
+    shop.scan(shop.current("O1-1"), "delivered", day(1) - timedelta(hours=3))
+    shop.ship("O1-1", 2)
+    shop.scan(shop.current("O1-1"), "in_transit", day(3) - timedelta(hours=3))
+    shop.scan(shop.current("O1-1"), "delivered", day(4) - timedelta(hours=3))
+    shop.scan(shop.current("O2-1"), "in_transit", day(-2))
+    shop.scan(shop.current("O2-1"), "in_transit", day(1))
+    shop.scan(shop.current("O2-1"), "delivered", day(3) - timedelta(hours=2))
+    shop.scan(shop.current("O3-1"), "in_transit", day(-2))
+    shop.scan(shop.current("O3-1"), "delivered", day(0) - timedelta(hours=2))
+    shop.write()
+
+
+def test_a_case_that_comes_back_to_an_earlier_state_never_jams_the_history(db_url, tmp_path):
+    shop = TinyShop(tmp_path / "shop")
+    scripted(shop)
+    settings = shop.settings(db_url, tmp_path / "out")
+    for n in range(0, 7):
+        run(settings, shop, day(n))
+    ev = schema.case_events.c
+    with engine_for(db_url).connect() as conn:
+        resolved = conn.execute(select(ev.batch_key).where(ev.case_id == "CASE-O1-1", ev.event == "resolved")
+                                .order_by(ev.batch_key)).scalars().all()
+    assert len(resolved) == 2, "delivered, reshipped, delivered again: two resolutions, each in its own batch"
+    assert case_states(settings)["CASE-O1-1"][0] == "resolved"
+    assert {"CASE-O1-1/notice/failed_attempt", "CASE-O1-1/notice/reshipped-2"} <= outbox_keys(settings)
+
+
+def test_runs_in_any_order_end_as_a_straight_run(db_url, tmp_path):
+    shop = TinyShop(tmp_path / "shop")
+    scripted(shop)
+    straight = shop.settings(f"sqlite:///{tmp_path / 'straight.db'}", tmp_path / "straight")
+    d1, d2, d3 = day(0), day(2), day(4)
+    for as_of in (d1, d2, d3):
+        run(straight, shop, as_of)
+
+    settings = shop.settings(db_url, tmp_path / "out")
+    for as_of in (d1, d2, d3, d1, d3, d2, d3):
+        run(settings, shop, as_of)
+    after_reruns = (outbox_keys(settings), case_states(settings))
+    for as_of in (d1, d1 + timedelta(hours=12), d2, d2 + timedelta(hours=12), d3):  # a backfill over D1..D3
+        run(settings, shop, as_of)
+    assert outbox_keys(settings) == outbox_keys(straight) == after_reruns[0]
+    assert case_states(settings) == case_states(straight) == after_reruns[1]
+    assert outbox_keys(straight), "the script produces e-mails"
+
+
+def test_an_older_run_neither_moves_cases_back_nor_sends(db_url, tmp_path):
+    shop = TinyShop(tmp_path / "shop")
+    scripted(shop)
+    settings = shop.settings(db_url, tmp_path / "out")
+    run(settings, shop, day(4))
+    before = (outbox_keys(settings), case_states(settings))
+    summary = run(settings, shop, day(0))  # an earlier date after a later one
+    assert (outbox_keys(settings), case_states(settings)) == before
+    assert summary["emails_sent_this_run"] == 0
+    with engine_for(db_url).connect() as conn:  # its own detections are kept for the record
+        assert conn.execute(select(func.count()).select_from(schema.detections).where(
+            schema.detections.c.batch_key == "2026-11-02T14:00:00Z")).scalar() > 0
+
+
+def test_a_run_that_finds_no_exception_is_a_quiet_success(db_url, tmp_path):
+    shop = TinyShop(tmp_path / "shop", lines=2)
+    for line in ("O1-1", "O2-1"):
+        shop.scan(shop.current(line), "in_transit", day(-2))
+    shop.write()
+    settings = shop.settings(db_url, tmp_path / "out")
+    early = run(settings, shop, START - timedelta(days=30))  # before the shop had any order: a new shop
+    assert early["exceptions_all_by_type"] == {} and early["emails_sent_this_run"] == 0
+    calm = run(settings, shop, day(-1))  # parcels moving, nothing wrong
+    assert calm["exceptions_all_by_type"] == {} and calm["emails_sent_this_run"] == 0
+    assert "cases                none" in format_summary(calm)
+
+
+def test_a_case_whose_order_vanished_is_set_aside_and_the_others_are_told(db_url, tmp_path):
+    shop = TinyShop(tmp_path / "shop")
+    scripted(shop)
+    settings = shop.settings(db_url, tmp_path / "out")
+    for step in ("load_orders",):
+        getattr(pipeline, step)(settings, day(2))
+    from tiny_shop import store_scans
+
+    store_scans(settings, shop.scans, day(2))
+    for step in ("detect_exceptions", "compute_windows", "record_history"):
+        getattr(pipeline, step)(settings, day(2))
+    with engine_for(db_url).begin() as conn:  # a history from before parents were checked
+        conn.execute(delete(schema.orders).where(schema.orders.c.order_id == "O1"))
+    counts = pipeline.plan_messages(settings, day(2))
+    assert counts["cases_without_records"] == 1
+    with engine_for(db_url).connect() as conn:
+        q = schema.quarantine.c
+        assert conn.execute(select(q.record_id, q.field).where(q.source == "cases")).all() == [
+            ("CASE-O1-1", "order_id")]
+        assert conn.execute(select(schema.outbox.c.case_id)).scalars().all() == ["CASE-O2-1"]
+
+
+def test_the_run_summary_never_shows_the_database_password(postgres_url, tmp_path):
+    url = postgres_url.replace("postgres@", "postgres:s3cret-pw@")
+    shop = TinyShop(tmp_path / "shop", lines=1)
+    settings = shop.settings(url, tmp_path / "out")
+    summary = run(settings, shop, day(0))
+    text = format_summary(summary)
+    assert "s3cret-pw" not in text and "s3cret-pw" not in repr(summary) and "s3cret-pw" not in repr(settings)
+    assert "postgres:***@" in summary["history_db"]
+
+
+# -- two senders at once ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("database", DATABASES)
+def test_two_senders_at_once_send_every_message_once(database, tmp_path, sendgrid_server, request):
+    from lastmile.sendgrid_client import SendGridConfig
+
+    db_url = f"sqlite:///{tmp_path / 'history.db'}" if database == "sqlite" else request.getfixturevalue(
+        "postgres_url")
+    shop = TinyShop(tmp_path / "shop", lines=12)
+    for n in range(1, 13):
+        shop.scan(shop.current(f"O{n}-1"), "failed_attempt", day(0) - timedelta(hours=3))
+    shop.write()
+    settings = shop.settings(db_url, tmp_path / "out")
+    settings = Settings(**{**settings.__dict__, "email_transport": "sendgrid"})
+    pipeline.load_orders(settings, day(0))
+    from tiny_shop import store_scans
+
+    store_scans(settings, shop.scans, day(0))
+    for step in ("detect_exceptions", "compute_windows", "record_history", "plan_messages"):
+        getattr(pipeline, step)(settings, day(0))
+    sendgrid_server.script(("hang", 0.4), *([202] * 30))  # the first sender is slow: the runs overlap
+    config = SendGridConfig(api_key=sendgrid_server.api_key, host=sendgrid_server.url, timeout=5.0, max_wait=0.05)
+    results: list[dict] = []
+    errors: list[BaseException] = []
+
+    def sender() -> None:
+        try:
+            results.append(pipeline.send_messages(settings, day(0), sendgrid=config))
+        except BaseException as err:  # noqa: BLE001 -- reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=sender) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    sent = Counter(r.body["personalizations"][0]["custom_args"]["message_key"] for r in sendgrid_server.accepted)
+    assert len(sent) == 12 and set(sent.values()) == {1}, "every message reached SendGrid exactly once"
+    assert sorted(r["sent"] for r in results) == [0, 12]
+    with engine_for(db_url).connect() as conn:
+        states = Counter(conn.execute(select(schema.outbox.c.state)).scalars())
+    assert states == Counter({"sent": 12})
+
+
+def test_a_sender_that_cannot_get_the_lock_says_so_and_sends_nothing(tmp_path, caplog):
+    from lastmile.db import held
+
+    shop = TinyShop(tmp_path / "shop", lines=2)
+    shop.scan(shop.current("O1-1"), "failed_attempt", day(0) - timedelta(hours=3))
+    shop.write()
+    settings = shop.settings(f"sqlite:///{tmp_path / 'history.db'}", tmp_path / "out")
+    settings = Settings(**{**settings.__dict__, "send_lock_wait_seconds": 0.3})
+    pipeline.load_orders(settings, day(0))
+    from tiny_shop import store_scans
+
+    store_scans(settings, shop.scans, day(0))
+    for step in ("detect_exceptions", "compute_windows", "record_history", "plan_messages"):
+        getattr(pipeline, step)(settings, day(0))
+    with held(engine_for(settings.db_url), "send", 1):  # another run is sending
+        counts = pipeline.send_messages(settings, day(0))
+    assert counts["busy"] is True and counts["sent"] == 0
+    assert "another run is sending e-mail right now" in caplog.text
+    assert pipeline.send_messages(settings, day(0))["sent"] == 1  # the next run sends it
+
+
+# -- any sequence of carrier events ------------------------------------------------------------------
+
+EVENT_NAMES = ["nothing", "in_transit", "out_for_delivery", "failed_attempt", "address_problem", "damaged",
+               "delivered", "returned", "reship"]
+LINE_LIVES = st.lists(st.lists(st.sampled_from(EVENT_NAMES), min_size=6, max_size=6), min_size=3, max_size=3)
+RUN_ORDERS = st.lists(st.integers(min_value=0, max_value=5), min_size=6, max_size=9)
+
+
+def _drive(db_url: str, folder: Path, lives: list[list[str]], order: list[int], monkeypatch) -> None:
+    shop = TinyShop(folder / "shop", lines=len(lives))
+    for n, life in enumerate(lives, start=1):
+        line = f"O{n}-1"
+        for d, event in enumerate(life):
+            at = day(d) - timedelta(hours=5)
+            if event == "reship":
+                shop.ship(line, d)
+            elif event != "nothing":
+                shop.scan(shop.current(line), event, at)
+    shop.write()
+    settings = shop.settings(db_url, folder / "out")
+    decided: list[tuple[str, str]] = []
+    real_decide = pipeline.decide
+
+    def recording(facts, as_of, batch, brand):
+        decision = real_decide(facts, as_of, batch, brand)
+        if decision.message is not None:
+            decided.append((batch, decision.message["message_key"]))
+        return decision
+
+    monkeypatch.setattr(pipeline, "decide", recording)
+    # Forward day by day, then the drawn order (reruns, earlier dates after later ones).
+    for d in [*range(6), *order]:
+        run(settings, shop, day(d))
+    planned_twice = [k for k, n in Counter(k for _, k in decided).items() if n > 1]
+    assert planned_twice == [], f"message keys planned twice: {planned_twice}"
+    assert len(outbox_keys(settings)) == len(decided)
+
+
+@hyp_settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+@given(lives=LINE_LIVES, order=RUN_ORDERS)
+def test_any_sequence_of_carrier_events_never_fails_nor_plans_a_key_twice(lives, order, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prop")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _drive(f"sqlite:///{folder / 'history.db'}", folder, lives, order, monkeypatch)
+
+
+@pytest.mark.postgres
+@hyp_settings(max_examples=4, deadline=None, suppress_health_check=list(HealthCheck))
+@given(lives=LINE_LIVES, order=RUN_ORDERS)
+def test_any_sequence_of_carrier_events_on_postgres(lives, order, tmp_path_factory):
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from conftest import POSTGRES_URL
+
+    schema_name = f"lastmile_prop_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
+    try:
+        folder = tmp_path_factory.mktemp("prop-pg")
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            _drive(f"{POSTGRES_URL}?options=-csearch_path%3D{schema_name}", folder, lives, order, monkeypatch)
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
+        admin.dispose()
+
+
+def test_the_scripted_shop_is_not_vacuous(tmp_path):
+    """The sequences above mean something only if the script produces notices and resolutions."""
+    shop = TinyShop(tmp_path / "shop")
+    scripted(shop)
+    settings = shop.settings(f"sqlite:///{tmp_path / 'h.db'}", tmp_path / "out")
+    for n in range(0, 6):
+        run(settings, shop, day(n))
+    kinds = Counter(k.split("/")[1] for k in outbox_keys(settings))
+    assert kinds["notice"] >= 3 and kinds["resolved"] >= 2, kinds
+    assert datetime(2026, 11, 2, tzinfo=UTC) <= START
