@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import email.message
 import io
+import json
 import logging
+import os
 import random
 import time
 import urllib.error
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import python_http_client
 import requests
@@ -31,6 +34,7 @@ from python_http_client.exceptions import HTTPError, handle_error
 from requests.adapters import HTTPAdapter
 from sendgrid import SendGridAPIClient
 
+from lastmile.accounts import base_url
 from lastmile.transport import Ambiguous, Rejected, TryLater, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,120 @@ class SendGridConfig:
 
     def __repr__(self) -> str:  # never print the key
         return f"SendGridConfig(host={self.host!r}, sandbox_mode={self.sandbox_mode}, asm_group_id={self.asm_group_id})"
+
+
+class SendGridConfigError(ValueError):
+    """The SendGrid Connection is missing or unusable. The message never holds the API key."""
+
+
+def _flag(value: Any) -> bool:
+    """A Connection extra as a boolean: JSON true/false, or the strings "true"/"false"/"1"/"0"."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def sendgrid_config_from_fields(conn_id: str, host: str | None, port: int | str | None, password: str | None,
+                                extra: Mapping[str, Any] | None) -> SendGridConfig:
+    """The one mapping of a SendGrid Connection's fields to a config, for Airflow and the command line.
+
+    password = the API key; host (and port), when set, override the API base URL -- a host without a
+    protocol is https unless extra `scheme` says otherwise; extra may set sandbox_mode, asm_group_id
+    (follow-ups only) and timeout (seconds).
+    """
+    if not password:
+        raise SendGridConfigError(f"connection {conn_id!r} has no password: put the SendGrid API key there")
+    extra = extra or {}
+    if host and "://" not in host and extra.get("scheme"):
+        host = f"{extra['scheme']}://{host}"
+    try:
+        port_number = int(port) if port not in (None, "") else None
+    except (TypeError, ValueError):
+        raise SendGridConfigError(f"connection {conn_id!r}: the port is not a number") from None
+    group = extra.get("asm_group_id")
+    try:
+        asm_group_id = int(group) if group not in (None, "", 0, "0") else None
+    except (TypeError, ValueError):
+        raise SendGridConfigError(f"connection {conn_id!r}: extra asm_group_id must be a whole number") from None
+    try:
+        timeout = float(extra.get("timeout", 10))
+    except (TypeError, ValueError):
+        raise SendGridConfigError(f"connection {conn_id!r}: extra timeout must be a number of seconds") from None
+    return SendGridConfig(api_key=password, host=base_url(host, port_number, DEFAULT_HOST) or DEFAULT_HOST,
+                          sandbox_mode=_flag(extra.get("sandbox_mode", False)), asm_group_id=asm_group_id,
+                          timeout=timeout)
+
+
+def connection_var(conn_id: str) -> str:
+    """The environment variable Airflow reads a Connection from."""
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+def _fields_from_json(conn_id: str, raw: str) -> dict[str, Any]:
+    try:
+        conn = json.loads(raw)
+        extra = conn.get("extra") or {}
+        extra = json.loads(extra) if isinstance(extra, str) else extra
+    except (ValueError, AttributeError):  # the document may hold the key: never quote it
+        raise SendGridConfigError(f"{connection_var(conn_id)} is not a valid JSON connection") from None
+    if not isinstance(extra, Mapping):
+        raise SendGridConfigError(f"{connection_var(conn_id)}: extra must be a JSON object")
+    return {"host": conn.get("host"), "port": conn.get("port"), "password": conn.get("password"), "extra": extra}
+
+
+def _fields_from_uri(conn_id: str, raw: str) -> dict[str, Any]:
+    """Airflow's URI form: `type://login:password@host:port/schema?extra`, or with the host's
+    protocol spelled out, `type://https://:password@host:port` (as Airflow's Connection parses it)."""
+    invalid = SendGridConfigError(f"{connection_var(conn_id)} is not a valid connection URI "
+                                  f"(e.g. sendgrid://:API_KEY@api.sendgrid.com)")
+    try:
+        schemes = raw.count("://")
+        conn_type = urlsplit(raw).scheme
+        if schemes < 1 or schemes > 2 or not conn_type:
+            raise invalid
+        rest = raw.split("://", 1)[1]
+        protocol = None
+        if schemes == 2:
+            protocol, rest = rest.split("://", 1)
+            if "@" in protocol or ":" in protocol:
+                raise invalid
+        parts = urlsplit(f"//{rest}")
+        hostname = unquote(parts.hostname or "")
+        port = parts.port  # raises ValueError on a non-number: the text may be the key, never quote it
+        password = unquote(parts.password) if parts.password else None
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    except ValueError:
+        raise invalid from None
+    if "__extra__" in query:
+        try:
+            extra = json.loads(query["__extra__"])
+        except ValueError:
+            raise SendGridConfigError(f"{connection_var(conn_id)}: __extra__ is not valid JSON") from None
+    else:
+        extra = {}
+        for key, value in query.items():
+            try:
+                extra[key] = json.loads(value) if value else value
+            except ValueError:
+                extra[key] = value
+    host = f"{protocol}://{hostname}" if protocol and hostname else hostname or None
+    return {"host": host, "port": port, "password": password, "extra": extra}
+
+
+def sendgrid_config_from_env(conn_id: str = "sendgrid_default", env: Mapping[str, str] | None = None
+                             ) -> SendGridConfig:
+    """The SendGrid config from `AIRFLOW_CONN_<CONN_ID>` (Airflow's JSON or URI form): the command
+    line's way to the same Connection the DAG reads through Airflow."""
+    env = os.environ if env is None else env
+    var = connection_var(conn_id)
+    raw = (env.get(var) or "").strip()
+    if not raw:
+        raise SendGridConfigError(
+            f"no SendGrid connection {conn_id!r}: set {var} to the Airflow connection, as JSON "
+            f"('{{\"conn_type\": \"sendgrid\", \"password\": \"<API key>\"}}') or as a URI "
+            f"('sendgrid://:<API key>@api.sendgrid.com')")
+    fields = _fields_from_json(conn_id, raw) if raw.startswith("{") else _fields_from_uri(conn_id, raw)
+    return sendgrid_config_from_fields(conn_id, **fields)
 
 
 class _Reply:

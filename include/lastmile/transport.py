@@ -92,8 +92,27 @@ def build_mime(message: Outgoing, brand: Brand) -> EmailMessage:
     return mime
 
 
+# Characters a stem keeps as they are: safe in file names everywhere and in an href without quoting.
+_SAFE_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.@+=,")
+MAX_STEM = 120  # characters (all ASCII): far below every file system's 255-byte name limit
+_HASH_CHARS = 16  # hex digits of sha256: 64 bits, no collision in practice
+
+
 def file_stem(message_key: str) -> str:
-    return message_key.replace("/", "__")
+    """The file name (without suffix) of a message: its key with '/' as '__' when that is short and
+    safe, else a clipped, cleaned prefix plus '~' and a hash of the whole key.
+
+    Distinct keys get distinct stems: a readable stem has no '~' and maps back to its key (keys whose
+    '__' would make that ambiguous take the hashed form); a hashed stem differs by its hash.
+    """
+    readable = message_key.replace("/", "__")
+    if (readable and len(readable) <= MAX_STEM and not readable.startswith(".")
+            and all(c in _SAFE_CHARS for c in readable) and readable.replace("__", "/") == message_key):
+        return readable
+    digest = hashlib.sha256(message_key.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    prefix = "".join(c if c in _SAFE_CHARS else "_" for c in readable if c.isprintable())
+    prefix = prefix[: MAX_STEM - 1 - _HASH_CHARS].strip("._") or "message"
+    return f"{prefix}~{digest}"
 
 
 class FileTransport:
@@ -164,11 +183,16 @@ class SendGridTransport:
 
 
 def make_transport(settings: Settings, brand: Brand, sendgrid: SendGridConfig | None = None) -> Transport:
-    """The transport named by LASTMILE_EMAIL_TRANSPORT; SendGrid needs its connection's config."""
+    """The transport named by LASTMILE_EMAIL_TRANSPORT. SendGrid's config comes from the caller (the
+    DAG reads the Connection through Airflow) or else from AIRFLOW_CONN_SENDGRID_DEFAULT (the CLI)."""
     if settings.email_transport == "sendgrid":
+        from lastmile.sendgrid_client import SendGridConfigError, SendGridSender, sendgrid_config_from_env
+
         if sendgrid is None:
-            raise ValueError("LASTMILE_EMAIL_TRANSPORT=sendgrid needs the Airflow connection sendgrid_default")
-        from lastmile.sendgrid_client import SendGridSender
+            try:
+                sendgrid = sendgrid_config_from_env("sendgrid_default")
+            except SendGridConfigError as err:
+                raise SendGridConfigError(f"LASTMILE_EMAIL_TRANSPORT=sendgrid: {err}") from None
 
         return SendGridTransport(SendGridSender(sendgrid), brand)
     return FileTransport(settings.outbox_dir, brand)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lastmile.accounts import SIMULATED, TrackingAccount, account_from_fields, base_url
+from lastmile.accounts import SIMULATED, TrackingAccount, account_from_fields
 
 if TYPE_CHECKING:
     from lastmile.sendgrid_client import SendGridConfig
@@ -14,20 +14,14 @@ SQL_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psyco
 
 
 def sendgrid_config(conn_id: str = "sendgrid_default") -> SendGridConfig:
-    """SendGrid settings from the Connection: password = API key; host overrides the API base URL;
-    extra may set sandbox_mode, asm_group_id (follow-ups only) and timeout (seconds)."""
+    """SendGrid settings from the Connection (see lastmile.sendgrid_client.sendgrid_config_from_fields:
+    password = API key; host/port override the API base URL; extra: sandbox_mode, asm_group_id, timeout)."""
     from airflow.sdk import Connection
 
-    from lastmile.sendgrid_client import DEFAULT_HOST, SendGridConfig
+    from lastmile.sendgrid_client import sendgrid_config_from_fields
 
     conn = Connection.get(conn_id)
-    if not conn.password:
-        raise ValueError(f"Airflow connection {conn_id!r} has no password: put the SendGrid API key there")
-    extra = conn.extra_dejson or {}
-    group = extra.get("asm_group_id")
-    return SendGridConfig(api_key=conn.password, host=base_url(conn.host, conn.port, DEFAULT_HOST) or DEFAULT_HOST,
-                          sandbox_mode=bool(extra.get("sandbox_mode", False)),
-                          asm_group_id=int(group) if group else None, timeout=float(extra.get("timeout", 10)))
+    return sendgrid_config_from_fields(conn_id, conn.host, conn.port, conn.password, conn.extra_dejson)
 
 
 def tracking_account(conn_id: str) -> TrackingAccount:
