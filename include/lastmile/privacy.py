@@ -26,3 +26,14 @@ def mask_emails_in(text: str | None) -> str | None:
     if text is None:
         return None
     return _EMAIL.sub(lambda m: mask_email(m.group(0)), one_line(text))
+
+
+# scheme://user:password@host -- the password ends at the last '@' before the host (it may hold '@' or ':').
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/?#@]*:)(?P<secret>[^\s/?#]*)(?=@[^\s@/?#]+)")
+
+
+def mask_url(text: str | None) -> str | None:
+    """Every URL in `text` with its password masked: 'postgresql://app:s3cret@db/x' -> 'postgresql://app:***@db/x'."""
+    if text is None:
+        return None
+    return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}***", str(text))

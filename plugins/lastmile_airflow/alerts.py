@@ -13,7 +13,15 @@ WEBHOOK_CONN_ID = "lastmile_ops_webhook"
 
 
 def alert_text(context: dict[str, Any]) -> str:
-    """One line an on-call person can act on: which task of which run failed, and why."""
+    """One line an on-call person can act on: which task of which run failed, and why.
+
+    The why is `lastmile.errors.describe`: class names, SQLSTATE and a masked, clipped message,
+    never a statement's parameters, a DETAIL line, an e-mail address or a URL's password.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from lastmile.errors import describe, safe_text
+
     ti = context.get("ti") or context.get("task_instance")
     dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
     task = getattr(ti, "task_id", "?")
@@ -22,7 +30,12 @@ def alert_text(context: dict[str, Any]) -> str:
         task = f"{task}[{context.get('account_name') or index}]"
     run_id = getattr(context.get("dag_run"), "run_id", None) or context.get("run_id", "?")
     error = context.get("exception")
-    reason = f"{type(error).__name__}: {error}" if error is not None else "see the task log"
+    if error is None:
+        reason = "see the task log"
+    elif type(error) is AirflowFailException:  # raised by lastmile_airflow.steps with a described, safe text
+        reason = safe_text(str(error))
+    else:
+        reason = describe(error)
     return f"lastmile: {dag_id}.{task} failed in run {run_id} (try {getattr(ti, 'try_number', '?')}): {reason}"
 
 

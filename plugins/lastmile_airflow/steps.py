@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
 import logging
+import traceback
+from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +35,47 @@ def as_of_from_context(context: dict[str, Any]) -> datetime:
     return context["dag_run"].run_after
 
 
+@contextlib.contextmanager
+def classified(step: str) -> Iterator[None]:
+    """Run a step so that only a failure that can heal reaches Airflow's retries.
+
+    A deterministic failure (bad data, an integrity or SQL error, a missing setting) is raised as
+    AirflowFailException: the task fails at once, without retries, and on_failure_callback still
+    alerts ops (Airflow 3.3: task_runner._run_task_and_map_outcome maps AirflowFailException to
+    FAILED without consulting retries). A transient one (lost connection, timeout, locked database,
+    deadlock, HTTP 429/5xx) is raised as TransientStepError, which Airflow retries as `retries` allows.
+    Both carry `describe(err)` only and are raised `from None`: the original's text may hold a
+    statement's parameters (customer e-mails, names), which must not reach the task log or the alert.
+    The class chain and the frames (no messages, no values) are logged at ERROR for ops.
+    """
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowRescheduleException,
+        AirflowSkipException,
+        DagRunTriggerException,
+        DownstreamTasksSkipped,
+    )
+
+    from lastmile.errors import TransientStepError, chain_names, describe, is_transient
+
+    try:
+        yield
+    except (AirflowFailException, AirflowSkipException, AirflowRescheduleException, DownstreamTasksSkipped,
+            DagRunTriggerException):
+        raise  # Airflow's own outcomes, already decided (and worded safely) by the step
+    except Exception as err:  # noqa: BLE001 -- classified and re-raised below
+        transient = is_transient(err)
+        text = describe(err, step)
+        frames = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}"
+                           for f in traceback.extract_tb(err.__traceback__)[-6:])
+        log.error("lastmile %s failed, %s: %s [chain: %s] [at: %s]", step,
+                  "transient, Airflow may retry" if transient else "deterministic, not retried",
+                  text, chain_names(err), frames)
+        if transient:
+            raise TransientStepError(text) from None
+        raise AirflowFailException(text) from None
+
+
 def _settings() -> Settings:
     from lastmile.config import Settings
 
@@ -50,27 +94,29 @@ def _done(step: str, as_of: datetime, counts: dict[str, Any]) -> dict[str, Any]:
 
 def run_step(step: str, **context: Any) -> dict[str, Any]:
     """Call lastmile.pipeline.<step>(settings, as_of); the return value (counts only) goes to XCom."""
-    pipeline = importlib.import_module("lastmile.pipeline")  # heavy (pandas): import at run time only
-    as_of = as_of_from_context(context)
-    settings = _settings()
-    kwargs = {}
-    if step == "send_messages" and settings.email_transport == "sendgrid":
-        from lastmile_airflow.connections import sendgrid_config
+    with classified(step):
+        pipeline = importlib.import_module("lastmile.pipeline")  # heavy (pandas): import at run time only
+        as_of = as_of_from_context(context)
+        settings = _settings()
+        kwargs = {}
+        if step == "send_messages" and settings.email_transport == "sendgrid":
+            from lastmile_airflow.connections import sendgrid_config
 
-        kwargs["sendgrid"] = sendgrid_config()
-    counts = getattr(pipeline, step)(settings, as_of, **kwargs)
-    if step == "summarise":  # the run's story, readable in the last task's log
-        from lastmile.summary import format_summary
+            kwargs["sendgrid"] = sendgrid_config()
+        counts = getattr(pipeline, step)(settings, as_of, **kwargs)
+        if step == "summarise":  # the run's story, readable in the last task's log
+            from lastmile.summary import format_summary
 
-        log.info("\n%s", format_summary(counts))
-    return _done(step, as_of, counts)
+            log.info("\n%s", format_summary(counts))
+        return _done(step, as_of, counts)
 
 
 def carrier_accounts() -> list[str]:
     """The carrier accounts to fetch (LASTMILE_TRACKING_ACCOUNTS): one mapped fetch task each."""
     from lastmile.config import Settings
 
-    return list(Settings.from_env().tracking_accounts)
+    with classified("carrier_accounts"):
+        return list(Settings.from_env().tracking_accounts)
 
 
 def fetch_account(account: str, **context: Any) -> dict[str, Any]:
@@ -79,16 +125,19 @@ def fetch_account(account: str, **context: Any) -> dict[str, Any]:
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowFailException
 
+    from lastmile.errors import describe
     from lastmile_airflow.connections import tracking_account
 
     get_current_context()["account_name"] = account  # names the map index in the UI
-    pipeline = importlib.import_module("lastmile.pipeline")
-    as_of = as_of_from_context(context)
-    try:
-        counts = pipeline.fetch_tracking(_settings(), as_of, tracking_account(account))
-    except pipeline.FeedDown as err:
-        raise AirflowFailException(str(err)) from err
-    return _done(f"fetch_tracking[{account}]", as_of, counts)
+    step = f"fetch_tracking[{account}]"
+    with classified(step):
+        pipeline = importlib.import_module("lastmile.pipeline")
+        as_of = as_of_from_context(context)
+        try:
+            counts = pipeline.fetch_tracking(_settings(), as_of, tracking_account(account))
+        except pipeline.FeedDown as err:  # never retried by Airflow, whatever caused it
+            raise AirflowFailException(describe(err, step)) from None
+        return _done(step, as_of, counts)
 
 
 def check_quality(**context: Any) -> dict[str, int]:
@@ -99,7 +148,8 @@ def check_quality(**context: Any) -> dict[str, int]:
     from lastmile.quality import run_checks
 
     as_of = as_of_from_context(context)
-    results = run_checks(engine_for(_settings().db_url), as_of)
+    with classified("check_quality"):
+        results = run_checks(engine_for(_settings().db_url), as_of)
     for result in results:
         (log.info if result.ok else log.error)("%s", result.line())
     failed = [r.check.name for r in results if not r.ok]
@@ -116,12 +166,13 @@ def build_report(**context: Any) -> dict[str, str]:
     from lastmile.db import engine_for
     from lastmile.report import write
 
-    as_of = as_of_from_context(context)
-    settings = _settings()
-    folder = settings.out_dir / "report" / as_of.strftime("%Y-%m-%d")
-    since = (as_of - timedelta(days=30)).date()
-    engine = engine_for(settings.db_url)
-    paths = {"html": str(write(engine, since, folder / "report.html")),
-             "csv": str(write(engine, since, folder / "csv", "csv"))}
+    with classified("build_report"):
+        as_of = as_of_from_context(context)
+        settings = _settings()
+        folder = settings.out_dir / "report" / as_of.strftime("%Y-%m-%d")
+        since = (as_of - timedelta(days=30)).date()
+        engine = engine_for(settings.db_url)
+        paths = {"html": str(write(engine, since, folder / "report.html")),
+                 "csv": str(write(engine, since, folder / "csv", "csv"))}
     log.info("lastmile report since %s: %s", since, paths)
     return paths

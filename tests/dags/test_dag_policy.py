@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -69,3 +70,52 @@ def test_dag_file_parses_fast_without_heavy_imports(path: Path):
     PARSE_TIMES[path.name] = float(seconds)
     assert float(seconds) < 2.0, f"{path.name} took {seconds}s to parse (total {time.perf_counter() - start:.1f}s)"
     assert "pandas" not in heavy and "sendgrid" not in heavy, f"{path.name} imports {heavy} at parse time"
+
+
+def _failing_checks(err: BaseException):
+    def run_checks(*args, **kwargs):
+        raise err
+    return run_checks
+
+
+@pytest.mark.slow
+def test_only_transient_failures_are_retried_by_airflow(airflow_db, monkeypatch, tmp_path, caplog, capsys):
+    """A real task run (dag.test): an IntegrityError fails at once (one try, alert sent), a refused
+    connection is retried as `retries` allows. retry_delay is zeroed here so the retries run at once."""
+    from datetime import timedelta
+
+    import pendulum
+    import psycopg
+    import psycopg.errors as pg
+    from airflow.dag_processing.dagbag import DagBag
+    from servers.webhook import WebhookServer
+    from sqlalchemy import exc as sa
+
+    import lastmile.quality
+
+    dag = DagBag(dag_folder=str(ROOT / "dags" / "exception_report.py")).dags["exception_report"]
+    task = dag.get_task("quality_checks")
+    task.retry_delay, task.retry_exponential_backoff = timedelta(0), False
+    monkeypatch.setenv("LASTMILE_OUT_DIR", str(tmp_path))
+    row = {"email": "zoe@example.com", "name": "Zoë Example"}
+    cases = {
+        "integrity": (sa.IntegrityError("INSERT ...", row, pg.UniqueViolation("duplicate key")), 1),
+        "refused": (sa.OperationalError("SELECT ...", row, psycopg.OperationalError("Connection refused")),
+                    task.retries + 1),
+    }
+    with WebhookServer() as ops:
+        monkeypatch.setenv("AIRFLOW_CONN_LASTMILE_OPS_WEBHOOK", json.dumps({"conn_type": "http", "host": ops.url}))
+        for day, (name, (err, tries)) in enumerate(cases.items(), start=1):
+            monkeypatch.setattr(lastmile.quality, "run_checks", _failing_checks(err))
+            run = dag.test(logical_date=pendulum.datetime(2026, 10, day, tz="UTC"), mark_success_pattern="build_report")
+            (ti,) = [t for t in run.get_task_instances() if t.task_id == "quality_checks"]
+            assert (ti.state, ti.try_number) == ("failed", tries), name
+        alerts = ops.texts()
+    assert len(alerts) == 2  # one alert per failed task, after its last try
+    assert "IntegrityError (psycopg UniqueViolation, SQLSTATE 23505) in check_quality" in alerts[0]
+    assert "OperationalError (psycopg OperationalError) in check_quality" in alerts[1]
+    assert not any("zoe@example.com" in a or "Zoë" in a for a in alerts)
+    # The task log: the failure named (class chain at ERROR), the row it failed on nowhere.
+    logged = caplog.text + capsys.readouterr().out
+    assert "sqlalchemy.IntegrityError <- psycopg.UniqueViolation" in logged
+    assert "zoe@example.com" not in logged and "Zoë" not in logged
