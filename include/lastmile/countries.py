@@ -1,37 +1,36 @@
-"""Country codes: carriers and vendors name countries in ISO 3166-1 alpha-3 (AfterShip) or alpha-2.
+"""Country codes: carriers, vendors and shops name countries in ISO 3166-1 alpha-2, alpha-3 or in English.
 
-Our scans store alpha-2 (the `scans.country` column). The table below is ISO 3166-1's 249 assigned
-alpha-3 codes, each written as the alpha-3 code followed by its alpha-2 code (``USAUS`` is USA -> US),
-as the Unicode CLDR lists them (supplemental territory aliases).
+Our tables store alpha-2 (`scans.country`, `customers.country`). The list of countries is
+pycountry's (the Debian iso-codes data, ISO 3166-1), so there is one maintained home for it.
 """
 
 from __future__ import annotations
 
-_ALPHA3_ALPHA2 = (
-    "ABWAW AFGAF AGOAO AIAAI ALAAX ALBAL ANDAD AREAE ARGAR ARMAM ASMAS ATAAQ ATFTF ATGAG AUSAU AUTAT "
-    "AZEAZ BDIBI BELBE BENBJ BESBQ BFABF BGDBD BGRBG BHRBH BHSBS BIHBA BLMBL BLRBY BLZBZ BMUBM BOLBO "
-    "BRABR BRBBB BRNBN BTNBT BVTBV BWABW CAFCF CANCA CCKCC CHECH CHLCL CHNCN CIVCI CMRCM CODCD COGCG "
-    "COKCK COLCO COMKM CPVCV CRICR CUBCU CUWCW CXRCX CYMKY CYPCY CZECZ DEUDE DJIDJ DMADM DNKDK DOMDO "
-    "DZADZ ECUEC EGYEG ERIER ESHEH ESPES ESTEE ETHET FINFI FJIFJ FLKFK FRAFR FROFO FSMFM GABGA GBRGB "
-    "GEOGE GGYGG GHAGH GIBGI GINGN GLPGP GMBGM GNBGW GNQGQ GRCGR GRDGD GRLGL GTMGT GUFGF GUMGU GUYGY "
-    "HKGHK HMDHM HNDHN HRVHR HTIHT HUNHU IDNID IMNIM INDIN IOTIO IRLIE IRNIR IRQIQ ISLIS ISRIL ITAIT "
-    "JAMJM JEYJE JORJO JPNJP KAZKZ KENKE KGZKG KHMKH KIRKI KNAKN KORKR KWTKW LAOLA LBNLB LBRLR LBYLY "
-    "LCALC LIELI LKALK LSOLS LTULT LUXLU LVALV MACMO MAFMF MARMA MCOMC MDAMD MDGMG MDVMV MEXMX MHLMH "
-    "MKDMK MLIML MLTMT MMRMM MNEME MNGMN MNPMP MOZMZ MRTMR MSRMS MTQMQ MUSMU MWIMW MYSMY MYTYT NAMNA "
-    "NCLNC NERNE NFKNF NGANG NICNI NIUNU NLDNL NORNO NPLNP NRUNR NZLNZ OMNOM PAKPK PANPA PCNPN PERPE "
-    "PHLPH PLWPW PNGPG POLPL PRIPR PRKKP PRTPT PRYPY PSEPS PYFPF QATQA REURE ROURO RUSRU RWARW SAUSA "
-    "SDNSD SENSN SGPSG SGSGS SHNSH SJMSJ SLBSB SLESL SLVSV SMRSM SOMSO SPMPM SRBRS SSDSS STPST SURSR "
-    "SVKSK SVNSI SWESE SWZSZ SXMSX SYCSC SYRSY TCATC TCDTD TGOTG THATH TJKTJ TKLTK TKMTM TLSTL TONTO "
-    "TTOTT TUNTN TURTR TUVTV TWNTW TZATZ UGAUG UKRUA UMIUM URYUY USAUS UZBUZ VATVA VCTVC VENVE VGBVG "
-    "VIRVI VNMVN VUTVU WLFWF WSMWS YEMYE ZAFZA ZMBZM ZWEZW "
-)
-ALPHA3_TO_ALPHA2: dict[str, str] = {pair[:3]: pair[3:] for pair in _ALPHA3_ALPHA2.split()}
-ALPHA2 = frozenset(ALPHA3_TO_ALPHA2.values())
+from functools import lru_cache
+
+import pycountry
 
 
+@lru_cache(maxsize=1)
+def _index() -> dict[str, str]:
+    """Case-folded alpha-2, alpha-3 and English names (short, official, common) -> alpha-2."""
+    index: dict[str, str] = {}
+    for country in pycountry.countries:
+        for attr in ("name", "official_name", "common_name"):
+            name = getattr(country, attr, None)
+            if name:
+                index.setdefault(name.casefold(), country.alpha_2)
+    for country in pycountry.countries:  # codes win over a name that happens to spell a code
+        index[country.alpha_3.casefold()] = country.alpha_2
+        index[country.alpha_2.casefold()] = country.alpha_2
+    return index
+
+
+@lru_cache(maxsize=1024)
 def alpha2(code: str | None) -> str | None:
-    """An alpha-2 country code from an alpha-2 or alpha-3 one; None when it is neither."""
-    text = (code or "").strip().upper()
-    if len(text) == 3:
-        return ALPHA3_TO_ALPHA2.get(text)
-    return text if text in ALPHA2 else None
+    """The alpha-2 code of a country given as alpha-2, alpha-3 or English name; None when it is none of them.
+
+    `GE` is Georgia and `Germany` is DE: nothing is guessed from the first letters.
+    """
+    text = " ".join((code or "").split()).casefold()
+    return _index().get(text) if text else None

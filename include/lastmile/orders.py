@@ -1,19 +1,96 @@
-"""Validate raw order-side records into typed rows; every failure becomes a named rejection."""
+"""Validate raw order-side records into typed rows; every failure becomes a named rejection.
+
+Checks run in two passes, all before anything is written:
+1. each record on its own: required fields, types, time zones, currency, widths of the history
+   columns (from `schema`), timestamps not in the future, duplicate ids (the first one is kept);
+2. the records together: a record whose parent (customer, order, order line) was rejected, or is
+   neither in this read nor in the history, is rejected too, so a later step never meets an orphan.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Connection, String, Table, select
 
+from lastmile import schema
 from lastmile.calendar import TZ_COUNTRY
+from lastmile.countries import alpha2
 from lastmile.quarantine import Rejection
-from lastmile.sources import RawOrders
+from lastmile.sources import Origin, RawOrders
 from lastmile.tracking import parse_timestamp
+
+# Each entity's id column.
+KEYS = {"customers": "customer_id", "subscriptions": "subscription_id", "orders": "order_id",
+        "order_lines": "order_line_id", "shipments": "shipment_id"}
+
+# The columns each entity's converter below cannot do without (`_required`, `_tz`, `_instant`,
+# `_date`, `_int` on them): a source whose file or table lacks one fails before reading a row.
+# `email` is a column every customers file must have, although a row's value may be empty.
+# The others (docs/order-sources.md) are optional: `country`, `locale`, `status`, `subscription_id`,
+# `sequence`, `replaces_shipment_id`, `tracking_account`, `updated_at` (files).
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customers": ("customer_id", "name", "email", "tz"),
+    "subscriptions": ("subscription_id", "customer_id", "cadence", "sku", "next_delivery_date"),
+    "orders": ("order_id", "customer_id", "placed_at", "currency"),
+    "order_lines": ("order_line_id", "order_id", "sku", "description", "quantity"),
+    "shipments": ("shipment_id", "order_line_id", "order_id", "customer_id", "carrier", "service",
+                  "tracking_code", "created_at", "promised_date", "origin", "destination", "dest_tz"),
+}
+
+# Plausible times: nothing stamped more than a day after max(as_of, now); a shipment created at
+# most a day before its order (clocks, time zones) and at most a year after it.
+FUTURE_SLACK = timedelta(days=1)
+SHIPPED_BEFORE_PLACED = timedelta(days=1)
+SHIPPED_AFTER_PLACED = timedelta(days=365)
+
+# entity name, candidate ids -> the ids the history already holds
+Known = Callable[[str, Collection[str]], set[str]]
+
+
+def nothing_known(entity: str, ids: Collection[str]) -> set[str]:
+    """The `known` of a first load: the history holds nothing yet."""
+    return set()
+
+
+def history_lookup(conn: Connection, chunk: int = 5000) -> Known:
+    """`known` for validate(): one query per entity (in chunks) on the history tables."""
+    def known(entity: str, ids: Collection[str]) -> set[str]:
+        column = _table(entity).c[KEYS[entity]]
+        wanted, found = list(ids), set()
+        for start in range(0, len(wanted), chunk):
+            found.update(conn.execute(select(column).where(column.in_(wanted[start:start + chunk]))).scalars())
+        return found
+    return known
+
+
+def tracking_code_lookup(conn: Connection, chunk: int = 5000) -> Callable[[Collection[str]], dict[str, str]]:
+    """`codes_in_history` for validate(): which shipment already holds each tracking code."""
+    def holders(codes: Collection[str]) -> dict[str, str]:
+        c, wanted, found = schema.shipments.c, list(codes), {}
+        for start in range(0, len(wanted), chunk):
+            found.update(conn.execute(select(c.tracking_code, c.shipment_id).where(
+                c.tracking_code.in_(wanted[start:start + chunk]))).all())
+        return found
+    return holders
+
+
+def _table(entity: str) -> Table:
+    return schema.metadata.tables[entity]
+
+
+# The history columns' widths: a value wider than its column would abort the write on Postgres.
+WIDTHS: dict[str, dict[str, int]] = {
+    entity: {c.name: c.type.length for c in _table(entity).columns
+             if isinstance(c.type, String) and c.type.length}
+    for entity in KEYS
+}
 
 
 @dataclass
@@ -72,6 +149,20 @@ def _int(row: dict[str, Any], name: str, minimum: int = 0) -> int:
     return value
 
 
+@lru_cache(maxsize=1)
+def _currencies() -> frozenset[str]:
+    import pycountry
+
+    return frozenset(c.alpha_3 for c in pycountry.currencies)
+
+
+def _currency(row: dict[str, Any]) -> str:
+    code = _required(row, "currency").upper()
+    if code not in _currencies():
+        raise _Invalid("currency", f"currency {code!r} is not an ISO 4217 code (e.g. USD, EUR, GBP)")
+    return code
+
+
 def check_email(address: str) -> str:
     """The normalised address, or _Invalid naming why it cannot receive mail."""
     if not address.strip():
@@ -82,11 +173,24 @@ def check_email(address: str) -> str:
         raise _Invalid("email", f"e-mail address is invalid: {err}") from None
 
 
+def check_country(given: str, tz: str) -> tuple[str, str | None]:
+    """(alpha-2 code, None), or the time zone's country and why the given one was not used."""
+    fallback = TZ_COUNTRY.get(tz, "")
+    if not given.strip():
+        return fallback, None
+    code = alpha2(given)
+    if code:
+        return code, None
+    used = f"used {fallback} from the time zone {tz}" if fallback else f"left empty (the time zone {tz} names none)"
+    return fallback, f"country is not an ISO 3166 code or English country name; {used}"
+
+
 def _customer(row: dict[str, Any]) -> dict[str, Any]:
     tz = _tz(row, "tz")
+    # An unknown country keeps the customer with the time zone's; validate() notes it (_contact).
     return {"customer_id": _required(row, "customer_id"), "name": _required(row, "name"),
             "email": str(row.get("email") or ""),
-            "tz": tz, "country": (row.get("country") or TZ_COUNTRY.get(tz, "")).upper()[:2],
+            "tz": tz, "country": check_country(str(row.get("country") or ""), tz)[0],
             "locale": row.get("locale") or "en_US"}
 
 
@@ -108,7 +212,7 @@ def _order(row: dict[str, Any]) -> dict[str, Any]:
         raise _Invalid("status", f"order status {status!r} is not one of {', '.join(ORDER_STATUSES)}")
     return {"order_id": _required(row, "order_id"), "customer_id": _required(row, "customer_id"),
             "placed_at": _instant(row, "placed_at"), "subscription_id": row.get("subscription_id") or None,
-            "currency": _required(row, "currency").upper(), "status": status}
+            "currency": _currency(row), "status": status}
 
 
 def _line(row: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +232,25 @@ def _shipment(row: dict[str, Any]) -> dict[str, Any]:
             "sequence": _int(row, "sequence", minimum=1) if str(row.get("sequence") or "").strip() else None,
             "replaces_shipment_id": row.get("replaces_shipment_id") or None,
             "tracking_account": str(row.get("tracking_account") or "").strip() or None}
+
+
+CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "customers": _customer, "subscriptions": _subscription, "orders": _order, "order_lines": _line,
+    "shipments": _shipment,
+}
+
+
+def _fits(entity: str, typed: dict[str, Any]) -> None:
+    """_Invalid for a value the history column cannot hold: too wide, or with a NUL character."""
+    widths = WIDTHS[entity]
+    for name, value in typed.items():
+        if not isinstance(value, str):
+            continue
+        width = widths.get(name)
+        if width is not None and len(value) > width:
+            raise _Invalid(name, f"{name} is {len(value)} characters long; the column holds at most {width}")
+        if "\x00" in value:
+            raise _Invalid(name, f"{name} contains a NUL character")
 
 
 def number_shipments(new: list[dict[str, Any]], known: list[dict[str, Any]]) -> None:
@@ -158,41 +281,196 @@ def number_shipments(new: list[dict[str, Any]], known: list[dict[str, Any]]) -> 
 PERSONAL = ("name", "email")
 
 
-def _validate(
-    rows: list[dict[str, Any]], source: str, key: str, convert: Callable[[dict[str, Any]], dict[str, Any]],
-    out: list[dict[str, Any]], rejections: list[Rejection],
-) -> None:
-    seen: set[str] = set()
-    for row in rows:
-        record_id = str(row.get(key) or "?").strip()
-        kept = {k: ("(redacted)" if k in PERSONAL and v else v) for k, v in row.items()}
+def _printable(value: Any) -> Any:
+    """Text as it can be stored and logged: bytes that were not UTF-8 shown as \\xNN."""
+    if isinstance(value, str):
         try:
-            valid = convert(row)
-        except _Invalid as err:
-            rejections.append(Rejection.of(source, record_id, err.field, str(err), kept))
-            continue
-        if valid[key] in seen:
-            rejections.append(Rejection.of(source, record_id, key, f"duplicate {key}; first one kept", kept))
-            continue
-        seen.add(valid[key])
-        out.append(valid)
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
 
 
-def validate(raw: RawOrders) -> ValidOrders:
-    """Typed, de-duplicated rows; rejected records carry their id, field and reason."""
-    out = ValidOrders()
-    _validate(raw.customers, "customers", "customer_id", _customer, out.customers, out.rejections)
-    for customer in out.customers:
+def _kept(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The raw record for the quarantine payload, without the customer's name and e-mail."""
+    return {str(k): ("(redacted)" if k in PERSONAL and v else _printable(v)) for k, v in row.items()}
+
+
+@dataclass
+class _Entity:
+    """One entity's records after the first pass: the kept ones by id, with their raw row and place."""
+
+    name: str
+    valid: dict[str, dict[str, Any]] = field(default_factory=dict)
+    raw: dict[str, dict[str, Any]] = field(default_factory=dict)
+    place: dict[str, Origin] = field(default_factory=dict)
+    rejected: set[str] = field(default_factory=set)  # ids with no valid record in this read
+
+
+class _Validation:
+    def __init__(self, raw: RawOrders, horizon: datetime, horizon_basis: datetime) -> None:
+        self.raw = raw
+        self.horizon = horizon
+        self.basis = horizon_basis
+        self.rejections: list[Rejection] = []
+
+    def reject(self, entity: str, record_id: str, field_name: str, reason: str, payload: Any,
+               origin: Origin) -> None:
+        self.rejections.append(Rejection.of(entity, _printable(record_id) or "(empty)", field_name, reason,
+                                            payload, origin.file, origin.row))
+
+    def _not_future(self, typed: dict[str, Any], name: str) -> None:
+        if typed[name] > self.horizon:
+            raise _Invalid(name, f"{name} {typed[name].isoformat()} is more than a day in the future "
+                                 f"(of {self.basis.isoformat()})")
+
+    def first_pass(self, entity: str) -> _Entity:
+        """Each record on its own; the first valid copy of an id is kept, later ones are duplicates."""
+        key, convert, out = KEYS[entity], CONVERTERS[entity], _Entity(entity)
+        rows = getattr(self.raw, entity)
+        for row, origin in zip(rows, self.raw.places(entity), strict=True):
+            record_id = str(row.get(key) or "").strip()
+            if origin.flaws:
+                for field_name, reason in origin.flaws:
+                    self.reject(entity, record_id, field_name, reason, _kept(row), origin)
+                out.rejected.add(record_id)
+                continue
+            try:
+                typed = convert(row)
+                _fits(entity, typed)
+                if entity == "orders":
+                    self._not_future(typed, "placed_at")
+                elif entity == "shipments":
+                    self._not_future(typed, "created_at")
+            except _Invalid as err:
+                self.reject(entity, record_id, err.field, str(err), _kept(row), origin)
+                out.rejected.add(record_id)
+                continue
+            record_id = typed[key]
+            if record_id in out.valid:
+                first = out.place[record_id]
+                where = f" ({first.file} row {first.row})" if first.file and first.row else ""
+                self.reject(entity, record_id, key, f"duplicate {key}; first one kept{where}", _kept(row), origin)
+                continue
+            if entity == "customers":
+                self._contact(typed, row, origin)
+            out.valid[record_id], out.raw[record_id], out.place[record_id] = typed, row, origin
+        out.rejected -= out.valid.keys()
+        return out
+
+    def _contact(self, customer: dict[str, Any], row: dict[str, Any], origin: Origin) -> None:
+        """E-mail and country: a bad one keeps the customer (the parcel is still tracked), noted."""
+        cid = customer["customer_id"]
         try:
             customer["email"] = check_email(customer["email"])
         except _Invalid as err:
             customer["email"] = None
-            # The parcel is still tracked and ops still see the case; only the e-mail is impossible.
-            out.rejections.append(Rejection.of("customers", customer["customer_id"], err.field, str(err),
-                                               {"customer_id": customer["customer_id"]}))
-    _validate(raw.subscriptions, "subscriptions", "subscription_id", _subscription, out.subscriptions,
-              out.rejections)
-    _validate(raw.orders, "orders", "order_id", _order, out.orders, out.rejections)
-    _validate(raw.order_lines, "order_lines", "order_line_id", _line, out.order_lines, out.rejections)
-    _validate(raw.shipments, "shipments", "shipment_id", _shipment, out.shipments, out.rejections)
-    return out
+            # Ops still see the case; only the e-mail is impossible. The payload holds the id only.
+            self.reject("customers", cid, err.field, str(err), {"customer_id": cid}, origin)
+        given = str(row.get("country") or "")
+        problem = check_country(given, customer["tz"])[1]
+        if problem:
+            self.reject("customers", cid, "country", problem, {"customer_id": cid, "country": given}, origin)
+
+    def drop(self, entity: _Entity, record_id: str, field_name: str, reason: str) -> None:
+        """Reject a record kept by the first pass (second pass: its relations are wrong)."""
+        self.reject(entity.name, record_id, field_name, reason, _kept(entity.raw[record_id]),
+                    entity.place[record_id])
+        del entity.valid[record_id]
+        entity.rejected.add(record_id)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def validate(raw: RawOrders, *, as_of: datetime | None = None, known: Known = nothing_known,
+             clock: Callable[[], datetime] = _now,
+             codes_in_history: Callable[[Collection[str]], dict[str, str]] = lambda codes: {}) -> ValidOrders:
+    """Typed, de-duplicated rows whose parents exist; rejected records carry id, place, field and reason.
+
+    `as_of` is the run's instant and `clock` the wall clock: a timestamp more than a day after the
+    later of the two is rejected (a backfill still takes rows stamped after its `as_of`).
+    `known(entity, ids)` returns which of `ids` the history already holds (see history_lookup):
+    it is asked once per parent entity, for the ids referenced but not in this read.
+    `codes_in_history(codes)` maps the tracking codes the history already holds to their shipment.
+    """
+    now = clock()
+    basis = max(as_of, now) if as_of is not None else now
+    run = _Validation(raw, basis + FUTURE_SLACK, basis)
+    customers, subscriptions, orders, lines, shipments = (run.first_pass(e) for e in KEYS)
+
+    def held(parent: _Entity, refs: Collection[str]) -> set[str]:
+        """The referenced ids of `parent` that are neither in this read nor rejected in it: asked of the history."""
+        asked = {r for r in refs if r not in parent.valid and r not in parent.rejected}
+        return known(parent.name, asked) if asked else set()
+
+    history = {
+        "customers": held(customers, {r["customer_id"] for e in (subscriptions, orders, shipments)
+                                      for r in e.valid.values()}),
+        "orders": held(orders, {r["order_id"] for e in (lines, shipments) for r in e.valid.values()}),
+        "order_lines": held(lines, {r["order_line_id"] for r in shipments.valid.values()}),
+    }
+
+    def problem(parent: _Entity, parent_id: str) -> str | None:
+        singular = parent.name.rstrip("s").replace("_", " ")
+        if parent_id in parent.valid:
+            return None
+        if parent_id in parent.rejected:
+            return f"{singular} {parent_id} is quarantined"
+        if parent_id in history[parent.name]:
+            return None
+        return f"{singular} {parent_id} is unknown (neither in this read nor in the history)"
+
+    for child, parent, fk in ((subscriptions, customers, "customer_id"), (orders, customers, "customer_id"),
+                              (lines, orders, "order_id")):
+        for record_id, row in list(child.valid.items()):
+            if reason := problem(parent, row[fk]):
+                run.drop(child, record_id, fk, reason)
+
+    for sid, s in list(shipments.valid.items()):
+        found = _shipment_problem(s, customers, orders, lines, problem)
+        if found:
+            run.drop(shipments, sid, *found)
+
+    # A tracking code names one parcel: a second shipment claiming it would break the history's
+    # unique key (and mix two parcels' scans), whether the first is in this read or in the history.
+    owner: dict[str, str] = {}
+    for sid, s in list(shipments.valid.items()):
+        first = owner.setdefault(s["tracking_code"], sid)
+        if first != sid:
+            run.drop(shipments, sid, "tracking_code", f"tracking code already belongs to shipment {first}")
+    held_codes = codes_in_history(list(owner)) if owner else {}
+    for code, holder in held_codes.items():
+        sid = owner.get(code)
+        if sid is not None and holder != sid and sid in shipments.valid:
+            run.drop(shipments, sid, "tracking_code", f"tracking code already belongs to shipment {holder}")
+
+    return ValidOrders(customers=list(customers.valid.values()), subscriptions=list(subscriptions.valid.values()),
+                       orders=list(orders.valid.values()), order_lines=list(lines.valid.values()),
+                       shipments=list(shipments.valid.values()), rejections=run.rejections)
+
+
+def _shipment_problem(s: dict[str, Any], customers: _Entity, orders: _Entity, lines: _Entity,
+                      problem: Callable[[_Entity, str], str | None]) -> tuple[str, str] | None:
+    """(field, reason) when a shipment's line, order or customer is missing or does not agree."""
+    for parent, fk in ((lines, "order_line_id"), (orders, "order_id"), (customers, "customer_id")):
+        if reason := problem(parent, s[fk]):
+            return fk, reason
+    line = lines.valid.get(s["order_line_id"])
+    if line is not None and line["order_id"] != s["order_id"]:
+        return "order_id", f"order_id {s['order_id']} is not the order of line {s['order_line_id']} ({line['order_id']})"
+    order = orders.valid.get(s["order_id"])
+    if order is None:  # in the history only: its placed_at and customer are not at hand
+        return None
+    if order["customer_id"] != s["customer_id"]:
+        return "customer_id", (f"customer_id {s['customer_id']} is not the customer of order {s['order_id']} "
+                               f"({order['customer_id']})")
+    created, placed = s["created_at"], order["placed_at"]
+    if created < placed - SHIPPED_BEFORE_PLACED:
+        return "created_at", (f"created_at {created.isoformat()} is before its order's placed_at "
+                              f"{placed.isoformat()}")
+    if created > placed + SHIPPED_AFTER_PLACED:
+        return "created_at", (f"created_at {created.isoformat()} is more than {SHIPPED_AFTER_PLACED.days} days "
+                              f"after its order's placed_at {placed.isoformat()}")
+    return None

@@ -77,8 +77,10 @@ def load_orders(settings: Settings, as_of: datetime) -> dict[str, Any]:
     wm = schema.source_watermarks
     with engine.connect() as conn:
         marks = {r.entity: utc(r.watermark) for r in conn.execute(select(wm).where(wm.c.source == settings.source))}
-    raw = order_source(settings, marks).load(as_of)
-    valid = orders.validate(raw)
+        raw = order_source(settings, marks).load(as_of)
+        # Parents loaded by earlier runs count: incremental sources send only what changed.
+        valid = orders.validate(raw, as_of=as_of, known=orders.history_lookup(conn),
+                                codes_in_history=orders.tracking_code_lookup(conn))
     with engine.begin() as conn:
         unnumbered = {s["order_line_id"] for s in valid.shipments if s["sequence"] is None}
         if unnumbered:

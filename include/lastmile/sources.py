@@ -6,10 +6,14 @@ and parsing happen downstream so that every source gets the same checks.
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import logging
 import math
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +30,16 @@ ENTITIES = ("customers", "subscriptions", "orders", "order_lines", "shipments")
 OPTIONAL_ENTITIES = frozenset({"subscriptions"})
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where a raw row was read: a file and its 1-based data row, or a shop table (row 0)."""
+
+    file: str = ""
+    row: int = 0
+    # (field, reason) found while reading, e.g. bytes that are not UTF-8: the row is quarantined.
+    flaws: tuple[tuple[str, str], ...] = ()
+
+
 @dataclass
 class RawOrders:
     customers: list[dict[str, Any]]
@@ -35,6 +49,19 @@ class RawOrders:
     shipments: list[dict[str, Any]]
     # entity -> the newest `updated_at` read this time (incremental sources only)
     watermarks: dict[str, datetime] = field(default_factory=dict)
+    # entity -> where each of its rows came from, in the same order as the rows. Kept beside the
+    # rows (never in them) so that a place never reaches a payload, a typed row or the history.
+    origins: dict[str, list[Origin]] = field(default_factory=dict)
+
+    def places(self, entity: str) -> list[Origin]:
+        """The origin of each row of `entity`; unplaced (Origin()) when the source did not say."""
+        rows = getattr(self, entity)
+        places = self.origins.get(entity)
+        if places is None:
+            return [Origin()] * len(rows)
+        if len(places) != len(rows):
+            raise ValueError(f"RawOrders.{entity}: {len(rows)} rows but {len(places)} origins")
+        return places
 
 
 class OrderSource(Protocol):
@@ -70,6 +97,97 @@ def _instant(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else None
 
 
+def _check_columns(entity: str, columns: Sequence[str], where: str, also: Sequence[str] = ()) -> None:
+    """ConfigError naming `where` and the missing column(s), before a single row is read."""
+    from lastmile.orders import REQUIRED_COLUMNS  # orders imports this module
+
+    present = set(columns)
+    missing = [c for c in (*REQUIRED_COLUMNS[entity], *also) if c not in present]
+    if missing:
+        found = ", ".join(_shown(c) for c in columns) or "none"
+        raise ConfigError(f"{where}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                          f"(columns found: {found}; see docs/order-sources.md)")
+
+
+def _shown(text: str) -> str:
+    """Text for a message: bytes that were not UTF-8 as \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of a byte that is not UTF-8
+
+
+def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[Origin]]:
+    """(header, rows, origins) of a CSV export; only whole-file problems raise (ConfigError).
+
+    The file is UTF-8 (a byte-order mark is skipped). A row holding bytes that are not UTF-8, or
+    with more or fewer fields than the header, is read and flagged for quarantine; the rest go on.
+    Blank lines are skipped; rows are numbered from 1 after the header.
+    """
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    if not data.strip():
+        raise ConfigError(f"{path}: the file is empty; it needs at least a header row "
+                          f"(see docs/order-sources.md)")
+    try:
+        text, mixed = data.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, mixed = data.decode("utf-8", "surrogateescape"), True
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows: list[dict[str, str]] = []
+    origins: list[Origin] = []
+    try:
+        header = next((r for r in reader if r), [])
+        if not header:
+            raise ConfigError(f"{path}: the file has no header row (see docs/order-sources.md)")
+        doubled = sorted({c for c in header if header.count(c) > 1})
+        if doubled:
+            raise ConfigError(f"{path}: column {', '.join(_shown(c) for c in doubled)} appears more than once")
+        width = len(header)
+        for fields in reader:
+            if not fields:
+                continue
+            flaws: list[tuple[str, str]] = []
+            if len(fields) != width:
+                flaws.append(("(row)", f"the row has {len(fields)} fields; the header has {width}"))
+                fields = (fields + [""] * width)[:width]
+            row = dict(zip(header, fields, strict=True))
+            if mixed:
+                flaws.extend((name, "not valid UTF-8") for name, value in row.items() if _NOT_UTF8.search(value))
+            rows.append(row)
+            origins.append(Origin(path.name, len(rows), tuple(flaws)))
+    except csv.Error as err:
+        raise ConfigError(f"{path}: data row {len(rows) + 1} cannot be read as CSV: {err}") from None
+    return header, rows, origins
+
+
+def _read_parquet_rows(path: Path) -> tuple[list[str], list[dict[str, Any]], list[Origin]]:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    try:
+        header = list(pq.read_schema(path).names)
+        frame = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001  (pyarrow raises several kinds for a file it cannot read)
+        raise ConfigError(f"{path}: not a readable Parquet file: {err}") from None
+    rows = _as_text(frame.astype(object).to_dict("records"))
+    return header, rows, [Origin(path.name, n) for n in range(1, len(rows) + 1)]
+
+
+def _sql_origins(entity: str, rows: list[dict[str, Any]]) -> list[Origin]:
+    """Row 0 (a table has no row numbers), except where one read holds an id more than once or
+    rows without one: those get their position in the read, so that each is quarantined apart."""
+    from lastmile.orders import KEYS
+
+    table = f"shop table {entity}"
+    ids = [str(r.get(KEYS[entity]) or "").strip() for r in rows]
+    seen: dict[str, int] = {}
+    for i in ids:
+        seen[i] = seen.get(i, 0) + 1
+    return [Origin(table, n if (not i or seen[i] > 1) else 0) for n, i in enumerate(ids, start=1)]
+
+
 class SqlShop:
     """The shop's own database, read incrementally: rows whose `updated_at` moved past the watermark.
 
@@ -91,17 +209,27 @@ class SqlShop:
         engine = create_engine(self.url, future=True)
         try:
             with engine.connect() as conn:
-                present = {t.lower() for t in inspect(conn).get_table_names()} | \
-                          {v.lower() for v in inspect(conn).get_view_names()}
+                inspector = inspect(conn)
+                present = {t.lower() for t in inspector.get_table_names()} | \
+                          {v.lower() for v in inspector.get_view_names()}
                 tables: dict[str, list[dict[str, Any]]] = {}
+                origins: dict[str, list[Origin]] = {}
                 marks: dict[str, datetime] = {}
                 for entity in ENTITIES:
                     if entity not in present:
                         if entity in OPTIONAL_ENTITIES:
-                            tables[entity] = []
+                            tables[entity], origins[entity] = [], []
                             continue
                         raise ConfigError(f"the shop database has no table or view {entity!r} "
                                           f"(see docs/order-sources.md)")
+                # Every table's columns first: a missing one fails the run before any row is read.
+                for entity in ENTITIES:
+                    if entity in present:
+                        _check_columns(entity, [c["name"] for c in inspector.get_columns(entity)],
+                                       f"shop table {entity}", also=("updated_at",))
+                for entity in ENTITIES:
+                    if entity not in present:
+                        continue
                     since = self.watermarks.get(entity)
                     where = "updated_at <= :as_of"
                     params: dict[str, Any] = {"as_of": as_of}
@@ -112,13 +240,14 @@ class SqlShop:
                     rows = conn.execute(text(f"SELECT * FROM {entity} WHERE {where} ORDER BY updated_at"),
                                         params).mappings().all()
                     tables[entity] = _as_text(rows)
+                    origins[entity] = _sql_origins(entity, tables[entity])
                     newest = max((v for v in (_instant(r["updated_at"]) for r in rows) if v), default=None)
                     if newest is not None:
                         marks[entity] = max(newest, since) if since else newest
         finally:
             engine.dispose()
         log.info("shop database: %s", ", ".join(f"{e} {len(tables[e])}" for e in ENTITIES))
-        return RawOrders(**tables, watermarks=marks)
+        return RawOrders(**tables, watermarks=marks, origins=origins)
 
 
 class FileShop:
@@ -134,22 +263,47 @@ class FileShop:
     def load(self, as_of: datetime) -> RawOrders:
         if not self.folder.is_dir():
             raise ConfigError(f"LASTMILE_ORDERS_PATH={self.folder}: no such folder")
-        tables = {entity: self._read(entity, as_of) for entity in ENTITIES}
-        return RawOrders(**tables)
+        files = {entity: self._file(entity) for entity in ENTITIES}
+        read = {entity: self._read(entity, path) for entity, path in files.items() if path is not None}
+        tables: dict[str, list[dict[str, Any]]] = {entity: [] for entity in ENTITIES}
+        origins: dict[str, list[Origin]] = {entity: [] for entity in ENTITIES}
+        for entity, (rows, places) in read.items():
+            for row, origin in zip(rows, places, strict=True):
+                at, origin = _updated_at(row, origin)
+                if at is None or at <= as_of:  # rows changed after as_of wait for a later run
+                    tables[entity].append(row)
+                    origins[entity].append(origin)
+        return RawOrders(**tables, origins=origins)
 
-    def _read(self, entity: str, as_of: datetime) -> list[dict[str, Any]]:
-        import pandas as pd
-
-        parquet, csv = self.folder / f"{entity}.parquet", self.folder / f"{entity}.csv"
+    def _file(self, entity: str) -> Path | None:
+        parquet, csv_file = self.folder / f"{entity}.parquet", self.folder / f"{entity}.csv"
         if parquet.exists():
-            rows = _as_text(pd.read_parquet(parquet).astype(object).to_dict("records"))
-        elif csv.exists():
-            rows = pd.read_csv(csv, dtype=str, keep_default_na=False).to_dict("records")
-        elif entity in OPTIONAL_ENTITIES:
-            return []
+            return parquet
+        if csv_file.exists():
+            return csv_file
+        if entity in OPTIONAL_ENTITIES:
+            return None
+        raise ConfigError(f"{self.folder}: no {entity}.csv or {entity}.parquet (see docs/order-sources.md)")
+
+    @staticmethod
+    def _read(entity: str, path: Path) -> tuple[list[dict[str, Any]], list[Origin]]:
+        """The rows of one export, after its header was checked."""
+        if path.suffix == ".parquet":
+            header, rows, origins = _read_parquet_rows(path)
         else:
-            raise ConfigError(f"{self.folder}: no {entity}.csv or {entity}.parquet (see docs/order-sources.md)")
-        return [r for r in rows if (_instant(r.get("updated_at")) or as_of) <= as_of]
+            header, rows, origins = read_csv_rows(path)
+        _check_columns(entity, header, str(path))
+        return rows, origins
+
+
+def _updated_at(row: dict[str, Any], origin: Origin) -> tuple[datetime | None, Origin]:
+    """A file row's `updated_at` (None: absent or without offset); one that is no timestamp is a flaw."""
+    try:
+        return _instant(row.get("updated_at")), origin
+    except (TypeError, ValueError):
+        if origin.flaws:  # already quarantined (e.g. not UTF-8): no second reason needed
+            return None, origin
+        return None, replace(origin, flaws=(("updated_at", "updated_at is not a timestamp (ISO 8601)"),))
 
 
 class TrackingSource(Protocol):
@@ -171,17 +325,22 @@ class SimulatedShop:
         def placed(row: dict[str, Any]) -> bool:
             return datetime.fromisoformat(row["placed_at"]) <= as_of
 
-        orders = [o for o in simulator.read_table(self.folder, "orders") if placed(o)]
-        order_ids = {o["order_id"] for o in orders}
-        shipments = [s for s in simulator.read_table(self.folder, "shipments")
-                     if s["order_id"] in order_ids and datetime.fromisoformat(s["created_at"]) <= as_of]
-        return RawOrders(
-            customers=simulator.read_table(self.folder, "customers"),
-            subscriptions=simulator.read_table(self.folder, "subscriptions"),
-            orders=orders,
-            order_lines=[ln for ln in simulator.read_table(self.folder, "order_lines") if ln["order_id"] in order_ids],
-            shipments=shipments,
-        )
+        def numbered(entity: str) -> list[tuple[dict[str, Any], Origin]]:
+            rows = simulator.read_table(self.folder, entity)
+            return [(row, Origin(f"{entity}.csv", n)) for n, row in enumerate(rows, start=1)]
+
+        orders = [(o, at) for o, at in numbered("orders") if placed(o)]
+        order_ids = {o["order_id"] for o, _ in orders}
+        tables = {
+            "customers": numbered("customers"),
+            "subscriptions": numbered("subscriptions"),
+            "orders": orders,
+            "order_lines": [(ln, at) for ln, at in numbered("order_lines") if ln["order_id"] in order_ids],
+            "shipments": [(s, at) for s, at in numbered("shipments")
+                          if s["order_id"] in order_ids and datetime.fromisoformat(s["created_at"]) <= as_of],
+        }
+        return RawOrders(**{e: [row for row, _ in pairs] for e, pairs in tables.items()},
+                         origins={e: [at for _, at in pairs] for e, pairs in tables.items()})
 
     def trackers(self, shipments: list[dict[str, Any]], as_of: datetime) -> Iterator[tuple[str, dict[str, Any]]]:
         if self._timelines is None:

@@ -16,12 +16,13 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
-from tiny_shop import START, TinyShop, day, run
 
 from lastmile import pipeline, schema
 from lastmile.config import Settings
 from lastmile.db import engine_for
 from lastmile.summary import format_summary
+
+from tiny_shop import START, TinyShop, day, run
 
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
@@ -301,3 +302,85 @@ def test_the_scripted_shop_is_not_vacuous(tmp_path):
     kinds = Counter(k.split("/")[1] for k in outbox_keys(settings))
     assert kinds["notice"] >= 3 and kinds["resolved"] >= 2, kinds
     assert datetime(2026, 11, 2, tzinfo=UTC) <= START
+
+
+# -- bad records in the shop's export ----------------------------------------------------------------
+
+def _failed_attempts_everywhere(shop: TinyShop) -> None:
+    for n in range(1, shop.lines + 1):
+        shop.scan(shop.current(f"O{n}-1"), "failed_attempt", day(0) - timedelta(hours=3))
+
+
+def _quarantined(settings: Settings) -> set[tuple[str, str, str, int]]:
+    q = schema.quarantine.c
+    with engine_for(settings.db_url).connect() as conn:
+        return set(conn.execute(select(q.source, q.record_id, q.field, q.row_no)).tuples())
+
+
+def _told(settings: Settings) -> set[str]:
+    with engine_for(settings.db_url).connect() as conn:
+        return set(conn.execute(select(schema.outbox.c.case_id).where(schema.outbox.c.state == "sent")).scalars())
+
+
+@pytest.mark.parametrize("damage", ["order removed", "line quantity 0", "order without offset",
+                                    "customer without name", "customer in Mars/Olympus"])
+def test_one_orphan_or_quarantined_parent_never_silences_the_others(damage, db_url, tmp_path):
+    shop = TinyShop(tmp_path / "shop")
+    _failed_attempts_everywhere(shop)
+    rows = shop.rows
+    if damage == "order removed":
+        rows["orders"] = [o for o in rows["orders"] if o["order_id"] != "O2"]
+    elif damage == "line quantity 0":
+        rows["order_lines"][1]["quantity"] = 0
+    elif damage == "order without offset":
+        rows["orders"][1]["placed_at"] = "2026-10-30 14:00:00"
+    elif damage == "customer without name":
+        rows["customers"][1]["name"] = ""
+    else:
+        rows["customers"][1]["tz"] = "Mars/Olympus"
+    shop.write()
+    settings = shop.settings(db_url, tmp_path / "out")
+    run(settings, shop, day(0))
+    assert _told(settings) == {"CASE-O1-1", "CASE-O3-1"}, "everyone else is told"
+    shipments = {r for r in _quarantined(settings) if r[0] == "shipments"}
+    # The cascade names the nearest parent: the line (itself quarantined, or orphaned).
+    assert shipments == {("shipments", "SO2-1-1", "order_line_id", 2)}, "quarantined with its file row"
+    run(settings, shop, day(1))  # and the next run goes on too
+    assert "CASE-O2-1" not in _told(settings)
+
+
+def test_a_tracking_code_claimed_twice_is_quarantined_not_a_crash(db_url, tmp_path):
+    shop = TinyShop(tmp_path / "shop")
+    _failed_attempts_everywhere(shop)
+    shop.rows["shipments"][2]["tracking_code"] = shop.rows["shipments"][0]["tracking_code"]
+    shop.write()
+    settings = shop.settings(db_url, tmp_path / "out")
+    run(settings, shop, day(0))
+    assert ("shipments", "SO3-1-1", "tracking_code", 3) in _quarantined(settings)
+    assert _told(settings) == {"CASE-O1-1", "CASE-O2-1"}
+
+
+def test_values_wider_than_the_history_are_quarantined_before_any_write(db_url, tmp_path):
+    shop = TinyShop(tmp_path / "shop")
+    _failed_attempts_everywhere(shop)
+    shop.rows["orders"][0]["currency"] = "EURO"
+    shop.rows["shipments"][1]["service"] = "Ground" * 20  # 120 characters in a 64-character column
+    shop.write()
+    settings = shop.settings(db_url, tmp_path / "out")
+    run(settings, shop, day(0))
+    bad = _quarantined(settings)
+    assert ("orders", "O1", "currency", 1) in bad and ("shipments", "SO2-1-1", "service", 2) in bad
+    assert _told(settings) == {"CASE-O3-1"}
+
+
+def test_three_copies_of_an_order_and_empty_ids_each_keep_a_quarantine_row(tmp_path):
+    shop = TinyShop(tmp_path / "shop")
+    shop.rows["orders"] += [dict(shop.rows["orders"][0]), dict(shop.rows["orders"][0])]
+    shop.rows["order_lines"] += [{**shop.rows["order_lines"][0], "order_line_id": ""} for _ in range(2)]
+    shop.write()
+    settings = shop.settings(f"sqlite:///{tmp_path / 'h.db'}", tmp_path / "out")
+    run(settings, shop, day(0))
+    bad = _quarantined(settings)
+    assert {r for r in bad if r[0] == "orders"} == {("orders", "O1", "order_id", 4), ("orders", "O1", "order_id", 5)}
+    assert {r for r in bad if r[0] == "order_lines"} == {("order_lines", "(empty)", "order_line_id", 4),
+                                                         ("order_lines", "(empty)", "order_line_id", 5)}

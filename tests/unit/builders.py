@@ -39,3 +39,49 @@ def frames(shipments: list[dict[str, Any]], scans: list[dict[str, Any]],
 
 def utc(text: str) -> datetime:
     return pd.Timestamp(text).to_pydatetime()
+
+
+# --------------------------------------------------------------------------- shop-side raw rows (strings, as a CSV has them)
+
+
+def raw_customer(**over: str) -> dict[str, Any]:
+    return {"customer_id": "C001", "name": "Zoë O'Brien", "email": "zoe.obrien@example.com",
+            "tz": "Europe/London", "country": "", "locale": "en_GB", **over}
+
+
+def raw_order(**over: str) -> dict[str, Any]:
+    return {"order_id": "NW-10482", "customer_id": "C001", "placed_at": "2026-11-16T14:03:00+00:00",
+            "subscription_id": "", "currency": "gbp", **over}
+
+
+def raw_line(**over: str) -> dict[str, Any]:
+    return {"order_line_id": "NW-10482-1", "order_id": "NW-10482", "sku": "ETH-340-WB",
+            "description": "Ethiopia Yirgacheffe, 340 g whole bean", "quantity": "2", **over}
+
+
+def raw_shipment(**over: str) -> dict[str, Any]:
+    return {"shipment_id": "SH-1", "order_line_id": "NW-10482-1", "order_id": "NW-10482", "customer_id": "C001",
+            "carrier": "RoyalMail", "service": "Tracked48", "tracking_code": "EZ1000000001",
+            "created_at": "2026-11-17T09:00:00Z", "promised_date": "2026-11-20", "origin": "Bristol",
+            "destination": "Leeds", "dest_tz": "Europe/London", "sequence": "1", "replaces_shipment_id": "",
+            **over}
+
+
+def write_csv(path: Any, rows: list[dict[str, Any]], encoding: str = "utf-8") -> None:
+    """Rows as a CSV export (header: every key, in order of appearance); `encoding` as the shop's system writes it."""
+    import csv
+
+    with open(path, "w", newline="", encoding=encoding) as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in rows for k in row)), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_shop(folder: Any, **tables: list[dict[str, Any]]) -> None:
+    """A files source: one clean row per entity unless given (customers=[...], orders=[...], ...)."""
+    from pathlib import Path
+
+    defaults = {"customers": [raw_customer()], "orders": [raw_order()], "order_lines": [raw_line()],
+                "shipments": [raw_shipment()]}
+    for entity, rows in {**defaults, **tables}.items():
+        write_csv(Path(folder) / f"{entity}.csv", rows)

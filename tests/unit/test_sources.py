@@ -16,6 +16,8 @@ from lastmile.config import ConfigError, Settings
 from lastmile.db import engine_for, upsert
 from lastmile.sources import FileShop, SqlShop
 
+from builders import raw_customer, raw_line, raw_order, raw_shipment, write_shop
+
 AS_OF = datetime(2026, 11, 20, 14, tzinfo=UTC)
 
 
@@ -24,11 +26,21 @@ def sim_tables(sim_dir: Path) -> dict[str, pd.DataFrame]:
             for e in ("customers", "subscriptions", "orders", "order_lines", "shipments")}
 
 
+def sim_consistent_subset(tables: dict[str, pd.DataFrame], n: int) -> dict[str, pd.DataFrame]:
+    """The first `n` shipments with their order lines, orders, customers and subscriptions."""
+    ships = tables["shipments"].head(n)
+    lines = tables["order_lines"][tables["order_lines"]["order_line_id"].isin(ships["order_line_id"])]
+    placed = tables["orders"][tables["orders"]["order_id"].isin(lines["order_id"])]
+    custs = tables["customers"][tables["customers"]["customer_id"].isin(placed["customer_id"])]
+    subs = tables["subscriptions"][tables["subscriptions"]["customer_id"].isin(custs["customer_id"])]
+    return {"customers": custs, "subscriptions": subs, "orders": placed, "order_lines": lines, "shipments": ships}
+
+
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_files_source_reads_csv_and_parquet_exports_the_same_way(tmp_path, sim_dir, fmt):
-    tables = sim_tables(sim_dir)
+    tables = sim_consistent_subset(sim_tables(sim_dir), 50)
     for name, frame in tables.items():
-        frame = frame.head(50).copy()
+        frame = frame.copy()
         if fmt == "parquet":
             # a typed export: real timestamps and dates, as a warehouse writes them
             for col in ("placed_at", "created_at"):
@@ -38,10 +50,13 @@ def test_files_source_reads_csv_and_parquet_exports_the_same_way(tmp_path, sim_d
         else:
             frame.to_csv(tmp_path / f"{name}.csv", index=False)
     raw = FileShop(tmp_path).load(AS_OF)
-    valid = orders.validate(raw)
-    assert len(valid.orders) + sum(r.source == "orders" for r in valid.rejections) == 50
+    valid = orders.validate(raw, as_of=AS_OF)
+    assert len(valid.orders) + sum(r.source == "orders" for r in valid.rejections) == len(tables["orders"])
     assert valid.shipments and all(s["created_at"].tzinfo is not None for s in valid.shipments)
-    assert {s["shipment_id"] for s in valid.shipments} == set(tables["shipments"].head(50)["shipment_id"])
+    assert {s["shipment_id"] for s in valid.shipments} == set(tables["shipments"]["shipment_id"])
+    # only what the simulator injects (bad e-mails, a duplicated order id), each with its file and row
+    assert {r.file for r in valid.rejections} <= {f"customers.{fmt}", f"orders.{fmt}"}
+    assert all(r.row > 0 for r in valid.rejections)
 
 
 def test_files_source_names_the_missing_file(tmp_path):
@@ -104,6 +119,10 @@ def test_reshipments_without_numbers_are_chained_by_creation_time():
     assert (by_id["C"]["sequence"], by_id["C"]["replaces_shipment_id"]) == (3, "B")
 
 
+SHIPMENT_COLUMNS = ("shipment_id, order_line_id, order_id, customer_id, carrier, service, tracking_code, created_at, "
+                    "promised_date, origin, destination, dest_tz")
+
+
 def test_sql_source_reads_incrementally_and_keeps_naive_timestamps_out(tmp_path):
     # (SQLite compares timestamps as text, so updated_at uses its own 'YYYY-MM-DD HH:MM:SS' form.)
     url = f"sqlite:///{tmp_path / 'shop.db'}"
@@ -111,7 +130,7 @@ def test_sql_source_reads_incrementally_and_keeps_naive_timestamps_out(tmp_path)
     with engine.begin() as conn:
         for name, cols in (("customers", "customer_id, name, email, tz"), ("orders", "order_id, customer_id, "
                            "placed_at, currency"), ("order_lines", "order_line_id, order_id, sku, description, "
-                           "quantity"), ("shipments", "shipment_id, order_line_id")):
+                           "quantity"), ("shipments", SHIPMENT_COLUMNS)):
             conn.execute(text(f"CREATE TABLE {name} ({cols}, updated_at TEXT)"))
         conn.execute(text("INSERT INTO orders VALUES ('O1', 'C1', '2026-11-01T10:00:00+00:00', 'usd', "
                           "'2026-11-01 10:00:00+00:00'), ('O2', 'C1', '2026-11-02 10:00:00', 'usd', "
@@ -198,3 +217,169 @@ def test_simulator_tables_are_a_valid_files_source(sim_dir):
     """The demo's own export folder works as LASTMILE_ORDERS_PATH (columns as documented)."""
     raw = FileShop(sim_dir).load(AS_OF)
     assert len(raw.shipments) == len(simulator.read_table(sim_dir, "shipments"))
+
+
+# --------------------------------------------------------------------------- whole files: fail naming the file
+
+
+def test_an_empty_orders_file_fails_naming_the_file(tmp_path):
+    write_shop(tmp_path)
+    (tmp_path / "orders.csv").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"orders\.csv: the file is empty"):
+        FileShop(tmp_path).load(AS_OF)
+
+
+def test_a_header_only_file_is_zero_rows(tmp_path):
+    write_shop(tmp_path)
+    (tmp_path / "shipments.csv").write_text(",".join(raw_shipment()) + "\n")
+    raw = FileShop(tmp_path).load(AS_OF)
+    assert raw.shipments == [] and raw.origins["shipments"] == []
+    assert len(raw.orders) == 1
+
+
+@pytest.mark.parametrize(("entity", "drop", "message"), [
+    ("orders", ["currency"], r"orders\.csv: missing column currency "),
+    # without it every message used to be suppressed while the run "succeeded"
+    ("customers", ["email"], r"customers\.csv: missing column email "),
+    ("shipments", ["dest_tz", "tracking_code"], r"shipments\.csv: missing columns tracking_code, dest_tz "),
+])
+def test_a_missing_column_fails_naming_the_file_and_the_column(tmp_path, entity, drop, message):
+    write_shop(tmp_path)
+    rows = pd.read_csv(tmp_path / f"{entity}.csv", dtype=str, keep_default_na=False).drop(columns=drop)
+    rows.to_csv(tmp_path / f"{entity}.csv", index=False)
+    with pytest.raises(ConfigError, match=message):
+        FileShop(tmp_path).load(AS_OF)
+
+
+def test_optional_columns_may_be_absent(tmp_path):
+    customers = [{k: v for k, v in raw_customer().items() if k not in ("country", "locale")}]
+    shipments = [{k: v for k, v in raw_shipment().items() if k not in ("sequence", "replaces_shipment_id")}]
+    orders_ = [{k: v for k, v in raw_order().items() if k != "subscription_id"}]
+    write_shop(tmp_path, customers=customers, shipments=shipments, orders=orders_)
+    valid = orders.validate(FileShop(tmp_path).load(AS_OF), as_of=AS_OF)
+    assert valid.rejections == [] and len(valid.shipments) == 1
+
+
+def test_a_missing_column_in_a_parquet_file_fails_naming_the_file(tmp_path):
+    write_shop(tmp_path)
+    frame = pd.read_csv(tmp_path / "order_lines.csv", dtype=str, keep_default_na=False)
+    frame.drop(columns=["quantity"]).to_parquet(tmp_path / "order_lines.parquet")
+    with pytest.raises(ConfigError, match=r"order_lines\.parquet: missing column quantity"):
+        FileShop(tmp_path).load(AS_OF)
+    (tmp_path / "order_lines.parquet").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"order_lines\.parquet: not a readable Parquet file"):
+        FileShop(tmp_path).load(AS_OF)
+
+
+def test_a_missing_column_in_a_shop_table_fails_naming_the_table(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for name, cols in (("customers", "customer_id, name, email, tz"),
+                           ("orders", "order_id, customer_id, placed_at"),  # no currency
+                           ("order_lines", "order_line_id, order_id, sku, description, quantity"),
+                           ("shipments", SHIPMENT_COLUMNS)):
+            conn.execute(text(f"CREATE TABLE {name} ({cols}, updated_at TEXT)"))
+        conn.execute(text("CREATE TABLE subscriptions (subscription_id, customer_id, cadence, sku, "
+                          "next_delivery_date)"))  # no updated_at
+    with pytest.raises(ConfigError, match="shop table subscriptions: missing column updated_at"):
+        SqlShop(url, {}).load(AS_OF)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE subscriptions"))
+    with pytest.raises(ConfigError, match="shop table orders: missing column currency"):
+        SqlShop(url, {}).load(AS_OF)
+    engine.dispose()
+
+
+# --------------------------------------------------------------------------- bytes that are not UTF-8
+
+
+def test_rows_with_bytes_that_are_not_utf8_are_quarantined_and_the_others_go_on(tmp_path):
+    write_shop(tmp_path, customers=[raw_customer(), raw_customer(customer_id="C002", email="ada@example.org"),
+                                    raw_customer(customer_id="C003", email="grace@example.org")],
+               order_lines=[raw_line(), raw_line(order_line_id="NW-10482-2"), raw_line(order_line_id="NW-10482-3")])
+    # A Latin-1 export: 'Café' and 'Zoë' as single bytes, in row 2 of each file.
+    lines = (tmp_path / "order_lines.csv").read_bytes().split(b"\r\n")
+    lines[2] = lines[2].replace(b"Ethiopia", b"Caf\xe9")
+    (tmp_path / "order_lines.csv").write_bytes(b"\r\n".join(lines))
+    people = (tmp_path / "customers.csv").read_bytes().split(b"\r\n")
+    people[2] = people[2].replace("Zoë".encode(), b"Zo\xeb")
+    (tmp_path / "customers.csv").write_bytes(b"\r\n".join(people))
+
+    raw = FileShop(tmp_path).load(AS_OF)
+    valid = orders.validate(raw, as_of=AS_OF)
+
+    assert [ln["order_line_id"] for ln in valid.order_lines] == ["NW-10482-1", "NW-10482-3"]
+    assert [c["customer_id"] for c in valid.customers] == ["C001", "C003"]
+    found = {(r.source, r.record_id, r.field, r.file, r.row, r.reason) for r in valid.rejections}
+    assert found == {("order_lines", "NW-10482-2", "description", "order_lines.csv", 2, "not valid UTF-8"),
+                     ("customers", "C002", "name", "customers.csv", 2, "not valid UTF-8")}
+    for rejection in valid.rejections:
+        json.loads(rejection.payload)
+        rejection.payload.encode("utf-8")  # storable: the odd byte is shown as \xNN
+        assert "Zo" not in rejection.payload and "Zo" not in rejection.message()  # the name is redacted
+    line_payload = json.loads(next(r for r in valid.rejections if r.source == "order_lines").payload)
+    assert line_payload["description"].startswith("Caf\\xe9")
+
+
+def test_a_byte_order_mark_is_tolerated(tmp_path):
+    write_shop(tmp_path)
+    path = tmp_path / "customers.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    valid = orders.validate(FileShop(tmp_path).load(AS_OF), as_of=AS_OF)
+    assert valid.rejections == [] and [c["customer_id"] for c in valid.customers] == ["C001"]
+
+
+def test_a_row_with_the_wrong_number_of_fields_or_a_bad_updated_at_is_quarantined_alone(tmp_path):
+    write_shop(tmp_path, order_lines=[raw_line(updated_at="2026-11-19T10:00:00Z"),
+                                      raw_line(order_line_id="NW-10482-2", updated_at="last tuesday"),
+                                      raw_line(order_line_id="NW-10482-3", updated_at="")])
+    path = tmp_path / "order_lines.csv"
+    path.write_text(path.read_text().rstrip("\n") + "\nNW-10482-4,NW-10482,SKU,\"desc, with comma\",1,,extra\n")
+    valid = orders.validate(FileShop(tmp_path).load(AS_OF), as_of=AS_OF)
+
+    assert [ln["order_line_id"] for ln in valid.order_lines] == ["NW-10482-1", "NW-10482-3"]
+    found = {(r.record_id, r.field, r.row) for r in valid.rejections}
+    assert found == {("NW-10482-2", "updated_at", 2), ("NW-10482-4", "(row)", 4)}
+
+
+# --------------------------------------------------------------------------- places
+
+
+def test_file_rows_keep_their_place_beside_them_never_in_them(tmp_path):
+    write_shop(tmp_path, orders=[raw_order(), raw_order(order_id="NW-2", updated_at="2026-11-21T10:00:00Z"),
+                                 raw_order(order_id="NW-3", currency="EURO")])
+    raw = FileShop(tmp_path).load(AS_OF)
+    assert [o["order_id"] for o in raw.orders] == ["NW-10482", "NW-3"]  # NW-2 changed after as_of: waits
+    assert [(o.file, o.row) for o in raw.origins["orders"]] == [("orders.csv", 1), ("orders.csv", 3)]
+    assert all(set(row) <= set(raw_order()) | {"updated_at"} for row in raw.orders)
+    (rejection,) = orders.validate(raw, as_of=AS_OF).rejections
+    assert (rejection.record_id, rejection.field, rejection.file, rejection.row) == ("NW-3", "currency",
+                                                                                   "orders.csv", 3)
+    assert "orders.csv" in rejection.message() and "row 3" in rejection.message()
+
+
+def test_sql_rows_are_placed_in_their_table(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shop.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for name, cols in (("customers", "customer_id, name, email, tz"),
+                           ("orders", "order_id, customer_id, placed_at, currency"),
+                           ("order_lines", "order_line_id, order_id, sku, description, quantity"),
+                           ("shipments", SHIPMENT_COLUMNS)):
+            conn.execute(text(f"CREATE TABLE {name} ({cols}, updated_at TEXT)"))
+        conn.execute(text("INSERT INTO customers VALUES ('C1', 'Ada', 'ada@example.org', 'Europe/London', "
+                          "'2026-11-01 10:00:00+00:00')"))
+        for oid, currency in (("O1", "usd"), ("O1", "eur"), ("O1", "gbp"), ("", "usd"), ("", "usd"),
+                              ("O2", "EURO")):
+            conn.execute(text("INSERT INTO orders VALUES (:oid, 'C1', '2026-11-01T10:00:00+00:00', :cur, "
+                              "'2026-11-01 10:00:00+00:00')"), {"oid": oid, "cur": currency})
+    valid = orders.validate(SqlShop(url, {}).load(AS_OF), as_of=AS_OF)
+    engine.dispose()
+
+    assert [o["order_id"] for o in valid.orders] == ["O1"]
+    found = sorted((r.record_id, r.field, r.file, r.row) for r in valid.rejections)
+    # a table has no row numbers (row 0), but repeated or empty ids get their position in the read
+    assert found == [("(empty)", "order_id", "shop table orders", 4), ("(empty)", "order_id", "shop table orders", 5),
+                     ("O1", "order_id", "shop table orders", 2), ("O1", "order_id", "shop table orders", 3),
+                     ("O2", "currency", "shop table orders", 0)]
