@@ -315,11 +315,17 @@ def create_app() -> FastAPI:
     def snapshot() -> JSONResponse:
         return JSONResponse(current_snapshot(), headers={"Cache-Control": "no-store"})
 
-    @app.post("/sendgrid/events")
     async def sendgrid_events(request: Request) -> JSONResponse:
         """SendGrid's Signed Event Webhook: no Airflow login (SendGrid cannot log in), so every body
-        must carry SendGrid's signature; unsigned or badly signed bodies are refused."""
-        return receive_sendgrid_events(await request.body(), request.headers)
+        must carry SendGrid's signature; unsigned or badly signed bodies are refused. Anyone can post
+        here, so the headers and timestamp are checked before any of the body is read, and the body
+        is read only up to `MAX_BODY_BYTES` (413 beyond): an unsigned 200 MB post costs nothing."""
+        return await receive_sendgrid_request(request)
+
+    # A plain Starlette route (the handler gets the Request itself): FastAPI's dependency injection
+    # would resolve the string annotation "Request" in the module globals, miss the local import, and
+    # answer every delivery with 422 ("query parameter `request` missing").
+    app.add_route("/sendgrid/events", sendgrid_events, methods=["POST"])
 
     return app
 
@@ -335,25 +341,93 @@ def webhook_public_key(conn_id: str = "sendgrid_default") -> str | None:
     return (conn.extra_dejson or {}).get("event_webhook_public_key") or None
 
 
+async def receive_sendgrid_request(request: Any, now: datetime | None = None) -> Any:
+    """The endpoint's work: refuse on the headers alone when possible, then read the body with a cap."""
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    from lastmile.provider_events import MAX_BODY_BYTES
+
+    now = now or datetime.now(UTC)
+    key = await run_in_threadpool(webhook_public_key)  # a Connection lookup may hit the DB
+    refused = _refuse_on_headers(key, request.headers, now)
+    if refused is not None:
+        return refused
+    too_large = JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
+    if _declared_too_large(request.headers.get("content-length"), MAX_BODY_BYTES):
+        return too_large
+    body = await _read_capped(request, MAX_BODY_BYTES)
+    if body is None:
+        return too_large
+    # Verifying and writing the history DB block: off the event loop the api-server shares.
+    return await run_in_threadpool(_verify_and_record, key, body, request.headers, now)
+
+
 def receive_sendgrid_events(body: bytes, headers: Any, now: datetime | None = None) -> Any:
     """Verify and record one Event Webhook delivery; the answer tells SendGrid whether to retry."""
     from fastapi.responses import JSONResponse
 
-    from lastmile.config import Settings
-    from lastmile.db import engine_for
-    from lastmile.provider_events import SIGNATURE_HEADER, TIMESTAMP_HEADER, record, verify_signature
+    from lastmile.provider_events import MAX_BODY_BYTES
 
+    now = now or datetime.now(UTC)
     key = webhook_public_key()
+    refused = _refuse_on_headers(key, headers, now)
+    if refused is not None:
+        return refused
+    if len(body) > MAX_BODY_BYTES:
+        return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
+    return _verify_and_record(key, body, headers, now)
+
+
+def _refuse_on_headers(key: str | None, headers: Any, now: datetime) -> Any:
+    """The answer when the delivery can be refused before its body is read, else None."""
+    from fastapi.responses import JSONResponse
+
+    from lastmile.provider_events import SIGNATURE_HEADER, TIMESTAMP_HEADER, timestamp_is_fresh
+
     if not key:  # 503: SendGrid retries, and nothing is lost while ops add the key
         return JSONResponse({"detail": "event webhook public key not configured"}, status_code=503)
     signature, stamp = headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER)
-    if not signature or not stamp or not verify_signature(key, signature, stamp, body):
+    if not signature or not stamp:
+        return JSONResponse({"detail": "missing or invalid SendGrid signature"}, status_code=403)
+    if not timestamp_is_fresh(stamp, now):  # a replayed (or forged-ahead) delivery
+        return JSONResponse({"detail": "SendGrid signature timestamp is not current"}, status_code=403)
+    return None
+
+
+def _declared_too_large(content_length: str | None, limit: int) -> bool:
+    """True when the Content-Length header announces more than `limit` bytes."""
+    if not content_length or not (content_length.isascii() and content_length.isdigit()):
+        return False  # absent or malformed: the streaming cap still applies
+    return len(content_length.lstrip("0")) > 18 or int(content_length) > limit
+
+
+async def _read_capped(request: Any, limit: int) -> bytes | None:
+    """The body, or None as soon as it grows past `limit`: never more than one chunk past it is read."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _verify_and_record(key: str, body: bytes, headers: Any, now: datetime) -> Any:
+    from fastapi.responses import JSONResponse
+
+    from lastmile.config import Settings
+    from lastmile.db import engine_for
+    from lastmile.provider_events import SIGNATURE_HEADER, TIMESTAMP_HEADER, is_signed_by_sendgrid, record
+
+    if not is_signed_by_sendgrid(key, headers[SIGNATURE_HEADER], headers[TIMESTAMP_HEADER], body):
         return JSONResponse({"detail": "missing or invalid SendGrid signature"}, status_code=403)
     try:
         events = json.loads(body)
     except ValueError:
         return JSONResponse({"detail": "body is not JSON"}, status_code=400)
-    counts = record(engine_for(Settings.from_env().db_url), events, now or datetime.now(UTC))
+    counts = record(engine_for(Settings.from_env().db_url), events, now)
     return JSONResponse(counts)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import airflow  # noqa: F401  (puts the plugins folder on sys.path, as in every Airflow component)
 import pandas as pd
@@ -15,7 +17,13 @@ from sqlalchemy import text
 
 from lastmile import schema
 from lastmile.db import engine_for, upsert
-from lastmile.provider_events import SIGNATURE_HEADER, TIMESTAMP_HEADER, sendgrid_event_rows, verify_signature
+from lastmile.provider_events import (
+    MAX_BODY_BYTES,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    is_signed_by_sendgrid,
+    sendgrid_event_rows,
+)
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 KEY = ec.generate_private_key(ec.SECP256R1())
@@ -57,10 +65,14 @@ def test_events_become_rows_without_the_address_and_bad_ones_are_quarantined():
 def test_only_sendgrids_signature_over_timestamp_and_body_is_accepted():
     body = json.dumps([event("delivered", "ev1")]).encode()
     headers = signed(body)
-    assert verify_signature(PUBLIC, headers[SIGNATURE_HEADER], headers[TIMESTAMP_HEADER], body)
-    assert not verify_signature(PUBLIC, headers[SIGNATURE_HEADER], headers[TIMESTAMP_HEADER], body + b" ")
-    assert not verify_signature(PUBLIC, headers[SIGNATURE_HEADER], "1795435201", body)
-    assert not verify_signature(PUBLIC, "bm90IGEgc2lnbmF0dXJl", headers[TIMESTAMP_HEADER], body)
+    assert is_signed_by_sendgrid(PUBLIC, headers[SIGNATURE_HEADER], headers[TIMESTAMP_HEADER], body)
+    assert not is_signed_by_sendgrid(PUBLIC, headers[SIGNATURE_HEADER], headers[TIMESTAMP_HEADER], body + b" ")
+    assert not is_signed_by_sendgrid(PUBLIC, headers[SIGNATURE_HEADER], "1795435201", body)
+    assert not is_signed_by_sendgrid(PUBLIC, "bm90IGEgc2lnbmF0dXJl", headers[TIMESTAMP_HEADER], body)
+    assert not is_signed_by_sendgrid(PUBLIC, "not base64 at all", headers[TIMESTAMP_HEADER], body)
+    assert not is_signed_by_sendgrid("not a key", headers[SIGNATURE_HEADER], headers[TIMESTAMP_HEADER], body)
+    latin1 = "Zoë".encode("latin-1")  # not UTF-8, so not JSON as SendGrid sends it: refused, no exception
+    assert not is_signed_by_sendgrid(PUBLIC, signed(latin1)[SIGNATURE_HEADER], headers[TIMESTAMP_HEADER], latin1)
 
 
 @pytest.fixture()
@@ -86,6 +98,7 @@ def test_the_webhook_endpoint_records_signed_events_once_and_analysts_see_them(h
         {"conn_type": "http", "password": "SG.x", "extra": {"event_webhook_public_key": PUBLIC}}))
     assert receive_sendgrid_events(body, {}, NOW).status_code == 403  # unsigned
     assert receive_sendgrid_events(body, signed(body + b"x"), NOW).status_code == 403  # signed for another body
+    assert receive_sendgrid_events(b"not json", signed(b"not json"), NOW).status_code == 400
     first = receive_sendgrid_events(body, signed(body), NOW)
     again = receive_sendgrid_events(body, signed(body), NOW)  # SendGrid retries deliveries
     assert first.status_code == 200 and json.loads(first.body)["stored"] == 3
@@ -95,3 +108,113 @@ def test_the_webhook_endpoint_records_signed_events_once_and_analysts_see_them(h
         status = dict(conn.execute(text("SELECT message_key, delivery_status FROM v_messages")).all())
     assert delivery.iloc[0][["sent", "delivered", "bounced", "opened"]].tolist() == [2, 1, 1, 1]
     assert status == {"CASE-1/notice/late": "opened", "CASE-2/notice/late": "bounced"}
+
+
+def stamp_at(when: datetime) -> str:
+    return str(int(when.timestamp()))
+
+
+@pytest.fixture()
+def webhook_key(monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_SENDGRID_DEFAULT", json.dumps(
+        {"conn_type": "http", "password": "SG.x", "extra": {"event_webhook_public_key": PUBLIC}}))
+
+
+def test_a_body_signed_two_years_ago_is_refused_as_a_replay(history, webhook_key):
+    from lastmile_airflow.ops_view import receive_sendgrid_events
+
+    body = json.dumps([event("delivered", "ev1")]).encode()
+    two_years_ago = stamp_at(NOW - timedelta(days=730))
+    assert receive_sendgrid_events(body, signed(body, two_years_ago), NOW).status_code == 403
+    assert receive_sendgrid_events(body, signed(body, stamp_at(NOW - timedelta(minutes=11))), NOW).status_code == 403
+    for junk in ("yesterday", "1795435200.0", "-1", "１７９５４３５２００", "9" * 40):  # not whole Unix seconds
+        assert receive_sendgrid_events(body, signed(body, junk), NOW).status_code == 403, junk
+    # SendGrid signs each attempt when it posts it: a few minutes of network and clock drift is fine.
+    assert receive_sendgrid_events(body, signed(body, stamp_at(NOW - timedelta(minutes=9))), NOW).status_code == 200
+
+
+def test_a_timestamp_from_the_future_is_refused(history, webhook_key):
+    from lastmile_airflow.ops_view import receive_sendgrid_events
+
+    body = json.dumps([event("delivered", "ev1")]).encode()
+    for ahead in (timedelta(minutes=6), timedelta(days=365), timedelta(days=365 * 9000)):  # last: past year 9999
+        stamp = str(int(NOW.timestamp() + ahead.total_seconds()))
+        assert receive_sendgrid_events(body, signed(body, stamp), NOW).status_code == 403, ahead
+    assert receive_sendgrid_events(body, signed(body, stamp_at(NOW + timedelta(minutes=4))), NOW).status_code == 200
+
+
+CHUNK = 64 * 1024
+
+
+def post(chunks: list[bytes], headers: dict[str, str]) -> tuple[int, dict, int]:
+    """POST to the real app at the ASGI level, the body arriving in `chunks` as a server delivers it.
+    Returns the status, the JSON answer and how many chunks the app pulled from the client."""
+    from lastmile_airflow.ops_view import create_app
+
+    app = create_app()
+    pulled = 0
+    answer: dict[str, object] = {"body": b""}
+
+    async def receive() -> dict:
+        nonlocal pulled
+        if pulled >= len(chunks):
+            return {"type": "http.disconnect"}
+        pulled += 1
+        return {"type": "http.request", "body": chunks[pulled - 1], "more_body": pulled < len(chunks)}
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+        elif message["type"] == "http.response.body":
+            answer["body"] += message.get("body", b"")
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/sendgrid/events", "raw_path": b"/sendgrid/events", "root_path": "", "query_string": b"",
+             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+             "client": ("192.0.2.7", 40000), "server": ("lastmile", 80)}
+    asyncio.run(app(scope, receive, send))
+    return answer["status"], json.loads(answer["body"]), pulled
+
+
+def fresh(body: bytes) -> dict[str, str]:
+    """Headers as SendGrid sends them right now, signed for `body`."""
+    return {"content-type": "application/json", **signed(body, str(int(time.time())))}
+
+
+def test_an_oversize_body_announced_by_content_length_is_refused_unread(webhook_key):
+    size = MAX_BODY_BYTES + 1
+    chunks = [b"x" * CHUNK] * (size // CHUNK) + [b"x" * (size % CHUNK)]
+    status, answer, pulled = post(chunks, {**fresh(b"[]"), "content-length": str(size)})
+    assert (status, pulled) == (413, 0), answer
+    status, _, pulled = post([b"[]"], {**fresh(b"[]"), "content-length": "2" + "0" * 40})  # absurd, no int() blowup
+    assert (status, pulled) == (413, 0)
+
+
+def test_an_oversize_streamed_body_without_content_length_is_cut_off_at_the_cap(webhook_key):
+    chunks = [b"x" * CHUNK] * (2 * MAX_BODY_BYTES // CHUNK)  # chunked transfer: no Content-Length to go by
+    status, answer, pulled = post(chunks, fresh(b"[]"))
+    assert status == 413, answer
+    assert pulled <= MAX_BODY_BYTES // CHUNK + 1  # the cap plus the one chunk that crossed it, never the rest
+
+
+def test_a_post_without_signature_headers_is_refused_before_its_body_is_read(webhook_key):
+    body = json.dumps([event("delivered", "ev1")]).encode()
+    headers = fresh(body)
+    for missing in (SIGNATURE_HEADER, TIMESTAMP_HEADER):
+        unsigned = {k: v for k, v in headers.items() if k != missing}
+        status, _, pulled = post([body], unsigned)
+        assert (status, pulled) == (403, 0), missing
+    status, _, pulled = post([body], {**headers, TIMESTAMP_HEADER: str(int(time.time()) - 2 * 365 * 86400)})
+    assert (status, pulled) == (403, 0)  # stale: refused on the headers alone too
+
+
+def test_a_fresh_signed_body_with_non_ascii_text_is_accepted(history, webhook_key):
+    body = json.dumps([event("bounce", "ev1", reason="550 Empfänger unbekannt — 宛先不明 ✉"),
+                       event("delivered", "ev2", key="CASE-2/notice/late")], ensure_ascii=False).encode()
+    assert body != body.decode("utf-8").encode("ascii", "replace")  # really non-ASCII on the wire
+    cut = body.index("ä".encode()) + 1  # the server may split a character across chunks
+    status, answer, pulled = post([body[:cut], body[cut:]], {**fresh(body), "content-length": str(len(body))})
+    assert (status, answer["stored"], pulled) == (200, 2, 2), answer
+    with engine_for(history).connect() as conn:
+        reason = conn.execute(text("SELECT reason FROM message_events WHERE provider_event_id = 'ev1'")).scalar()
+    assert reason == "550 Empfänger unbekannt — 宛先不明 ✉"
