@@ -36,8 +36,8 @@ import holidays
 import numpy as np
 import pandas as pd
 
-from lastmile.calendar import TZ_COUNTRY
-from lastmile.detection import (
+from lastmile.core.calendar import TZ_COUNTRY
+from lastmile.core.detection import (
     EXCEPTION_TYPES,
     EXPLAINED_SILENCE,
     REASON_EXCEPTIONS,
@@ -45,7 +45,7 @@ from lastmile.detection import (
     Thresholds,
     detect,
 )
-from lastmile.thresholds import ThresholdTable
+from lastmile.core.thresholds import ThresholdTable
 
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection
@@ -65,7 +65,7 @@ GOAL_INCREMENTAL = 0.05
 GOAL_RSS_MB = 4096
 US_S = 1_000_000  # microseconds per second: every instant here is int64 microseconds since the epoch
 
-# The simulator's world (lastmile.simulator), as arrays.
+# The simulator's world (lastmile.sim.simulator), as arrays.
 ZONES = ("America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles",
          "Europe/London", "Europe/Berlin", "Europe/Paris", "Europe/Madrid")
 ZONE_EXTRA = np.array([1, 0, 1, 2, 1, 0, 0, 1])
@@ -85,7 +85,7 @@ CUSTOMS_RATE_INTERNATIONAL = 0.12
 RESHIP_DAMAGED = 0.03  # a reshipment that is damaged again: the third parcel of a line
 FEED_DOWN_SHARE = 0.005  # shipments on a carrier account whose feed is down (unknown state)
 
-# Scan kinds as normalised by lastmile.status: (status, reason, message).
+# Scan kinds as normalised by lastmile.core.status: (status, reason, message).
 SCAN_KINDS = [
     ("pre_transit", None, "Shipping label created"),
     ("in_transit", None, "Accepted at origin facility"),
@@ -146,7 +146,7 @@ class _Calendar:
         return out
 
     def add(self, day: np.ndarray, n: np.ndarray, zone: np.ndarray) -> np.ndarray:
-        """`lastmile.calendar.add_business_days`: roll forward to a business day, then add n."""
+        """`lastmile.core.calendar.add_business_days`: roll forward to a business day, then add n."""
         out = np.empty(len(day), dtype="datetime64[D]")
         for z, name in enumerate(ZONES):
             m = zone == z

@@ -24,12 +24,14 @@ sys.path.insert(0, str(ROOT / "tests"))  # the local SendGrid server is test inf
 
 from servers.sendgrid import SendGridServer  # noqa: E402
 
-from lastmile import pipeline, schema  # noqa: E402
-from lastmile.brand import load_brand  # noqa: E402
 from lastmile.config import Settings  # noqa: E402
-from lastmile.db import engine_for, upsert  # noqa: E402
-from lastmile.sendgrid_client import SendGridConfig, SendGridSender  # noqa: E402
-from lastmile.transport import Outgoing, SendGridTransport  # noqa: E402
+from lastmile.core.brand import load_brand  # noqa: E402
+from lastmile.email.outgoing import Outgoing  # noqa: E402
+from lastmile.email.sendgrid_client import SendGridConfig, SendGridSender  # noqa: E402
+from lastmile.email.transport import SendGridTransport  # noqa: E402
+from lastmile.steps import pipeline  # noqa: E402
+from lastmile.store import schema  # noqa: E402
+from lastmile.store.db import engine_for, upsert  # noqa: E402
 
 AS_OF = datetime(2026, 11, 20, 14, tzinfo=UTC)  # 09:00 in New York: no quiet hours
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import TriggerRule, chain, dag, task
 
-from lastmile.steps import STEPS
 from lastmile_airflow.alerts import OpsAlert
 from lastmile_airflow.steps import CARRIER_POOL, carrier_accounts, fetch_account, run_step
 
 DEFAULT_ARGS = {
     "owner": "lastmile-ops",
     # Retries apply to transient failures only (lost connection, timeout, locked database, deadlock,
-    # HTTP 429/5xx: lastmile.errors.is_transient). lastmile_airflow.steps raises every other failure
+    # HTTP 429/5xx: lastmile.steps.errors.is_transient). lastmile_airflow.steps raises every other failure
     # (bad data, integrity/SQL errors, a missing setting) as AirflowFailException: failed at once, alerted.
     "retries": 2,
     "retry_delay": pendulum.duration(minutes=2),
@@ -51,8 +50,11 @@ def delivery_exceptions() -> None:
     # One account down must not stop detection for the others: its parcels become "unknown".
     detect = task(run_step, task_id="detect_exceptions",
                   trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)("detect_exceptions")
-    rest = [task(run_step, task_id=name)(name) for name in STEPS[STEPS.index("detect_exceptions") + 1:]]
-    chain(load, accounts, fetched, detect, *rest)
-
+    windows = task(run_step, task_id="compute_windows")("compute_windows")
+    history = task(run_step, task_id="record_history")("record_history")
+    plan = task(run_step, task_id="plan_messages")("plan_messages")
+    send = task(run_step, task_id="send_messages")("send_messages")
+    summary = task(run_step, task_id="summarise")("summarise")
+    chain(load, accounts, fetched, detect, windows, history, plan, send, summary)
 
 delivery_exceptions()

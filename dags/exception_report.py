@@ -19,7 +19,7 @@ from lastmile_airflow.steps import build_report, check_quality
 DEFAULT_ARGS = {
     "owner": "lastmile-ops",
     # Retries apply to transient failures only (lost connection, timeout, locked database, deadlock,
-    # HTTP 429/5xx: lastmile.errors.is_transient). lastmile_airflow.steps raises every other failure
+    # HTTP 429/5xx: lastmile.steps.errors.is_transient). lastmile_airflow.steps raises every other failure
     # (bad data, integrity/SQL errors, a missing setting) as AirflowFailException: failed at once, alerted.
     "retries": 2,
     "retry_delay": pendulum.duration(minutes=5),

@@ -96,7 +96,7 @@ def airflow_db() -> None:
 @pytest.fixture(scope="session")
 def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The default seeded shop, generated once and shared read-only by the tests that need it."""
-    from lastmile import simulator
+    from lastmile.sim import simulator
 
     folder = tmp_path_factory.mktemp("sim")
     simulator.ensure(folder, seed=7)

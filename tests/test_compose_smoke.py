@@ -38,7 +38,7 @@ import pytest
 import requests
 from sqlalchemy import create_engine, func, make_url, select, text
 
-from lastmile import schema
+from lastmile.store import schema
 
 from conftest import POSTGRES_URL, ROOT
 

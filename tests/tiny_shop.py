@@ -13,10 +13,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from lastmile import pipeline, schema
+from lastmile.carriers.tracking import scan_id
 from lastmile.config import Settings
-from lastmile.db import batch_key_for, engine_for, upsert
-from lastmile.tracking import scan_id
+from lastmile.steps import pipeline
+from lastmile.store import schema
+from lastmile.store.db import batch_key_for, engine_for, upsert
 
 START = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)  # a Monday
 COLUMNS = {

@@ -20,15 +20,15 @@ def _instant(text: str) -> datetime:
 
 
 def _track(settings: Settings, args: argparse.Namespace) -> int:
-    from lastmile.accounts import SIMULATED, account_from_env
-    from lastmile.feeds import read_feed
+    from lastmile.carriers.accounts import SIMULATED, account_from_env
+    from lastmile.steps.feeds import read_feed
 
     name = args.account or (SIMULATED if args.carrier == SIMULATED else f"{args.carrier}_default")
     account = account_from_env(name)
     shipments = [{"shipment_id": code, "tracking_code": code, "carrier": args.parcel_carrier} for code in args.codes]
     as_of = datetime.now(UTC)
     if account.vendor == SIMULATED:  # the simulator knows its parcels by shipment id: look them up
-        from lastmile import simulator
+        from lastmile.sim import simulator
 
         simulator.ensure(settings.sim_dir, settings.sim_seed, settings.sim_orders)
         known = {s["tracking_code"]: s for s in simulator.read_table(settings.sim_dir, "shipments")}
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.from_env()
 
     if args.command == "simulate":
-        from lastmile import simulator
+        from lastmile.sim import simulator
 
         config = simulator.SimConfig(seed=settings.sim_seed, n_orders=settings.sim_orders)
         made = (simulator.ensure(settings.sim_dir, config.seed, config.n_orders) if args.if_missing
@@ -97,12 +97,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.command == "backtest":
-        from lastmile.backtest import format_result, run
+        from lastmile.evaluation.backtest import format_result, run
 
         print(format_result(run(seed=args.seed, n_orders=args.orders, step_hours=args.step_hours)))
         return 0
     if args.command == "preview":
-        from lastmile.preview import render_all
+        from lastmile.email.preview import render_all
 
         print(f"== every kind of e-mail, rendered: {render_all(settings.out_dir / 'preview')}")
         return 0
@@ -110,16 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "track":
         return _track(settings, args)
     if args.command == "report":
-        from lastmile.db import engine_for
-        from lastmile.report import write
+        from lastmile.reporting.report import write
+        from lastmile.store.db import engine_for
 
         default = settings.out_dir / "report" / (f"since-{args.since}.html" if args.format == "html"
                                                  else f"since-{args.since}")
         print(f"== report: {write(engine_for(settings.db_url), args.since, args.out or default, args.format)}")
         return 0
 
-    from lastmile import pipeline
-    from lastmile.summary import format_summary
+    from lastmile.reporting.summary import format_summary
+    from lastmile.steps import pipeline
 
     if args.command == "outbox":
         for row in pipeline.reconcile(settings, mark_sent=args.mark_sent, resend=args.resend):
@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "summary":
         print(format_summary(pipeline.summarise(settings, args.as_of)))
     elif args.command == "score":
-        from lastmile.scoring import format_scores, score
+        from lastmile.evaluation.scoring import detections_and_truth, format_scores, score
 
-        print(format_scores(score(*pipeline.detections_and_truth(settings, args.as_of), args.as_of)))
+        print(format_scores(score(*detections_and_truth(settings, args.as_of), args.as_of)))
     return 0
 
 

@@ -69,3 +69,13 @@ class Settings:
             feed_stale_hours=float(env.get("LASTMILE_FEED_STALE_HOURS", "6")),
             send_lock_wait_seconds=float(env.get("LASTMILE_SEND_LOCK_WAIT_SECONDS", "120")),
         )
+
+
+def base_url(host: str | None, port: int | None, default: str | None) -> str | None:
+    """A Connection's host as a base URL: 'http://127.0.0.1:8025' stays, 'api.x.com' gets https://."""
+    if not host:
+        return default
+    url = host if "://" in host else f"https://{host}"
+    if port and url.count(":") < 2:
+        url = f"{url}:{port}"
+    return url.rstrip("/")

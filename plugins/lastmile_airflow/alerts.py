@@ -15,12 +15,12 @@ WEBHOOK_CONN_ID = "lastmile_ops_webhook"
 def alert_text(context: dict[str, Any]) -> str:
     """One line an on-call person can act on: which task of which run failed, and why.
 
-    The why is `lastmile.errors.describe`: class names, SQLSTATE and a masked, clipped message,
+    The why is `lastmile.steps.errors.describe`: class names, SQLSTATE and a masked, clipped message,
     never a statement's parameters, a DETAIL line, an e-mail address or a URL's password.
     """
     from airflow.sdk.exceptions import AirflowFailException
 
-    from lastmile.errors import describe, safe_text
+    from lastmile.steps.errors import describe, safe_text
 
     ti = context.get("ti") or context.get("task_instance")
     dag_id = getattr(ti, "dag_id", None) or getattr(context.get("dag"), "dag_id", "?")
@@ -43,7 +43,7 @@ def webhook_url(conn_id: str = WEBHOOK_CONN_ID) -> str | None:
     """The webhook URL (the Connection's host, with its scheme), or None when ops set none."""
     from airflow.sdk import Connection
 
-    from lastmile.accounts import base_url
+    from lastmile.carriers.accounts import base_url
 
     try:
         conn = Connection.get(conn_id)

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lastmile.accounts import SIMULATED, TrackingAccount, account_from_fields
+from lastmile.carriers.accounts import SIMULATED, TrackingAccount, account_from_fields
 
 if TYPE_CHECKING:
-    from lastmile.sendgrid_client import SendGridConfig
+    from lastmile.email.sendgrid_client import SendGridConfig
 
 # Airflow connection types -> SQLAlchemy drivers we ship (psycopg 3 for Postgres).
 SQL_DRIVERS = {"postgres": "postgresql+psycopg", "postgresql": "postgresql+psycopg", "sqlite": "sqlite"}
 
 
 def sendgrid_config(conn_id: str = "sendgrid_default") -> SendGridConfig:
-    """SendGrid settings from the Connection (see lastmile.sendgrid_client.sendgrid_config_from_fields:
+    """SendGrid settings from the Connection (see lastmile.email.sendgrid_client.sendgrid_config_from_fields:
     password = API key; host/port override the API base URL; extra: sandbox_mode, asm_group_id, timeout)."""
     from airflow.sdk import Connection
 
-    from lastmile.sendgrid_client import sendgrid_config_from_fields
+    from lastmile.email.sendgrid_client import sendgrid_config_from_fields
 
     conn = Connection.get(conn_id)
     return sendgrid_config_from_fields(conn_id, conn.host, conn.port, conn.password, conn.extra_dejson)

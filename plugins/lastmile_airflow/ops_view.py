@@ -74,7 +74,7 @@ def _no_cases() -> dict[str, Any]:
 def _open_cases(conn: Connection, as_of: datetime) -> dict[str, Any]:
     from sqlalchemy import case, func, select
 
-    from lastmile import schema
+    from lastmile.store import schema
 
     c = schema.cases.c
     bucket = case(*[(c.opened_at > as_of - timedelta(days=days), label) for label, days in AGE_BUCKETS if days],
@@ -97,8 +97,8 @@ def _open_cases(conn: Connection, as_of: datetime) -> dict[str, Any]:
 def _escalated(conn: Connection, as_of: datetime, limit: int) -> list[dict[str, Any]]:
     from sqlalchemy import select
 
-    from lastmile import schema
-    from lastmile.db import utc
+    from lastmile.store import schema
+    from lastmile.store.db import utc
 
     c = schema.cases.c
     rows = conn.execute(select(c.case_id, c.order_id, c.exception_type, c.severity, c.owner, c.opened_at)
@@ -116,8 +116,8 @@ def _never_fetched(account: str) -> dict[str, Any]:
 def _feeds(conn: Connection, as_of: datetime, accounts: Sequence[str], stale_hours: float) -> list[dict[str, Any]]:
     from sqlalchemy import func, select
 
-    from lastmile import schema
-    from lastmile.db import utc
+    from lastmile.store import schema
+    from lastmile.store.db import utc
 
     f = schema.feed_health.c
     newest_first = func.row_number().over(partition_by=f.account, order_by=(f.as_of.desc(), f.batch_key.desc()))
@@ -157,9 +157,9 @@ def _no_messages() -> dict[str, Any]:
 def _messages(conn: Connection, limit: int) -> dict[str, Any]:
     from sqlalchemy import func, select
 
-    from lastmile import schema
-    from lastmile.db import utc
-    from lastmile.privacy import mask_email
+    from lastmile.core.privacy import mask_email
+    from lastmile.store import schema
+    from lastmile.store.db import utc
 
     o = schema.outbox.c
     result = _no_messages()
@@ -181,8 +181,8 @@ def _messages(conn: Connection, limit: int) -> dict[str, Any]:
 def _runs(conn: Connection, limit: int) -> list[dict[str, Any]]:
     from sqlalchemy import func, select
 
-    from lastmile import schema
-    from lastmile.db import utc
+    from lastmile.store import schema
+    from lastmile.store.db import utc
 
     rs = schema.run_steps.c
     latest = func.max(rs.as_of)
@@ -219,7 +219,7 @@ def _hours(delta: timedelta) -> float:
 
 
 def _mask_text(text: str | None) -> str | None:
-    from lastmile.privacy import mask_emails_in
+    from lastmile.core.privacy import mask_emails_in
 
     return mask_emails_in(text)
 
@@ -346,7 +346,7 @@ async def receive_sendgrid_request(request: Any, now: datetime | None = None) ->
     from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
-    from lastmile.provider_events import MAX_BODY_BYTES
+    from lastmile.email.provider_events import MAX_BODY_BYTES
 
     now = now or datetime.now(UTC)
     key = await run_in_threadpool(webhook_public_key)  # a Connection lookup may hit the DB
@@ -367,7 +367,7 @@ def receive_sendgrid_events(body: bytes, headers: Any, now: datetime | None = No
     """Verify and record one Event Webhook delivery; the answer tells SendGrid whether to retry."""
     from fastapi.responses import JSONResponse
 
-    from lastmile.provider_events import MAX_BODY_BYTES
+    from lastmile.email.provider_events import MAX_BODY_BYTES
 
     now = now or datetime.now(UTC)
     key = webhook_public_key()
@@ -383,7 +383,7 @@ def _refuse_on_headers(key: str | None, headers: Any, now: datetime) -> Any:
     """The answer when the delivery can be refused before its body is read, else None."""
     from fastapi.responses import JSONResponse
 
-    from lastmile.provider_events import SIGNATURE_HEADER, TIMESTAMP_HEADER, timestamp_is_fresh
+    from lastmile.email.provider_events import SIGNATURE_HEADER, TIMESTAMP_HEADER, timestamp_is_fresh
 
     if not key:  # 503: SendGrid retries, and nothing is lost while ops add the key
         return JSONResponse({"detail": "event webhook public key not configured"}, status_code=503)
@@ -418,8 +418,13 @@ def _verify_and_record(key: str, body: bytes, headers: Any, now: datetime) -> An
     from fastapi.responses import JSONResponse
 
     from lastmile.config import Settings
-    from lastmile.db import engine_for
-    from lastmile.provider_events import SIGNATURE_HEADER, TIMESTAMP_HEADER, is_signed_by_sendgrid, record
+    from lastmile.email.provider_events import (
+        SIGNATURE_HEADER,
+        TIMESTAMP_HEADER,
+        is_signed_by_sendgrid,
+        record,
+    )
+    from lastmile.store.db import engine_for
 
     if not is_signed_by_sendgrid(key, headers[SIGNATURE_HEADER], headers[TIMESTAMP_HEADER], body):
         return JSONResponse({"detail": "missing or invalid SendGrid signature"}, status_code=403)

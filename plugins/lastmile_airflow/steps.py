@@ -56,7 +56,7 @@ def classified(step: str) -> Iterator[None]:
         DownstreamTasksSkipped,
     )
 
-    from lastmile.errors import TransientStepError, chain_names, describe, is_transient
+    from lastmile.steps.errors import TransientStepError, chain_names, describe, is_transient
 
     try:
         yield
@@ -93,9 +93,9 @@ def _done(step: str, as_of: datetime, counts: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_step(step: str, **context: Any) -> dict[str, Any]:
-    """Call lastmile.pipeline.<step>(settings, as_of); the return value (counts only) goes to XCom."""
+    """Call lastmile.steps.pipeline.<step>(settings, as_of); the return value (counts only) goes to XCom."""
     with classified(step):
-        pipeline = importlib.import_module("lastmile.pipeline")  # heavy (pandas): import at run time only
+        pipeline = importlib.import_module("lastmile.steps.pipeline")  # heavy (pandas): import at run time only
         as_of = as_of_from_context(context)
         settings = _settings()
         kwargs = {}
@@ -105,7 +105,7 @@ def run_step(step: str, **context: Any) -> dict[str, Any]:
             kwargs["sendgrid"] = sendgrid_config()
         counts = getattr(pipeline, step)(settings, as_of, **kwargs)
         if step == "summarise":  # the run's story, readable in the last task's log
-            from lastmile.summary import format_summary
+            from lastmile.reporting.summary import format_summary
 
             log.info("\n%s", format_summary(counts))
         return _done(step, as_of, counts)
@@ -125,13 +125,13 @@ def fetch_account(account: str, **context: Any) -> dict[str, Any]:
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowFailException
 
-    from lastmile.errors import describe
+    from lastmile.steps.errors import describe
     from lastmile_airflow.connections import tracking_account
 
     get_current_context()["account_name"] = account  # names the map index in the UI
     step = f"fetch_tracking[{account}]"
     with classified(step):
-        pipeline = importlib.import_module("lastmile.pipeline")
+        pipeline = importlib.import_module("lastmile.steps.pipeline")
         as_of = as_of_from_context(context)
         try:
             counts = pipeline.fetch_tracking(_settings(), as_of, tracking_account(account))
@@ -144,8 +144,8 @@ def check_quality(**context: Any) -> dict[str, int]:
     """Run the history's data-quality checks; any failure fails the task (and alerts ops)."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from lastmile.db import engine_for
-    from lastmile.quality import run_checks
+    from lastmile.reporting.quality import run_checks
+    from lastmile.store.db import engine_for
 
     as_of = as_of_from_context(context)
     with classified("check_quality"):
@@ -163,8 +163,8 @@ def build_report(**context: Any) -> dict[str, str]:
     """The KPI report of the last 30 days, as HTML and CSV, under LASTMILE_OUT_DIR/report/<day>/."""
     from datetime import timedelta
 
-    from lastmile.db import engine_for
-    from lastmile.report import write
+    from lastmile.reporting.report import write
+    from lastmile.store.db import engine_for
 
     with classified("build_report"):
         as_of = as_of_from_context(context)

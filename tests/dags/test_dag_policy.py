@@ -91,7 +91,7 @@ def test_only_transient_failures_are_retried_by_airflow(airflow_db, monkeypatch,
     from servers.webhook import WebhookServer
     from sqlalchemy import exc as sa
 
-    import lastmile.quality
+    import lastmile.reporting.quality
 
     dag = DagBag(dag_folder=str(ROOT / "dags" / "exception_report.py")).dags["exception_report"]
     task = dag.get_task("quality_checks")
@@ -106,7 +106,7 @@ def test_only_transient_failures_are_retried_by_airflow(airflow_db, monkeypatch,
     with WebhookServer() as ops:
         monkeypatch.setenv("AIRFLOW_CONN_LASTMILE_OPS_WEBHOOK", json.dumps({"conn_type": "http", "host": ops.url}))
         for day, (name, (err, tries)) in enumerate(cases.items(), start=1):
-            monkeypatch.setattr(lastmile.quality, "run_checks", _failing_checks(err))
+            monkeypatch.setattr(lastmile.reporting.quality, "run_checks", _failing_checks(err))
             run = dag.test(logical_date=pendulum.datetime(2026, 10, day, tz="UTC"), mark_success_pattern="build_report")
             (ti,) = [t for t in run.get_task_instances() if t.task_id == "quality_checks"]
             assert (ti.state, ti.try_number) == ("failed", tries), name

@@ -14,8 +14,9 @@ import pendulum
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from lastmile import schema, simulator
-from lastmile.scoring import score
+from lastmile.evaluation.scoring import score
+from lastmile.sim import simulator
+from lastmile.store import schema
 
 from conftest import ROOT
 

@@ -10,8 +10,8 @@ import pytest
 from servers.webhook import WebhookServer
 from sqlalchemy import create_engine, text
 
-from lastmile import pipeline
 from lastmile.config import Settings
+from lastmile.steps import pipeline
 
 from conftest import ROOT
 

@@ -21,7 +21,9 @@ from servers.webhook import WebhookServer
 from shop_db import create_shop, execute
 from sqlalchemy import create_engine, select
 
-from lastmile import detection, schema, simulator
+from lastmile.core import detection
+from lastmile.sim import simulator
+from lastmile.store import schema
 
 from conftest import ROOT
 

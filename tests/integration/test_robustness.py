@@ -17,10 +17,11 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
 
-from lastmile import pipeline, schema
 from lastmile.config import Settings
-from lastmile.db import engine_for
-from lastmile.summary import format_summary
+from lastmile.reporting.summary import format_summary
+from lastmile.steps import pipeline
+from lastmile.store import schema
+from lastmile.store.db import engine_for
 
 from tiny_shop import START, TinyShop, day, run
 
@@ -160,7 +161,7 @@ def test_the_run_summary_never_shows_the_database_password(postgres_url, tmp_pat
 
 @pytest.mark.parametrize("database", DATABASES)
 def test_two_senders_at_once_send_every_message_once(database, tmp_path, sendgrid_server, request):
-    from lastmile.sendgrid_client import SendGridConfig
+    from lastmile.email.sendgrid_client import SendGridConfig
 
     db_url = f"sqlite:///{tmp_path / 'history.db'}" if database == "sqlite" else request.getfixturevalue(
         "postgres_url")
@@ -202,7 +203,7 @@ def test_two_senders_at_once_send_every_message_once(database, tmp_path, sendgri
 
 
 def test_a_sender_that_cannot_get_the_lock_says_so_and_sends_nothing(tmp_path, caplog):
-    from lastmile.db import held
+    from lastmile.store.db import held
 
     shop = TinyShop(tmp_path / "shop", lines=2)
     shop.scan(shop.current("O1-1"), "failed_attempt", day(0) - timedelta(hours=3))
@@ -243,7 +244,9 @@ def _drive(db_url: str, folder: Path, lives: list[list[str]], order: list[int], 
     shop.write()
     settings = shop.settings(db_url, folder / "out")
     decided: list[tuple[str, str]] = []
-    real_decide = pipeline.decide
+    from lastmile.steps import plan_messages
+
+    real_decide = plan_messages.decide
 
     def recording(facts, as_of, batch, brand):
         decision = real_decide(facts, as_of, batch, brand)
@@ -251,7 +254,7 @@ def _drive(db_url: str, folder: Path, lives: list[list[str]], order: list[int], 
             decided.append((batch, decision.message["message_key"]))
         return decision
 
-    monkeypatch.setattr(pipeline, "decide", recording)
+    monkeypatch.setattr(plan_messages, "decide", recording)
     # Forward day by day, then the drawn order (reruns, earlier dates after later ones).
     for d in [*range(6), *order]:
         run(settings, shop, day(d))

@@ -21,11 +21,11 @@ import pendulum
 import pytest
 from sqlalchemy import select
 
-from lastmile import pipeline, schema
 from lastmile.config import Settings
-from lastmile.db import engine_for
-from lastmile.sendgrid_client import SendGridConfig
-from lastmile.steps import STEPS
+from lastmile.email.sendgrid_client import SendGridConfig
+from lastmile.steps import STEPS, pipeline
+from lastmile.store import schema
+from lastmile.store.db import engine_for
 
 from conftest import ROOT
 
@@ -34,7 +34,7 @@ AS_OF = datetime(2026, 11, 20, 14, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 def small_shop(tmp_path_factory) -> Path:
-    from lastmile import simulator
+    from lastmile.sim import simulator
 
     folder = tmp_path_factory.mktemp("small-shop")
     simulator.ensure(folder, seed=7, n_orders=600)
@@ -97,8 +97,8 @@ def test_killing_the_send_step_mid_batch_neither_loses_nor_duplicates(settings, 
     sendgrid_server.script(202, 202, 202, 202, 202, ("hang", 30))
     code = (
         "import sys; from datetime import datetime, UTC; from pathlib import Path\n"
-        "from lastmile import pipeline; from lastmile.config import Settings\n"
-        "from lastmile.sendgrid_client import SendGridConfig\n"
+        "from lastmile.steps import pipeline; from lastmile.config import Settings\n"
+        "from lastmile.email.sendgrid_client import SendGridConfig\n"
         f"s = Settings(db_url={settings.db_url!r}, source='simulated', email_transport='sendgrid', "
         f"out_dir=Path({str(settings.out_dir)!r}), sim_dir=Path({str(settings.sim_dir)!r}), sim_seed=7, sim_orders=600)\n"
         f"cfg = SendGridConfig(api_key={sendgrid_server.api_key!r}, host={sendgrid_server.url!r}, timeout=60)\n"

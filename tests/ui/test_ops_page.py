@@ -31,8 +31,8 @@ import airflow  # noqa: F401  (puts the plugins folder on sys.path, as in every 
 import pytest
 import requests
 
-from lastmile import schema
-from lastmile.db import engine_for, upsert
+from lastmile.store import schema
+from lastmile.store.db import engine_for, upsert
 from lastmile_airflow.ops_view import ops_snapshot, render_page
 
 from conftest import ROOT
@@ -212,7 +212,7 @@ def test_loading_the_plugin_stays_light() -> None:
     """Airflow imports plugins in every component: FastAPI and the queries load on the first request."""
     code = ("import sys; import airflow.plugins_manager; import lastmile_airflow.ops_view as v; "
             "assert v.LastmileOpsPlugin.fastapi_apps[0]['url_prefix'] == '/lastmile'; "
-            "print(sorted(m for m in ('fastapi', 'lastmile.schema', 'lastmile.db') if m in sys.modules))")
+            "print(sorted(m for m in ('fastapi', 'lastmile.store.schema', 'lastmile.store.db') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 

@@ -18,8 +18,8 @@ from servers.aftership import (
     checkpoint,
 )
 
-from lastmile import aftership_client
-from lastmile.aftership_client import (
+from lastmile.carriers import aftership_client
+from lastmile.carriers.aftership_client import (
     DEFAULT_BASE_URL,
     AfterShipClient,
     AfterShipClientError,
@@ -29,9 +29,8 @@ from lastmile.aftership_client import (
     AfterShipUnavailable,
     aftership_slug,
 )
-from lastmile.sources import TrackingSource
-from lastmile.tracking import parse_aftership
-from lastmile.vendor_http import VendorClientError, VendorUnavailable, retry_after_seconds
+from lastmile.carriers.tracking import TrackingSource, parse_aftership
+from lastmile.carriers.vendor_http import VendorClientError, VendorUnavailable, retry_after_seconds
 
 OBSERVED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -341,7 +340,7 @@ def test_trackers_ask_in_chunks_and_match_the_carrier(aftership_server: AfterShi
 
 def test_trackers_skip_a_number_aftership_refuses_and_carry_on(aftership_server: AfterShipServer,  # noqa: F811
                                                                 caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="lastmile.aftership_client")
+    caplog.set_level(logging.INFO, logger="lastmile.carriers.aftership_client")
     shipments = [shipment(1, "AS0000000001"), shipment(2, "AS0000000002", carrier="Teleport Express"),
                  shipment(3, "AS0000000003", carrier="FedEx")]
     with client_for(aftership_server) as client:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lastmile.backtest import format_result, run
+from lastmile.evaluation.backtest import format_result, run
 
 
 def test_backtest_scores_windows_detection_and_false_lost_on_an_unseen_seed():

@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lastmile import backtest, simulator
-from lastmile.detection import EXCEPTION_TYPES, Thresholds, detect
-from lastmile.thresholds import ThresholdTable
+from lastmile.core.detection import EXCEPTION_TYPES, Thresholds, detect
+from lastmile.core.thresholds import ThresholdTable
+from lastmile.evaluation import backtest
+from lastmile.sim import simulator
 
 from builders import SHIPMENT_COLUMNS
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from lastmile.cases import build_cases
-from lastmile.detection import detect
+from lastmile.core.cases import build_cases
+from lastmile.core.detection import detect
 
 from builders import frames, scan, shipment, utc
 

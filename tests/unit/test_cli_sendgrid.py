@@ -8,18 +8,18 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from lastmile import schema
-from lastmile.brand import load_brand
 from lastmile.config import Settings
-from lastmile.db import engine_for
-from lastmile.sendgrid_client import (
+from lastmile.core.brand import load_brand
+from lastmile.email.sendgrid_client import (
     DEFAULT_HOST,
     SendGridConfig,
     SendGridConfigError,
     sendgrid_config_from_env,
     sendgrid_config_from_fields,
 )
-from lastmile.transport import SendGridTransport, make_transport
+from lastmile.email.transport import SendGridTransport, make_transport
+from lastmile.store import schema
+from lastmile.store.db import engine_for
 
 VAR = "AIRFLOW_CONN_SENDGRID_DEFAULT"
 KEY = "SG.secret-key.do-not-leak"

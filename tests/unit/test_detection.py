@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lastmile.detection import detect
+from lastmile.core.detection import detect
 
 from builders import frames, scan, shipment, utc
 

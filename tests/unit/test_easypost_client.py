@@ -21,8 +21,8 @@ from servers.easypost import (
     recorded_trackers,
 )
 
-from lastmile import easypost_client
-from lastmile.easypost_client import (
+from lastmile.carriers import easypost_client
+from lastmile.carriers.easypost_client import (
     EasyPostClient,
     EasyPostClientError,
     EasyPostConfig,
@@ -31,8 +31,7 @@ from lastmile.easypost_client import (
     EasyPostUnauthorized,
     EasyPostUnavailable,
 )
-from lastmile.sources import TrackingSource
-from lastmile.tracking import parse_easypost
+from lastmile.carriers.tracking import TrackingSource, parse_easypost
 
 OBSERVED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -327,7 +326,7 @@ def test_trackers_for_skips_a_code_easypost_refuses_and_carries_on(easypost_serv
     easypost_server.add_tracker("EZ1111111111")
     # Request order: the list, then one create per unknown code (sorted by code).
     easypost_server.script(200, (422, "TRACKER.CREATE.ERROR", "Invalid tracking code for carrier"))
-    caplog.set_level(logging.INFO, logger="lastmile.easypost_client")
+    caplog.set_level(logging.INFO, logger="lastmile.carriers.easypost_client")
     shipments = [shipment(1, "EZ1111111111"), shipment(2, "BAD0000000"), shipment(3, "EZ3333333333")]
     with client_for(easypost_server) as client:
         pairs = dict(client.trackers_for(shipments, OBSERVED_AT))

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from markupsafe import escape
 
-from lastmile import brand as brand_mod
-from lastmile import emails, privacy, transport
+from lastmile.core import brand as brand_mod
+from lastmile.core import privacy
+from lastmile.email import emails, outgoing, transport
 
 BRAND = brand_mod.load_brand()
 TRACKING_CODE = "9400111899223197428490"
@@ -232,14 +233,14 @@ def test_local_date(day: date | None, locale: str, expected: str) -> None:
 # --------------------------------------------------------------------------- the MIME message
 
 
-def _outgoing(**over: Any) -> transport.Outgoing:
+def _outgoing(**over: Any) -> outgoing.Outgoing:
     rendered = emails.render("notice", context())
     fields = {"message_key": "case-7f3a91/notice/late", "case_id": "case-7f3a91", "kind": "notice",
               "recipient": "eve@example.com", "recipient_name": "Eve", "subject": rendered.subject,
               "body_text": rendered.text, "body_html": rendered.html,
               "planned_at": datetime(2026, 11, 23, 10, 0, tzinfo=UTC)}
     fields.update(over)
-    return transport.Outgoing(**fields)
+    return outgoing.Outgoing(**fields)
 
 
 def test_header_injection_through_the_recipient_name_adds_no_header() -> None:

@@ -12,12 +12,12 @@ import pytest
 import requests
 from sqlalchemy import exc as sa
 
+from lastmile.carriers.easypost_client import EasyPostClientError, EasyPostUnavailable
 from lastmile.config import ConfigError
-from lastmile.db import Busy
-from lastmile.easypost_client import EasyPostClientError, EasyPostUnavailable
-from lastmile.errors import TransientStepError, chain_names, describe, is_transient
-from lastmile.privacy import mask_url
-from lastmile.transport import Rejected, TryLater
+from lastmile.core.privacy import mask_url
+from lastmile.email.outgoing import Rejected, TryLater
+from lastmile.steps.errors import TransientStepError, chain_names, describe, is_transient
+from lastmile.store.db import Busy
 
 PARAMS = {"email": "zoe@example.com", "name": "Zoë Example"}
 SQL = "INSERT INTO customers (email, name) VALUES (%(email)s, %(name)s)"
@@ -218,7 +218,7 @@ def test_a_deterministic_error_fails_the_task_without_retry_and_without_its_text
 def test_a_transient_error_is_raised_for_airflow_to_retry() -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
-    from lastmile.errors import TransientStepError
+    from lastmile.steps.errors import TransientStepError
     from lastmile_airflow.steps import classified
 
     err = wrapped(sa.OperationalError, psycopg.OperationalError("connection failed: Connection refused"))

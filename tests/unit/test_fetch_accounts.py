@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 from servers.aftership import aftership_server, checkpoint  # noqa: F401 - pytest fixture
 
-from lastmile import pipeline, schema
-from lastmile.accounts import TrackingAccount
+from lastmile.carriers.accounts import TrackingAccount
 from lastmile.config import Settings
-from lastmile.db import engine_for, upsert
+from lastmile.steps import pipeline
+from lastmile.store import schema
+from lastmile.store.db import engine_for, upsert
 
 AS_OF = datetime(2026, 11, 20, 14, tzinfo=UTC)
 

@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lastmile.brand import load_brand
-from lastmile.transport import MAX_STEM, FileTransport, Outgoing, file_stem, write_index
+from lastmile.core.brand import load_brand
+from lastmile.email.outgoing import Outgoing
+from lastmile.email.transport import MAX_STEM, FileTransport, file_stem, write_index
 
 BRAND = load_brand()
 

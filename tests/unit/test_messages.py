@@ -7,8 +7,8 @@ from datetime import date
 
 import pytest
 
-from lastmile.brand import load_brand
-from lastmile.messages import CaseFacts, decide
+from lastmile.core.brand import load_brand
+from lastmile.email.messages import CaseFacts, decide
 
 from builders import utc
 

@@ -38,9 +38,9 @@ from sqlalchemy import (
     text,
 )
 
-from lastmile import migrate, schema
-from lastmile.db import engine_for, upsert
-from lastmile.schema import metadata
+from lastmile.store import migrate, schema
+from lastmile.store.db import engine_for, upsert
+from lastmile.store.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 VIEWS = {"v_shipment_outcomes", "v_exceptions_weekly", "v_late_rate_monthly", "v_promises", "v_promises_kept",
@@ -188,8 +188,8 @@ def test_engine_for_migrates_and_keeps_the_sqlite_pragmas(tmp_path: Path) -> Non
 
 STARTER = """
 import logging, sys, time
-from lastmile.db import engine_for
-from lastmile.migrate import current_revision
+from lastmile.store.db import engine_for
+from lastmile.store.migrate import current_revision
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
 with engine_for(sys.argv[1]).connect() as conn:

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from lastmile import orders, schema, simulator
-from lastmile.quarantine import Rejection
-from lastmile.sources import Origin, RawOrders
+from lastmile.core.rejections import Rejection
+from lastmile.shop import orders, records
+from lastmile.shop.records import Origin, RawOrders
+from lastmile.sim import simulator
+from lastmile.store import schema
 
 from builders import raw_customer, raw_line, raw_order, raw_shipment
 
@@ -252,7 +254,7 @@ def test_rejection_messages_name_the_record_and_field_but_no_customer_data() -> 
 
 
 def test_an_order_status_outside_open_cancelled_refunded_is_quarantined():
-    from lastmile.orders import _order
+    from lastmile.shop.orders import _order
 
     assert _order({"order_id": "O1", "customer_id": "C1", "placed_at": "2026-11-01T10:00:00+00:00",
                    "currency": "usd", "status": "Refunded"})["status"] == "refunded"
@@ -294,7 +296,7 @@ def test_every_rejection_carries_its_file_and_row_and_the_place_reaches_no_row()
 
 
 def test_simulated_shop_rejections_name_the_file_and_row(sim_dir) -> None:
-    from lastmile.sources import SimulatedShop
+    from lastmile.sim.shop import SimulatedShop
 
     raw_orders = SimulatedShop(sim_dir, seed=7).load(NOW)
     valid = orders.validate(raw_orders, as_of=NOW, clock=clock)
@@ -381,7 +383,7 @@ def test_an_unknown_country_keeps_the_customer_with_the_time_zones_country_and_s
 
 
 def test_countries_alpha2_reads_codes_and_english_names() -> None:
-    from lastmile.countries import alpha2
+    from lastmile.core.countries import alpha2
 
     assert [alpha2(c) for c in ("DEU", "de", "Germany", "USA", "United States", "GE", "AUT")] == [
         "DE", "DE", "DE", "US", "US", "GE", "AT"]
@@ -469,7 +471,7 @@ def stored(tmp_path, rejections: list[Rejection]) -> int:
     """How many quarantine rows the rejections make in a real history database."""
     from sqlalchemy import create_engine, func, select
 
-    from lastmile.quarantine import store_rejections
+    from lastmile.store.quarantine import store_rejections
 
     engine = create_engine(f"sqlite:///{tmp_path / 'history.db'}")
     schema.metadata.create_all(engine)
@@ -608,5 +610,5 @@ def test_required_columns_are_what_the_converters_cannot_do_without() -> None:
                 needed = False
             except ValueError as err:
                 needed = getattr(err, "field", None) == column
-            assert needed == (column in orders.REQUIRED_COLUMNS[entity]) or column == "email", (entity, column)
-    assert "email" in orders.REQUIRED_COLUMNS["customers"]  # the column, although a row's value may be empty
+            assert needed == (column in records.REQUIRED_COLUMNS[entity]) or column == "email", (entity, column)
+    assert "email" in records.REQUIRED_COLUMNS["customers"]  # the column, although a row's value may be empty

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time
 
-from lastmile.policy import Policy, gate, suppression_reason
+from lastmile.core.policy import Policy, gate, suppression_reason
 
 POLICY = Policy(max_per_order_per_day=2, quiet_start=time(21), quiet_end=time(8))
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lastmile.brand import load_brand
-from lastmile.preview import render_all
+from lastmile.core.brand import load_brand
+from lastmile.email.preview import render_all
 
 
 def test_preview_renders_every_kind_with_the_required_elements(tmp_path):

@@ -15,15 +15,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import text
 
-from lastmile import schema
-from lastmile.db import engine_for, upsert
-from lastmile.provider_events import (
+from lastmile.email.provider_events import (
     MAX_BODY_BYTES,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     is_signed_by_sendgrid,
     sendgrid_event_rows,
 )
+from lastmile.store import schema
+from lastmile.store.db import engine_for, upsert
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 KEY = ec.generate_private_key(ec.SECP256R1())

@@ -6,9 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from lastmile import schema
-from lastmile.db import engine_for, upsert
-from lastmile.quality import run_checks
+from lastmile.reporting.quality import run_checks
+from lastmile.store import schema
+from lastmile.store.db import engine_for, upsert
 
 AS_OF = datetime(2026, 11, 23, 6, tzinfo=UTC)
 

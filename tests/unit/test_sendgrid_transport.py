@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from lastmile.brand import load_brand
-from lastmile.sendgrid_client import SendGridConfig, SendGridSender, fetch_suppressions
-from lastmile.transport import Ambiguous, Outgoing, Rejected, SendGridTransport, TryLater, Unauthorized
+from lastmile.core.brand import load_brand
+from lastmile.email.outgoing import Ambiguous, Outgoing, Rejected, TryLater, Unauthorized
+from lastmile.email.sendgrid_client import SendGridConfig, SendGridSender, fetch_suppressions
+from lastmile.email.transport import SendGridTransport
 
 BRAND = load_brand()
 

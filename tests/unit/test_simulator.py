@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from lastmile import simulator
+from lastmile.sim import simulator
 
 AS_OF = datetime(2026, 11, 20, 14, tzinfo=UTC)
 
@@ -26,7 +26,7 @@ def test_same_seed_same_shop_in_another_process(tmp_path):
     digests = []
     for name in ("a", "b"):
         folder = tmp_path / name
-        subprocess.run([sys.executable, "-c", f"from pathlib import Path; from lastmile import simulator; "
+        subprocess.run([sys.executable, "-c", f"from pathlib import Path; from lastmile.sim import simulator; "
                         f"simulator.write(simulator.generate(), Path({str(folder)!r}))"], check=True)
         digests.append({p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())})
     assert digests[0] == digests[1]

@@ -10,11 +10,13 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, text
 
-from lastmile import orders, pipeline, schema, simulator
-from lastmile.accounts import AccountError, account_from_env
+from lastmile.carriers.accounts import AccountError, account_from_env
 from lastmile.config import ConfigError, Settings
-from lastmile.db import engine_for, upsert
-from lastmile.sources import FileShop, SqlShop
+from lastmile.shop import orders
+from lastmile.shop.sources import FileShop, SqlShop
+from lastmile.sim import simulator
+from lastmile.store import queries, schema
+from lastmile.store.db import batch_key_for, engine_for, upsert
 
 from builders import raw_customer, raw_line, raw_order, raw_shipment, write_shop
 
@@ -157,13 +159,13 @@ def test_feed_states_down_stale_and_ok(tmp_path):
                                   "LASTMILE_FEED_STALE_HOURS": "6"})
     def row(account, hours_ago, ok):
         at = AS_OF - timedelta(hours=hours_ago)
-        return {"account": account, "batch_key": pipeline.batch_key_for(at), "vendor": "easypost", "as_of": at,
+        return {"account": account, "batch_key": batch_key_for(at), "vendor": "easypost", "as_of": at,
                 "ok": ok, "shipments_asked": 1, "trackers_received": 1, "trackers_updated": 0, "scans_new": 0,
                 "error": None if ok else "EasyPostUnavailable: gave up"}
     with engine_for(settings.db_url).begin() as conn:
         upsert(conn, schema.feed_health, [row("easypost_a", 1, True), row("easypost_b", 2, True),
                                           row("easypost_b", 0, False), row("easypost_c", 7, True)])
-        states = pipeline.feed_states(conn, settings, AS_OF)
+        states = queries.feed_states(conn, settings, AS_OF)
     assert {a: s["state"] for a, s in states.items()} == {
         "easypost_a": "ok", "easypost_b": "down", "easypost_c": "stale", "easypost_d": "never"}
     assert states["easypost_b"]["error"].startswith("EasyPostUnavailable")
@@ -197,7 +199,7 @@ def test_track_command_fails_loudly_when_the_key_is_refused(easypost_server, mon
 
 def test_out_of_order_delivered_scan_does_not_reopen_a_delivery(sim_dir):
     """A 'delivered' that arrives before an 'out for delivery' stamped later: still delivered."""
-    from lastmile import detection
+    from lastmile.core import detection
 
     ships = pd.read_csv(sim_dir / "shipments.csv", dtype=str, keep_default_na=False).head(1)
     sid = ships.iloc[0]["shipment_id"]

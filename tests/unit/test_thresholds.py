@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lastmile.detection import detect
-from lastmile.thresholds import DEFAULT_FILE, Thresholds, load
+from lastmile.core.detection import detect
+from lastmile.core.thresholds import DEFAULT_FILE, Thresholds, load
 
 from builders import frames, scan, shipment, utc
 

@@ -12,8 +12,8 @@ import pytest
 from servers.aftership import canonical_tracking, checkpoint
 from servers.easypost import recorded_trackers
 
-from lastmile import status
-from lastmile.tracking import PARSERS, parse, parse_aftership, parse_easypost
+from lastmile.carriers.tracking import PARSERS, parse, parse_aftership, parse_easypost
+from lastmile.core import status
 
 OBSERVED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

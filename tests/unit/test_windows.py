@@ -7,7 +7,7 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from lastmile.windows import revised_window
+from lastmile.core.windows import revised_window
 
 from builders import utc
 
@@ -98,7 +98,7 @@ def test_label_estimates_and_revisions_are_calibrated_separately():
 
 
 def test_shifting_back_skips_weekends_and_holidays():
-    from lastmile.windows import shift_business_days
+    from lastmile.core.windows import shift_business_days
 
     assert shift_business_days(date(2026, 11, 30), -1, "US") == date(2026, 11, 27)  # Mon -> Fri
     assert shift_business_days(date(2026, 11, 27), -1, "US") == date(2026, 11, 25)  # skips Thanksgiving
@@ -106,7 +106,7 @@ def test_shifting_back_skips_weekends_and_holidays():
 
 def test_freshness_reads_instants_with_or_without_their_zone():
     """SQLite hands back UTC instants without a zone; the comparison must still hold."""
-    from lastmile.windows import estimate_is_fresh
+    from lastmile.core.windows import estimate_is_fresh
 
     assert estimate_is_fresh(utc("2026-11-20T10:00:00+00:00"), pd.Timestamp("2026-11-20T09:00:00"),
                              utc("2026-11-19T10:00:00+00:00"))

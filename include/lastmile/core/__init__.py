@@ -1,0 +1,1 @@
+"""Pure rules: statuses, calendars, detection, windows, cases, the attention policy. No I/O, no Airflow."""

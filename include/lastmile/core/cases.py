@@ -1,0 +1,116 @@
+"""Turn a run's detections into cases: one case per order line, opened once and then updated.
+
+A case follows the order line across reshipments. It shows the gravest open exception of the
+line's current shipment, resolves when that shipment is delivered, and records every change as a
+case event so analysts can replay its life.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from lastmile.core.windows import STILL_COMING
+
+NEEDS_A_PERSON = frozenset({"lost", "damaged", "returned"})
+
+
+@dataclass(frozen=True)
+class CaseUpdate:
+    case: dict[str, Any]
+    events: list[tuple[str, str]]  # (event, detail)
+
+
+def case_id_for(order_line_id: str) -> str:
+    return f"CASE-{order_line_id}"
+
+
+def build_cases(
+    detections: pd.DataFrame,
+    shipments: pd.DataFrame,
+    delivered_at: dict[str, datetime],
+    existing: dict[str, dict[str, Any]],
+    as_of: datetime,
+    batch_key: str,
+    owner: str,
+    escalation_owner: str,
+    order_status: dict[str, str] | None = None,
+) -> list[CaseUpdate]:
+    """New and changed cases for the order lines in `detections` (one row per shipment+type).
+
+    A case resolves when its current parcel is delivered, or when the shop cancels or refunds the
+    order (`order_status`): then nothing is coming, and a person has already settled it.
+    """
+    order_status = order_status or {}
+    updates: list[CaseUpdate] = []
+    chains = shipments.sort_values("sequence").groupby("order_line_id")
+    for line_id, dets in detections.groupby("order_line_id", sort=True):
+        chain = chains.get_group(line_id)
+        current = chain.iloc[-1]
+        sid = str(current["shipment_id"])
+        on_current = dets[dets["shipment_id"] == sid]
+        open_now = on_current[on_current["open"]]
+        pick = open_now if not open_now.empty else (on_current if not on_current.empty else dets)
+        # Ties are broken by type name so every database and every rerun picks the same one.
+        top = pick.sort_values(["severity", "first_evidence_at", "exception_type"],
+                               ascending=[False, True, True]).iloc[0]
+        kind = str(top["exception_type"])
+        n_chain = int(current["sequence"])
+        severity = int(top["severity"]) + (1 if n_chain >= 3 else 0)
+        prior = existing.get(case_id_for(str(line_id)))
+        delivered = delivered_at.get(sid)
+        settled = order_status.get(str(current["order_id"]), "open")
+        if delivered is not None:
+            state, resolution = "resolved", "delivered"
+        elif settled in ("cancelled", "refunded"):
+            state, resolution = "resolved", settled
+        elif kind in NEEDS_A_PERSON or n_chain >= 3:  # a repeated failure is flagged for a person
+            state, resolution = "escalated", None
+        else:
+            state = prior["state"] if prior and prior["state"] in ("told", "escalated") else "open"
+            resolution = None
+        window = top if kind in STILL_COMING and top.get("window_earliest") is not None else None
+        case = {
+            "case_id": case_id_for(str(line_id)),
+            "order_line_id": str(line_id),
+            "order_id": str(current["order_id"]),
+            "customer_id": str(current["customer_id"]),
+            "shipment_id": sid,
+            "exception_type": kind,
+            "severity": severity,
+            "state": state,
+            "resolution": resolution,
+            "shipments_in_chain": n_chain,
+            "opened_at": prior["opened_at"] if prior else as_of,
+            "first_evidence_at": min(pd.Timestamp(t) for t in dets["first_evidence_at"]).to_pydatetime(),
+            "resolved_at": delivered if delivered is not None else (
+                (prior.get("resolved_at") if prior else None) or as_of if state == "resolved" else None),
+            "window_earliest": window["window_earliest"] if window is not None else None,
+            "window_latest": window["window_latest"] if window is not None else None,
+            "window_basis": window["window_basis"] if window is not None else None,
+            "evidence": json.dumps(
+                {r.exception_type: json.loads(r.evidence) | {"shipment_id": r.shipment_id}
+                 for r in dets.sort_values("first_evidence_at").itertuples()}, sort_keys=True),
+            "owner": escalation_owner if state == "escalated" else owner,
+            "last_batch": batch_key,
+        }
+        events: list[tuple[str, str]] = []
+        if prior is None:
+            events.append(("opened", kind))
+        elif prior["exception_type"] != kind:
+            events.append(("type_changed", f"{prior['exception_type']}->{kind}"))
+        if state != (prior or {}).get("state"):
+            events.append((state, kind if state != "resolved" else str(resolution)))
+        if prior is not None and not events and _same(prior, case):
+            continue
+        updates.append(CaseUpdate(case, events))
+    return updates
+
+
+def _same(prior: dict[str, Any], case: dict[str, Any]) -> bool:
+    keys = ("exception_type", "severity", "state", "shipment_id", "window_earliest", "window_latest")
+    return all(str(prior.get(k)) == str(case.get(k)) for k in keys)

@@ -1,0 +1,281 @@
+"""Detect delivery exceptions per shipment as of one instant, from scans, estimates and promises.
+
+Everything is computed from data visible at `as_of` (scans that occurred by then, estimates
+observed by then), so a rerun or backfill of the same instant gives the same answer. Business
+days are counted in the destination's country (weekends and public holidays).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from lastmile.core.calendar import TZ_COUNTRY, _holidays
+from lastmile.core.thresholds import Thresholds, ThresholdTable  # noqa: F401 -- Thresholds re-exported
+
+# Gravity of each exception; a case shows its gravest open one.
+SEVERITY = {
+    "late": 1,
+    "failed_attempt": 1,
+    "customs_hold": 1,
+    "address_problem": 2,
+    "stuck_before_pickup": 1,
+    "stalled": 2,
+    "returned": 3,
+    "damaged": 3,
+    "lost": 3,
+    "reshipped": 3,
+}
+EXCEPTION_TYPES = tuple(SEVERITY)
+# Scan reasons that are exceptions in their own right, as the carrier reports them.
+REASON_EXCEPTIONS = {
+    "failed_attempt": "failed_attempt",
+    "refused": "returned",
+    "address_problem": "address_problem",
+    "customs_hold": "customs_hold",
+    "damaged": "damaged",
+    "lost": "lost",
+    "return_to_sender": "returned",
+}
+# A carrier-explained hold: the parcel is waiting for a known reason, so quiet days are expected.
+# Only the lost threshold applies to it.
+EXPLAINED_SILENCE = frozenset({"customs_hold", "address_problem", "held"})
+DETECTION_COLUMNS = ["shipment_id", "order_line_id", "exception_type", "severity", "open",
+                     "first_evidence_at", "evidence"]
+
+
+@lru_cache(maxsize=64)
+def _holiday_array(country: str, years: tuple[int, ...]) -> np.ndarray:
+    days = sorted(d for y in years for d in _holidays(country, y))
+    return np.array(days, dtype="datetime64[D]")
+
+
+def business_days(start: pd.Series, end: pd.Series, country: pd.Series) -> pd.Series:
+    """Business days in (start, end] per row, each row in its own country's calendar."""
+    out = pd.Series(0, index=start.index, dtype="int64")
+    valid = start.notna() & end.notna()
+    for ctry, idx in country[valid].groupby(country[valid]).groups.items():
+        s = start.loc[idx].to_numpy(dtype="datetime64[D]")
+        e = end.loc[idx].to_numpy(dtype="datetime64[D]")
+        years = tuple(range(int(str(min(s.min(), e.min()))[:4]), int(str(max(s.max(), e.max()))[:4]) + 1))
+        # busday_count counts [start, end); shift by one day to count (start, end].
+        out.loc[idx] = np.busday_count(s + 1, e + 1, holidays=_holiday_array(str(ctry), years))
+    return out
+
+
+def local_dates(instants: pd.Series, tz: pd.Series) -> pd.Series:
+    """The calendar date of each UTC instant in its row's time zone."""
+    out = pd.Series(pd.NaT, index=instants.index, dtype="datetime64[s]")
+    for zone, idx in tz.groupby(tz).groups.items():
+        values = instants.loc[idx]
+        out.loc[idx] = values.dt.tz_convert(str(zone)).dt.tz_localize(None).dt.floor("D").astype("datetime64[s]")
+    return out
+
+
+def end_of_local_day(days: pd.Series, tz: pd.Series) -> pd.Series:
+    """The UTC instant at which each local date ends in its row's time zone."""
+    out = pd.Series(pd.NaT, index=days.index, dtype="datetime64[ns, UTC]")
+    for zone, idx in tz.groupby(tz).groups.items():
+        midnight = pd.to_datetime(days.loc[idx]).astype("datetime64[ns]") + pd.Timedelta(days=1)
+        local = midnight.dt.tz_localize(str(zone), ambiguous="NaT", nonexistent="NaT")
+        out.loc[idx] = local.dt.tz_convert("UTC")
+    # A midnight skipped or repeated by a DST change: the wall-clock rule of datetime (fold=0), row by row.
+    odd = out.isna()
+    if odd.any():
+        out.loc[odd] = pd.to_datetime([datetime.combine(d + timedelta(days=1), time(0), ZoneInfo(z))
+                                       for d, z in zip(days[odd], tz[odd], strict=True)], utc=True)
+    return out
+
+
+def detect(
+    shipments: pd.DataFrame,
+    scans: pd.DataFrame,
+    estimates: pd.DataFrame,
+    as_of: datetime,
+    thresholds: Thresholds | ThresholdTable | None = None,
+) -> pd.DataFrame:
+    """One row per (shipment, exception type) evident at `as_of`; see DETECTION_COLUMNS.
+
+    `thresholds` is one set for every shipment, or a table per carrier and service (default:
+    the built-in defaults, as in thresholds.toml).
+    """
+    as_of_ts = pd.Timestamp(as_of).tz_convert("UTC")
+    ships = shipments[pd.to_datetime(shipments["created_at"], utc=True) <= as_of_ts].copy()
+    if ships.empty:
+        return pd.DataFrame(columns=DETECTION_COLUMNS)
+    ships["country"] = ships["dest_tz"].map(TZ_COUNTRY).fillna("US")
+    ships["promised_date"] = pd.to_datetime(ships["promised_date"])
+    sc = scans.copy()
+    sc["occurred_at"] = pd.to_datetime(sc["occurred_at"], utc=True)
+    sc = sc[(sc["occurred_at"] <= as_of_ts) & sc["shipment_id"].notna()]
+    # Scans are grouped by an integer code ranked like the shipment id: ids are hashed once, not per groupby.
+    code, ids = pd.factorize(sc["shipment_id"], sort=True)
+    sc = sc.assign(_sid=code).iloc[np.lexsort((sc["occurred_at"].array.asi8, code))]
+
+    state = _scan_state(sc)
+    state.index = pd.Index(ids.take(state.index.to_numpy()), name="shipment_id")
+    state = state.reindex(ships["shipment_id"]).reset_index()
+    s = ships.merge(state, on="shipment_id", how="left")
+    s["as_of_local"] = local_dates(pd.Series(as_of_ts, index=s.index), s["dest_tz"])
+    s["last_local"] = local_dates(s["last_scan_at"].fillna(as_of_ts), s["dest_tz"])
+    s["silent_bd"] = business_days(s["last_local"], s["as_of_local"], s["country"])
+    s.loc[s["last_scan_at"].isna(), "silent_bd"] = 0
+    s["delivered"] = s["delivered_at"].notna()
+    s["max_gap_bd"] = business_days(local_dates(s["_gap_start"], s["dest_tz"]),
+                                    local_dates(s["_gap_end"], s["dest_tz"]), s["country"])
+    s["gap_start_at"] = s["_gap_start"]
+    s["pickup_wait_bd"] = business_days(local_dates(s["_first_seen"], s["dest_tz"]),
+                                        local_dates(s["_first_move"], s["dest_tz"]), s["country"])
+    s["terminal"] = s["delivered"] | s["terminal_status"].fillna(False).astype(bool)
+    # A shipment replaced by a reshipment is over: its exceptions are history, the new parcel is live.
+    s["superseded"] = s["shipment_id"].isin(set(ships["replaces_shipment_id"].dropna()))
+    rows: list[pd.DataFrame] = []
+
+    def emit(mask: pd.Series, kind: str, evidence_at: pd.Series, facts: dict[str, pd.Series],
+             open_mask: pd.Series | None = None) -> None:
+        hit = s[mask.fillna(False).astype(bool)]
+        if hit.empty:
+            return
+        still_open = ~hit["delivered"] if open_mask is None else open_mask.loc[hit.index]
+        still_open = still_open & ~hit["superseded"]
+        rows.append(pd.DataFrame({
+            "shipment_id": hit["shipment_id"], "order_line_id": hit["order_line_id"],
+            "exception_type": kind, "severity": SEVERITY[kind], "open": still_open.astype(bool),
+            "first_evidence_at": evidence_at.loc[hit.index],
+            # JSON only for the rows that tripped the rule (a per-row dumps over every shipment is slow).
+            "evidence": _evidence(hit, kind, **{k: v.loc[hit.index] for k, v in facts.items()}),
+        }))
+
+    # late: the promise passed undelivered, delivery came after it, or the carrier's estimate moved past it.
+    promise_end = end_of_local_day(s["promised_date"].dt.date, s["dest_tz"])
+    est = _latest_estimates(estimates, as_of_ts)
+    s = s.merge(est, on="shipment_id", how="left")
+    table = (thresholds if isinstance(thresholds, ThresholdTable)
+             else ThresholdTable(thresholds or Thresholds()))
+    th = table.columns(s)  # per row: each carrier and service may have its own
+    delivered_local = local_dates(s["delivered_at"].fillna(as_of_ts), s["dest_tz"])
+    missed = (promise_end <= as_of_ts) & (~s["delivered"] | (delivered_local > s["promised_date"]))
+    est_past = s["est_delivery_date"].notna() & (pd.to_datetime(s["est_delivery_date"]) > s["promised_date"])
+    est_past &= ~s["delivered"] | (delivered_local > s["promised_date"])
+    late_at = pd.concat([promise_end.where(missed), s["est_observed_at"].where(est_past)], axis=1).min(axis=1)
+    emit(missed | est_past, "late", late_at,
+         dict(promised=s["promised_date"].dt.date, carrier_estimate=s["est_delivery_date"]))
+
+    # A parcel whose carrier feed is down or stale is in an unknown state: the rules that read
+    # silence as trouble (stalled, lost by silence, stuck before pickup) wait for the feed.
+    heard = ~s["feed_unknown"].fillna(False).astype(bool) if "feed_unknown" in s else pd.Series(True, index=s.index)
+    moving = s["accepted"].fillna(False).astype(bool) & ~s["terminal"] & heard
+    explained = s["last_reason"].isin(EXPLAINED_SILENCE)
+    emit(moving & ~explained & (s["silent_bd"] >= th["stalled_after"]) & (s["silent_bd"] < th["lost_after"]),
+         "stalled", s["last_scan_at"], dict(business_days_silent=s["silent_bd"], last_scan=s["last_message"]))
+    gap_stall = s["delivered"] & (s["max_gap_bd"].fillna(0) >= th["stalled_after"])
+    emit(gap_stall, "stalled", s["gap_start_at"], dict(business_days_silent=s["max_gap_bd"]))
+
+    silent_lost = moving & (s["silent_bd"] >= th["lost_after"])
+    carrier_lost = s["reason_lost"].fillna(False).astype(bool) & ~s["delivered"]
+    lost_at = s["last_scan_at"].where(silent_lost, s["lost_at"])
+    emit(silent_lost | carrier_lost, "lost", lost_at,
+         dict(business_days_silent=s["silent_bd"], carrier_says_lost=carrier_lost))
+
+    label_local = local_dates(pd.to_datetime(s["created_at"], utc=True), s["dest_tz"])
+    waiting_bd = business_days(label_local, s["as_of_local"], s["country"])
+    stuck_now = ~s["accepted"].fillna(False).astype(bool) & ~s["terminal"] & heard & (waiting_bd >= th["pickup_after"])
+    stuck_then = s["accepted"].fillna(False).astype(bool) & (s["pickup_wait_bd"].fillna(0) >= th["pickup_after"])
+    emit(stuck_now | stuck_then, "stuck_before_pickup", pd.to_datetime(s["created_at"], utc=True),
+         dict(business_days_waiting=waiting_bd.where(stuck_now, s["pickup_wait_bd"])),
+         open_mask=~s["accepted"].fillna(False).astype(bool) & ~s["terminal"])
+
+    for reason, kind in REASON_EXCEPTIONS.items():
+        if kind == "lost":
+            continue
+        col = f"reason_{reason}"
+        if col in s:
+            emit(s[col].fillna(False).astype(bool), kind, s[f"{reason}_at"],
+                 dict(carrier_message=s[f"{reason}_message"]))
+
+    reship = pd.to_numeric(s["sequence"]) >= 2
+    emit(reship, "reshipped", pd.to_datetime(s["created_at"], utc=True),
+         dict(shipment_number=s["sequence"], replaces=s["replaces_shipment_id"]))
+
+    if not rows:
+        return pd.DataFrame(columns=DETECTION_COLUMNS)
+    found = pd.concat(rows, ignore_index=True)
+    # A shipment can trip one rule twice (e.g. a stall now and one earlier); keep the earliest evidence.
+    found = found.sort_values("first_evidence_at").drop_duplicates(["shipment_id", "exception_type"])
+    return found[DETECTION_COLUMNS].reset_index(drop=True)
+
+
+def _scan_state(sc: pd.DataFrame) -> pd.DataFrame:
+    """Per-shipment facts from its scans (ordered by their own time), indexed by the `_sid` code."""
+    g = sc.groupby("_sid", sort=False)
+    state = pd.DataFrame({
+        "last_scan_at": g["occurred_at"].max(),
+        "last_message": g["message"].last(),
+        "last_reason": g["reason"].last(),
+        "accepted": (sc["status"] != "pre_transit").groupby(sc["_sid"], sort=False).any(),
+    })
+    # Filters below keep only the columns they need: copying the string columns of every scan is slow.
+    state["delivered_at"] = sc.loc[sc["status"] == "delivered", ["_sid", "occurred_at"]].groupby(
+        "_sid")["occurred_at"].min()
+    # A return or a carrier-declared loss ends the journey; a late "delivered" scan still wins.
+    state["terminal_status"] = sc.loc[sc["status"].isin(["returned", "failed", "cancelled"]),
+                                      ["_sid", "occurred_at"]].groupby("_sid")["occurred_at"].min().notna()
+    reasoned = sc.loc[sc["reason"].isin(list(REASON_EXCEPTIONS)),
+                      ["_sid", "occurred_at", "reason", "message"]]
+    for reason in REASON_EXCEPTIONS:
+        hits = reasoned[reasoned["reason"] == reason].groupby("_sid")
+        state[f"reason_{reason}"] = hits["occurred_at"].min().notna()
+        state[f"{reason}_at"] = hits["occurred_at"].min()
+        state[f"{reason}_message"] = hits["message"].first()
+
+    # Gaps between consecutive scans once moving (a stall that has since resolved), and the wait
+    # between the label and the first acceptance scan (a parcel that sat before pickup).
+    moving = sc.loc[sc["status"] != "pre_transit", ["_sid", "occurred_at", "reason"]]
+    prev = moving.groupby("_sid")["occurred_at"].shift()
+    prev_reason = moving.groupby("_sid")["reason"].shift()
+    gaps = pd.DataFrame({"_sid": moving["_sid"], "start": prev, "end": moving["occurred_at"]})
+    # Silence after a hold the carrier already explained (customs, an address fix) is not a stall.
+    gaps = gaps[~prev_reason.isin(EXPLAINED_SILENCE)].dropna()
+    first_move = moving.groupby("_sid")["occurred_at"].min()
+    first_seen = sc.groupby("_sid")["occurred_at"].min()
+    longest = gaps.assign(d=gaps["end"] - gaps["start"]).sort_values("d").groupby("_sid")[
+        ["start", "end"]].last()
+    state["_gap_start"] = longest["start"]
+    state["_gap_end"] = longest["end"]
+    state["_first_seen"] = first_seen
+    state["_first_move"] = first_move
+    return state
+
+
+def _latest_estimates(estimates: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    if estimates.empty:
+        return pd.DataFrame({"shipment_id": pd.Series(dtype="string"), "est_delivery_date": pd.Series(dtype="object"),
+                             "est_observed_at": pd.Series(dtype="datetime64[ns, UTC]")})
+    e = estimates.copy()
+    e["observed_at"] = pd.to_datetime(e["observed_at"], utc=True)
+    e = e[e["observed_at"] <= as_of].sort_values(["observed_at", "est_delivery_date"])
+    # The newest estimate is the carrier's current word; when it first moved past the promise is evidence.
+    latest = e.groupby("shipment_id").last().reset_index()
+    return latest.rename(columns={"observed_at": "est_observed_at"})[
+        ["shipment_id", "est_delivery_date", "est_observed_at"]]
+
+
+def _evidence(s: pd.DataFrame, rule: str, **facts: pd.Series) -> pd.Series:
+    """JSON evidence per row: the rule and the facts that triggered it (no customer data)."""
+    frame = pd.DataFrame({k: v for k, v in facts.items()}, index=s.index)
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return pd.Series([json.dumps({"rule": rule, **r}, default=_json_default, sort_keys=True) for r in records],
+                     index=s.index)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, (date, datetime, pd.Timestamp)):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)

@@ -1,0 +1,194 @@
+"""Revised delivery windows: the carrier's estimate and the spread of real transit times.
+
+The latest date is a conservative quantile of transit times seen on the same carrier, service and
+lane (falling back to carrier+service, carrier, then everything when data is thin), never the
+average; both ends are business days in the destination, and a window never starts in the past.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from lastmile.core.calendar import TZ_COUNTRY, add_business_days, business_days_between, is_business_day
+
+# Exceptions after which the parcel is still on its way to the customer, so a date can be given.
+# Lost, damaged and returned parcels are not coming: a person decides what happens next.
+STILL_COMING = frozenset({"late", "stalled", "failed_attempt", "address_problem", "customs_hold",
+                          "stuck_before_pickup", "reshipped"})
+# Extra business days an exception adds on top of normal remaining transit.
+EXTRA_DAYS = {"stalled": 2, "customs_hold": 3, "address_problem": 2, "stuck_before_pickup": 1}
+MIN_SAMPLES = 30
+LATEST_QUANTILE = 0.95
+EARLIEST_QUANTILE = 0.25
+# How far deliveries landed from the carrier's estimate: the window around an estimate spans
+# these quantiles of that error, learned from delivered shipments.
+ESTIMATE_ERROR_QUANTILES = (0.02, 0.97)
+
+
+@dataclass(frozen=True)
+class Window:
+    earliest: date
+    latest: date
+    basis: str
+
+
+def transit_history(shipments: pd.DataFrame, scans: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
+    """Business days from acceptance to delivery of every shipment delivered by `as_of`."""
+    sc = scans[pd.to_datetime(scans["occurred_at"], utc=True) <= pd.Timestamp(as_of)]
+    moving = sc[sc["status"] != "pre_transit"].groupby("shipment_id")["occurred_at"].min()
+    delivered = sc[sc["status"] == "delivered"].groupby("shipment_id")["occurred_at"].min()
+    both = pd.DataFrame({"accepted": moving, "delivered": delivered}).dropna().reset_index()
+    both = both.merge(shipments[["shipment_id", "carrier", "service", "origin", "destination", "dest_tz"]],
+                      on="shipment_id")
+    both["transit_bd"] = [
+        business_days_between(_local(a, tz), _local(d, tz), TZ_COUNTRY.get(tz, "US"))
+        for a, d, tz in zip(both["accepted"], both["delivered"], both["dest_tz"], strict=True)
+    ]
+    return both
+
+
+def estimate_errors(shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.DataFrame,
+                    as_of: datetime) -> pd.DataFrame:
+    """Signed business days from each carrier estimate to the actual delivery, for parcels delivered
+    by `as_of` (estimates published on the delivery day itself are left out: they cannot miss)."""
+    from lastmile.core.detection import business_days, local_dates
+
+    cols = ["carrier", "service", "revision", "error_bd"]
+    if estimates.empty:
+        return pd.DataFrame(columns=cols)
+    sc = scans[(scans["status"] == "delivered") & (pd.to_datetime(scans["occurred_at"], utc=True)
+                                                   <= pd.Timestamp(as_of))]
+    delivered = pd.to_datetime(sc.groupby("shipment_id")["occurred_at"].min(), utc=True).rename("delivered_at")
+    e = estimates.merge(delivered.reset_index(), on="shipment_id").merge(
+        shipments[["shipment_id", "carrier", "service", "dest_tz"]], on="shipment_id")
+    e["observed_at"] = pd.to_datetime(e["observed_at"], utc=True)
+    # The estimate printed with the label and the carrier's later revisions miss by different
+    # amounts: each is calibrated on its own kind.
+    e["revision"] = e["observed_at"] > e.groupby("shipment_id")["observed_at"].transform("min")
+    e["delivered_local"] = local_dates(e["delivered_at"], e["dest_tz"])
+    e = e[local_dates(e["observed_at"], e["dest_tz"]) < e["delivered_local"]]
+    if e.empty:
+        return pd.DataFrame(columns=cols)
+    country = e["dest_tz"].map(TZ_COUNTRY).fillna("US")
+    e["error_bd"] = business_days(pd.to_datetime(e["est_delivery_date"]), e["delivered_local"], country)
+    return e[cols].reset_index(drop=True)
+
+
+def estimate_is_fresh(estimate_at: object, evidence_at: object, accepted_at: object) -> bool:
+    """Did the carrier give its current estimate after the trouble began, with the parcel in hand?
+
+    An estimate printed before the carrier even had the parcel (a label-time guess) knows nothing
+    of a parcel that never got picked up or of the problem that followed.
+    """
+    if estimate_at is None or accepted_at is None or pd.isna(estimate_at) or pd.isna(accepted_at):
+        return False
+    at, evidence, accepted = (_utc_ts(v) for v in (estimate_at, evidence_at, accepted_at))
+    return bool(at >= evidence and at >= accepted)
+
+
+def _utc_ts(value: object) -> pd.Timestamp:
+    """A UTC timestamp; SQLite hands back our UTC instants without their zone."""
+    ts = pd.Timestamp(value)  # type: ignore[arg-type]
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts
+
+
+def shift_business_days(day: date, n: int, country: str) -> date:
+    """`n` business days after (n > 0) or before (n < 0) `day`, rolled onto a business day."""
+    if n >= 0:
+        return add_business_days(day, n, country)
+    current = day
+    for _ in range(-n):
+        current -= timedelta(days=1)
+        while not is_business_day(current, country):
+            current -= timedelta(days=1)
+    return current
+
+
+def _local(instant: object, tz: str) -> date:
+    return pd.Timestamp(instant).tz_convert(ZoneInfo(tz)).date()
+
+
+def revised_window(
+    shipment: pd.Series, exception_type: str, accepted_at: datetime | None, carrier_estimate: date | None,
+    history: pd.DataFrame, as_of: datetime, errors: pd.DataFrame | None = None,
+    estimate_after_evidence: bool = False, estimate_is_revision: bool = False,
+) -> Window | None:
+    """The window to tell the customer for one open shipment, or None when no date is honest.
+
+    When the carrier dated the parcel after the trouble began (`estimate_after_evidence`), the
+    window is built around that date, as wide as the carrier's record with such estimates needs;
+    otherwise from the spread of real transit times (with any older estimate only widening it).
+    """
+    if exception_type not in STILL_COMING:
+        return None
+    tz = str(shipment["dest_tz"])
+    country = TZ_COUNTRY.get(tz, "US")
+    today = pd.Timestamp(as_of).tz_convert(ZoneInfo(tz)).date()
+    first_day = add_business_days(today + timedelta(days=1), 0, country)  # never today, never the past
+    elapsed = business_days_between(_local(accepted_at, tz), today, country) if accepted_at is not None else 0
+    samples, basis = _samples(shipment, history)
+    remaining = samples[samples > elapsed] - elapsed if samples.size else samples
+    if remaining.size >= 5:
+        lo = int(np.floor(np.quantile(remaining, EARLIEST_QUANTILE)))
+        hi = int(np.ceil(np.quantile(remaining, LATEST_QUANTILE)))
+    elif samples.size:
+        lo, hi = 1, int(samples.max()) + 2  # already slower than nearly all history: widen honestly
+        basis += ",beyond-history"
+    else:
+        lo, hi = 1, 7
+        basis = "no-history"
+    extra = EXTRA_DAYS.get(exception_type, 0)
+    earliest = add_business_days(today, max(1, lo), country)
+    latest = add_business_days(today, max(hi + extra, lo + 1, 2), country)
+    if carrier_estimate is not None and carrier_estimate >= first_day:
+        calibrated = (_around_estimate(shipment, carrier_estimate, errors, country, estimate_is_revision)
+                      if estimate_after_evidence else None)
+        if calibrated is not None:
+            # The carrier still dates the parcel in the future and we know how far its dates
+            # land from the truth: a window around its word, as wide as its track record needs.
+            earliest, latest, basis = calibrated[0], calibrated[1], calibrated[2]
+            earliest = max(earliest, first_day)
+            return Window(earliest, max(latest, earliest), basis)
+        basis = f"carrier-estimate+{basis}"
+        earliest = min(max(earliest, first_day), carrier_estimate)
+        latest = max(latest, add_business_days(carrier_estimate, 1, country))
+    earliest = max(earliest, first_day)
+    return Window(earliest, max(latest, add_business_days(earliest, 1, country)), basis)
+
+
+def _around_estimate(shipment: pd.Series, estimate: date, errors: pd.DataFrame | None,
+                     country: str, revision: bool) -> tuple[date, date, str] | None:
+    if errors is None or errors.empty:
+        return None
+    errors = errors[errors["revision"] == revision]
+    for name, mask in (("service", (errors["carrier"] == shipment["carrier"])
+                        & (errors["service"] == shipment["service"])),
+                       ("carrier", errors["carrier"] == shipment["carrier"]),
+                       ("all", pd.Series(True, index=errors.index))):
+        values = errors.loc[mask, "error_bd"].to_numpy(dtype=float)
+        if values.size >= MIN_SAMPLES:
+            lo, hi = np.quantile(values, ESTIMATE_ERROR_QUANTILES)
+            return (shift_business_days(estimate, int(np.floor(lo)), country),
+                    shift_business_days(estimate, int(np.ceil(hi)), country),
+                    f"carrier-{'revision' if revision else 'estimate'}-calibrated:{name}(n={values.size})")
+    return None
+
+
+def _samples(shipment: pd.Series, history: pd.DataFrame) -> tuple[np.ndarray, str]:
+    levels = [
+        ("lane", (history["carrier"] == shipment["carrier"]) & (history["service"] == shipment["service"])
+         & (history["origin"] == shipment["origin"]) & (history["destination"] == shipment["destination"])),
+        ("service", (history["carrier"] == shipment["carrier"]) & (history["service"] == shipment["service"])),
+        ("carrier", history["carrier"] == shipment["carrier"]),
+        ("all", pd.Series(True, index=history.index)),
+    ]
+    for name, mask in levels:
+        values = history.loc[mask, "transit_bd"].to_numpy()
+        if values.size >= MIN_SAMPLES or name == "all":
+            return values, f"history:{name}(n={values.size})"
+    raise AssertionError("unreachable")

@@ -1,0 +1,1 @@
+"""Customer e-mail: which message a case owes, rendering, transports (file, SendGrid), provider events."""

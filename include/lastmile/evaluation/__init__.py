@@ -1,0 +1,1 @@
+"""Backtests and scores: replaying a history through the production steps."""

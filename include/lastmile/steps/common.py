@@ -1,0 +1,41 @@
+"""What every step does around its rule: the run's instant, its counts on record, its quarantine."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection
+
+from lastmile.core.rejections import Rejection
+from lastmile.store import schema
+from lastmile.store.db import batch_key_for, upsert
+from lastmile.store.quarantine import store_rejections
+
+log = logging.getLogger("lastmile")
+
+
+def utc_instant(as_of: datetime) -> datetime:
+    """The run's instant in UTC; a naive one is refused (never guess a zone)."""
+    if as_of.tzinfo is None:
+        raise ValueError(f"as_of {as_of!r} must carry a time zone")
+    return as_of.astimezone(UTC)
+
+
+def record_step(conn: Connection, as_of: datetime, step: str, counts: dict[str, Any]) -> dict[str, Any]:
+    """Keep a step's counts for its batch (run_steps: the summary, the ops page, the analyst views)."""
+    upsert(conn, schema.run_steps, [{"batch_key": batch_key_for(as_of), "step": step, "as_of": as_of,
+                                     "counts": json.dumps(counts, sort_keys=True)}], update=["counts"])
+    log.info("%s %s: %s", step, batch_key_for(as_of), json.dumps(counts, sort_keys=True))
+    return counts
+
+
+def quarantine(conn: Connection, rejections: list[Rejection], as_of: datetime) -> int:
+    return store_rejections(conn, rejections, as_of)
+
+
+def frame(conn: Connection, stmt: Any) -> pd.DataFrame:
+    return pd.read_sql(stmt, conn)

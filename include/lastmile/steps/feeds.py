@@ -1,0 +1,40 @@
+"""Read one carrier account: fetch its trackers and normalise them. The DAG and `track` share this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from lastmile.carriers import tracking
+from lastmile.carriers.accounts import TrackingAccount, payload_format
+from lastmile.config import Settings
+from lastmile.steps.wiring import tracking_source
+
+
+@dataclass
+class FeedRead:
+    parsed: tracking.ParsedTrackers
+    received: int  # trackers the vendor answered with
+    error: str | None  # why the read stopped early; None when the feed answered fully
+
+
+def read_feed(settings: Settings, account: TrackingAccount, shipments: list[dict[str, Any]],
+              as_of: datetime) -> FeedRead:
+    """Trackers for `shipments` from `account`, parsed into our scans.
+
+    A feed that fails half-way keeps what it returned before failing: those scans are facts.
+    """
+    received: list[tuple[str, dict[str, Any]]] = []
+    error: str | None = None
+    source = tracking_source(settings, account)
+    try:
+        for pair in source.trackers(shipments, as_of):
+            received.append(pair)
+    except Exception as err:  # noqa: BLE001 -- any failure means the same to ops: this feed is down
+        error = f"{type(err).__name__}: {err}"
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    return FeedRead(tracking.parse(payload_format(account.vendor), received, observed_at=as_of), len(received), error)

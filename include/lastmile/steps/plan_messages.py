@@ -1,0 +1,119 @@
+"""plan_messages: live cases → the e-mail each owes → the outbox (idempotent by message key)."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, func, or_, select, update
+
+from lastmile.config import Settings
+from lastmile.core.brand import load_brand
+from lastmile.core.rejections import Rejection
+from lastmile.email.messages import CaseFacts, decide
+from lastmile.steps.common import quarantine, record_step, utc_instant
+from lastmile.steps.record_history import CASE_EVENT_KEY
+from lastmile.store import schema
+from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
+from lastmile.store.queries import newer_batch
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger("lastmile")
+
+
+def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
+    """Plan the e-mails this run owes into the outbox (idempotent by message key)."""
+    as_of = utc_instant(as_of)
+    batch = batch_key_for(as_of)
+    brand = load_brand()
+    planned: list[dict[str, Any]] = []
+    escalations: list[str] = []
+    with writing(engine_for(settings.db_url)) as conn:
+        newer = newer_batch(conn, batch)
+        if newer is not None:
+            log.info("plan_messages %s: the newer run %s owns the outbox; nothing planned", batch, newer)
+            return record_step(conn, as_of, "plan_messages", {
+                "planned": 0, "by_kind": {}, "escalated": 0, "superseded_by": newer})
+        live_cases = conn.execute(select(schema.cases).where(
+            or_(schema.cases.c.state != "resolved", schema.cases.c.last_batch == batch))).mappings().all()
+        unplannable: list[Rejection] = []
+        if live_cases:
+            facts, unplannable = _case_facts(conn, [dict(c) for c in live_cases], as_of)
+            quarantine(conn, unplannable, as_of)
+            for f in facts:
+                decision = decide(f, as_of, batch, brand)
+                if decision.message is not None:
+                    planned.append(decision.message)
+                if decision.escalate and f.case["state"] != "escalated":
+                    escalations.append(f.case["case_id"])
+        inserted = upsert(conn, schema.outbox, planned)
+        for case_id in escalations:
+            conn.execute(update(schema.cases).where(schema.cases.c.case_id == case_id).values(
+                state="escalated", owner=brand.escalation_owner))
+            upsert(conn, schema.case_events, [{"case_id": case_id, "batch_key": batch, "at": as_of,
+                                               "event": "escalated", "detail": "window_passed"}],
+                   conflict=CASE_EVENT_KEY)
+        kinds = Counter(f"{m['kind']}:{m['state']}" for m in planned)
+        return record_step(conn, as_of, "plan_messages", {
+            "planned": inserted, "by_kind": dict(sorted(kinds.items())), "escalated": len(escalations),
+            "cases_without_records": len(unplannable)})
+
+
+def _case_facts(conn: Connection, cases: list[dict[str, Any]],
+                as_of: datetime) -> tuple[list[CaseFacts], list[Rejection]]:
+    """What each case's message needs; a case whose customer, order, line or shipment the history
+    lacks (loaded before validation checked parents) is set aside as a rejection, not a crash."""
+    ids = {k: sorted({c[k] for c in cases}) for k in ("customer_id", "order_id", "shipment_id", "case_id",
+                                                      "order_line_id")}
+
+    def by(table: Any, key: str, values: list[str]) -> dict[str, dict[str, Any]]:
+        rows = conn.execute(select(table).where(table.c[key].in_(values))).mappings()
+        return {r[key]: dict(r) for r in rows}
+
+    customers = by(schema.customers, "customer_id", ids["customer_id"])
+    order_rows = by(schema.orders, "order_id", ids["order_id"])
+    ships = by(schema.shipments, "shipment_id", ids["shipment_id"])
+    lines = by(schema.order_lines, "order_line_id", ids["order_line_id"])
+    subs = {r["subscription_id"]: r for r in conn.execute(select(schema.subscriptions)).mappings()}
+    previous: dict[str, list[dict[str, Any]]] = {}
+    for row in conn.execute(select(schema.outbox).where(schema.outbox.c.case_id.in_(ids["case_id"]))).mappings():
+        previous.setdefault(row["case_id"], []).append(dict(row))
+    delivered = dict(conn.execute(select(schema.scans.c.shipment_id, func.min(schema.scans.c.occurred_at)).where(
+        schema.scans.c.shipment_id.in_(ids["shipment_id"]), schema.scans.c.status == "delivered",
+        schema.scans.c.occurred_at <= as_of).group_by(schema.scans.c.shipment_id)).all())
+    estimates = dict(conn.execute(select(schema.estimates.c.shipment_id, func.max(schema.estimates.c.est_delivery_date))
+                                  .where(schema.estimates.c.shipment_id.in_(ids["shipment_id"]),
+                                         schema.estimates.c.observed_at <= as_of)
+                                  .group_by(schema.estimates.c.shipment_id)).all())
+    newest = {}
+    for sid, status, at in conn.execute(select(schema.scans.c.shipment_id, schema.scans.c.status,
+                                               schema.scans.c.occurred_at).where(
+            schema.scans.c.shipment_id.in_(ids["shipment_id"]), schema.scans.c.occurred_at <= as_of)
+            .order_by(schema.scans.c.occurred_at)):
+        newest[sid] = (status, utc(at))
+    facts: list[CaseFacts] = []
+    missing: list[Rejection] = []
+    for case in cases:
+        lacking = next(((key, table) for key, table in (("customer_id", customers), ("order_id", order_rows),
+                                                       ("shipment_id", ships), ("order_line_id", lines))
+                        if case[key] not in table), None)
+        if lacking is not None:
+            missing.append(Rejection.of("cases", case["case_id"], lacking[0],
+                                        f"{lacking[0]} {case[lacking[0]]} is not in the history: no e-mail possible",
+                                        {"case_id": case["case_id"], lacking[0]: case[lacking[0]]}))
+            continue
+        order = order_rows[case["order_id"]]
+        sub = subs.get(order["subscription_id"] or "")
+        shipment = ships[case["shipment_id"]]
+        facts.append(CaseFacts(
+            case=case, customer=customers[case["customer_id"]], order=order, shipment=shipment,
+            items=[lines[case["order_line_id"]]], subscription_next=sub["next_delivery_date"] if sub else None,
+            delivered_at=utc(delivered.get(case["shipment_id"])), promised_date=shipment["promised_date"],
+            carrier_estimate=estimates.get(case["shipment_id"]), previous=previous.get(case["case_id"], []),
+            last_scan_status=newest.get(case["shipment_id"], (None, None))[0],
+            last_scan_at=newest.get(case["shipment_id"], (None, None))[1]))
+    return facts, missing

@@ -1,0 +1,197 @@
+"""Engine creation and the one upsert every writer uses (SQLite and Postgres alike)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.pool import NullPool
+
+from lastmile.store import migrate
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process; migrates the schema to the newest version on first use.
+
+    `hide_parameters`: a failing statement's error must not carry customers' names and addresses
+    into a task log or an alert.
+    """
+    engine = create_engine(url, future=True, hide_parameters=True)
+    if engine.dialect.name == "sqlite":
+        if engine.url.database and engine.url.database != ":memory:":
+            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+        event.listen(engine, "connect", _sqlite_pragmas)
+    migrate.upgrade(engine)  # Alembic itself loads here, when a task first touches the database
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # the DAG's tasks and a reader can work side by side
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def upsert(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    update: Iterable[str] | None = None,
+    only_if_newer: str | None = None,
+    conflict: Sequence[str] | None = None,
+) -> int:
+    """Insert rows; on a key conflict update `update` columns (None: leave the row alone).
+
+    `conflict` names the unique key that decides "the same row" (default: the primary key).
+
+    Returns how many rows were inserted or updated.
+
+    `only_if_newer` names a column that must be smaller in the incoming row for the update to win
+    (used to keep the earliest observation of a fact).
+    """
+    if not rows:
+        return 0
+    dialect = conn.dialect.name
+    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+    keys = list(conflict) if conflict else [c.name for c in table.primary_key.columns]
+    total = 0
+    for start in range(0, len(rows), 500):
+        stmt = insert(table).values(list(rows[start : start + 500]))
+        cols = list(update or [])
+        if cols:
+            where = None
+            if only_if_newer:
+                where = table.c[only_if_newer] > stmt.excluded[only_if_newer]
+            stmt = stmt.on_conflict_do_update(
+                index_elements=keys, set_={c: stmt.excluded[c] for c in cols}, where=where)
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        # RETURNING counts what was really written on both databases (psycopg's rowcount is -1 here).
+        total += len(conn.execute(stmt.returning(*table.primary_key.columns)).all())
+    return total
+
+
+def utc(value: Any) -> datetime | None:
+    """A datetime read back from either database, as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def batch_key_for(as_of: datetime) -> str:
+    """A run's key: its `as_of` in UTC. The same logical instant always gets the same key."""
+    return as_of.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+log = logging.getLogger("lastmile")
+
+
+def masked_url(url: str) -> str:
+    """A database URL fit for a log, a summary or XCom: the password replaced by ***."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 -- not a URL we can parse: show nothing of it
+        return "(unparseable database URL)"
+
+
+# Keys of the history's named locks (Postgres advisory locks; a lock file beside a SQLite database).
+LOCK_KEYS = {"history": 7_215_340_052, "send": 7_215_340_053}
+
+
+@lru_cache(maxsize=8)
+def _immediate_engine(url: str) -> Engine:
+    """SQLite transactions that take the write lock when they begin.
+
+    A deferred transaction that reads, then writes after another process committed, fails at once
+    with "database is locked" (busy_timeout cannot help it); taking the lock first makes a second
+    writer wait its turn instead.
+    """
+    engine = create_engine(url, poolclass=NullPool, hide_parameters=True, connect_args={"timeout": 120})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we open transactions ourselves
+        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        dbapi_conn.execute("PRAGMA busy_timeout=120000")
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+@contextlib.contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A transaction that holds the history's write lock from its first statement to its commit.
+
+    Steps that read the history and write what follows from it (cases, the outbox) use it, so two
+    overlapping runs take turns instead of both acting on the same snapshot.
+    """
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        with _immediate_engine(str(engine.url)).begin() as conn:
+            yield conn
+        return
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEYS["history"]})
+        yield conn
+
+
+class Busy(RuntimeError):
+    """Another run holds a lock this step needs."""
+
+
+@contextlib.contextmanager
+def held(engine: Engine, name: str, wait_seconds: float) -> Iterator[None]:
+    """Hold a named lock for a whole step, across its transactions; released when the process dies.
+
+    Postgres: a session advisory lock on a connection kept for the step. SQLite: an exclusive
+    flock on `<database>.<name>.lock`. Raises Busy when another holder keeps it for `wait_seconds`.
+    """
+    deadline = time.monotonic() + wait_seconds
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            key = LOCK_KEYS[name]
+            while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+                conn.rollback()
+                if time.monotonic() >= deadline:
+                    raise Busy(f"another run holds the {name} lock")
+                time.sleep(0.2)
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield  # one process only
+        return
+    path = Path(f"{database}.{name}.lock")
+    with path.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise Busy(f"another run holds the {name} lock") from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

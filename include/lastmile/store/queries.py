@@ -1,0 +1,64 @@
+"""Reads of the history that several steps (and the ops page) share: one home each."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from sqlalchemy import Connection, func, select
+
+from lastmile.store import schema
+from lastmile.store.db import utc
+
+if TYPE_CHECKING:
+    from lastmile.config import Settings
+
+
+def newer_batch(conn: Connection, batch: str) -> str | None:
+    """The newest run that recorded case history, when it is newer than `batch`; else None.
+
+    The newest run owns current case state and the outbox. An older run (a backfill, a cleared
+    task of an earlier date) keeps its own detections for the record and changes neither: a
+    case never moves backwards and nothing the newer state no longer owes is sent.
+    """
+    newest = conn.execute(select(func.max(schema.run_steps.c.batch_key)).where(
+        schema.run_steps.c.step == "record_history")).scalar()
+    return newest if newest is not None and newest > batch else None
+
+
+def feed_states(conn: Connection, settings: Settings, as_of: datetime) -> dict[str, dict[str, Any]]:
+    """Per configured account: ok, down (the latest fetch failed), stale (no success for too long), never."""
+    fh = schema.feed_health
+    out: dict[str, dict[str, Any]] = {}
+    for account in settings.tracking_accounts:
+        rows = conn.execute(select(fh.c.as_of, fh.c.ok, fh.c.error).where(fh.c.account == account,
+                                                                          fh.c.as_of <= as_of)
+                            .order_by(fh.c.as_of.desc()).limit(1)).all()
+        last_ok = conn.execute(select(func.max(fh.c.as_of)).where(fh.c.account == account, fh.c.ok.is_(True),
+                                                                  fh.c.as_of <= as_of)).scalar()
+        last_ok = utc(last_ok)
+        if not rows:
+            state = "never"
+        elif not rows[0].ok:
+            state = "down"
+        elif last_ok is None or (as_of - last_ok).total_seconds() > settings.feed_stale_hours * 3600:
+            state = "stale"
+        else:
+            state = "ok"
+        out[account] = {"state": state, "last_success": last_ok.isoformat() if last_ok else None,
+                        "error": rows[0].error if rows else None}
+    return out
+
+
+def scans_until(conn: Connection, as_of: datetime) -> pd.DataFrame:
+    """Every scan that had happened by `as_of` (without the raw payload)."""
+    cols = [c for c in schema.scans.c if c.name != "raw"]
+    frame = pd.read_sql(select(*cols).where(schema.scans.c.occurred_at <= as_of), conn)
+    frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
+    return frame
+
+
+def estimates_until(conn: Connection, as_of: datetime) -> pd.DataFrame:
+    """Every carrier estimate published by `as_of`."""
+    return pd.read_sql(select(schema.estimates).where(schema.estimates.c.observed_at <= as_of), conn)
