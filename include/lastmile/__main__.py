@@ -54,7 +54,7 @@ def _track(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lastmile", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sim = sub.add_parser("simulate", help="generate the seeded simulated shop into LASTMILE_SIM_DIR")
@@ -135,6 +135,23 @@ def main(argv: list[str] | None = None) -> int:
 
         print(format_scores(score(*detections_and_truth(settings, args.as_of), args.as_of)))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line. A failure prints one line -- its class, SQLSTATE and a masked message, as the
+    alerts do -- never a statement's parameters, a driver's DETAIL with a customer's row, or a
+    password. LASTMILE_TRACEBACK=1 shows the whole traceback (for a developer's own data)."""
+    import os
+
+    try:
+        return _main(argv)
+    except Exception as err:  # noqa: BLE001 -- every failure is reported the same safe way
+        if os.environ.get("LASTMILE_TRACEBACK") == "1":
+            raise
+        from lastmile.steps.errors import describe
+
+        print(f"lastmile: failed: {describe(err)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

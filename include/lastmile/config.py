@@ -31,6 +31,7 @@ class Settings:
     tracking_accounts: tuple[str, ...] = ("simulated",)
     feed_stale_hours: float = 6.0  # no successful fetch for this long: the feed's parcels are "unknown"
     send_lock_wait_seconds: float = 120.0  # how long a sender waits for another run's sender to finish
+    send_concurrency: int = 4  # e-mail requests in flight at once
 
     @property
     def outbox_dir(self) -> Path:
@@ -68,6 +69,7 @@ class Settings:
             tracking_accounts=accounts,
             feed_stale_hours=float(env.get("LASTMILE_FEED_STALE_HOURS", "6")),
             send_lock_wait_seconds=float(env.get("LASTMILE_SEND_LOCK_WAIT_SECONDS", "120")),
+            send_concurrency=int(env.get("LASTMILE_SEND_CONCURRENCY", "4")),
         )
 
 

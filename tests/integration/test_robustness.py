@@ -387,3 +387,39 @@ def test_three_copies_of_an_order_and_empty_ids_each_keep_a_quarantine_row(tmp_p
     assert {r for r in bad if r[0] == "orders"} == {("orders", "O1", "order_id", 4), ("orders", "O1", "order_id", 5)}
     assert {r for r in bad if r[0] == "order_lines"} == {("order_lines", "(empty)", "order_line_id", 4),
                                                          ("order_lines", "(empty)", "order_line_id", 5)}
+
+
+@pytest.fixture(scope="module")
+def sim_600(tmp_path_factory) -> Path:
+    from lastmile.sim import simulator
+
+    folder = tmp_path_factory.mktemp("sim-600")
+    simulator.ensure(folder, seed=7, n_orders=600)
+    return folder
+
+
+def test_two_whole_runs_of_the_same_instant_take_turns(db_url, tmp_path, sim_600):
+    """A CLI run beside a DAG run: both finish, every e-mail is written once (Postgres deadlocked here)."""
+    settings = Settings(db_url=db_url, source="simulated", email_transport="file", out_dir=tmp_path,
+                        sim_dir=sim_600, sim_seed=7, sim_orders=600)
+    as_of = datetime(2026, 11, 20, 14, tzinfo=UTC)
+    errors: list[BaseException] = []
+
+    def whole_run() -> None:
+        try:
+            pipeline.run_all(settings, as_of)
+        except BaseException as err:  # noqa: BLE001 -- reported below
+            import traceback
+
+            errors.append("".join(traceback.format_exception(err))[-6000:])
+
+    threads = [threading.Thread(target=whole_run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert errors == []
+    with engine_for(db_url).connect() as conn:
+        states = Counter(conn.execute(select(schema.outbox.c.state)).scalars())
+    assert states["sent"] > 0 and set(states) == {"sent"}
+    assert len(list((tmp_path / "outbox").glob("*.eml"))) == states["sent"]

@@ -247,3 +247,27 @@ def test_run_step_fails_fast_on_a_config_error(monkeypatch) -> None:
     monkeypatch.setenv("LASTMILE_SOURCE", "nonsense")
     with pytest.raises(AirflowFailException, match=r"ConfigError in load_orders: LASTMILE_SOURCE='nonsense'"):
         run_step("load_orders", data_interval_end=None, logical_date=__import__("pendulum").now("UTC"))
+
+
+def test_a_password_in_a_url_query_string_is_masked_too():
+    from lastmile.core.privacy import mask_url
+    from lastmile.store.db import masked_url
+
+    url = "postgresql+psycopg://app@db:5432/shop?sslmode=require&password=QsecretPW&options=-csearch_path%3Dx"
+    assert "QsecretPW" not in mask_url(url) and "password=***" in mask_url(url)
+    assert "QsecretPW" not in masked_url(url) and "sslmode=require" in masked_url(url)
+    assert "W0rd" not in masked_url("postgresql://postgres:p@ss:W0rd@127.0.0.1:5432/test")
+
+
+def test_the_command_line_reports_a_failure_in_one_safe_line(tmp_path, monkeypatch, capsys):
+    from lastmile.__main__ import main
+
+    monkeypatch.setenv("LASTMILE_OUT_DIR", str(tmp_path))
+    monkeypatch.setenv("LASTMILE_SOURCE", "files")
+    monkeypatch.setenv("LASTMILE_ORDERS_PATH", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("LASTMILE_DB_URL", "postgresql+psycopg://postgres:p@ss:W0rd@127.0.0.1:5432/test")
+    monkeypatch.delenv("LASTMILE_TRACEBACK", raising=False)
+    assert main(["run", "--as-of", "2026-11-20T14:00:00+00:00"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lastmile: failed: ") and err.count("\n") == 1
+    assert "W0rd" not in err and "Traceback" not in err

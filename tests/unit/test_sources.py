@@ -266,11 +266,31 @@ def test_a_missing_column_in_a_parquet_file_fails_naming_the_file(tmp_path):
     write_shop(tmp_path)
     frame = pd.read_csv(tmp_path / "order_lines.csv", dtype=str, keep_default_na=False)
     frame.drop(columns=["quantity"]).to_parquet(tmp_path / "order_lines.parquet")
+    (tmp_path / "order_lines.csv").unlink()
     with pytest.raises(ConfigError, match=r"order_lines\.parquet: missing column quantity"):
         FileShop(tmp_path).load(AS_OF)
     (tmp_path / "order_lines.parquet").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"order_lines\.parquet: not a readable Parquet file"):
         FileShop(tmp_path).load(AS_OF)
+
+
+def test_a_csv_and_a_parquet_of_the_same_table_fail_rather_than_one_being_read_silently(tmp_path):
+    write_shop(tmp_path)
+    pd.read_csv(tmp_path / "orders.csv", dtype=str, keep_default_na=False).head(0).to_parquet(
+        tmp_path / "orders.parquet")  # a stale copy beside the current export
+    with pytest.raises(ConfigError, match=r"both orders\.csv and orders\.parquet"):
+        FileShop(tmp_path).load(AS_OF)
+
+
+def test_bad_bytes_in_a_column_nobody_reads_spoil_nothing(tmp_path):
+    write_shop(tmp_path)
+    path = tmp_path / "orders.csv"
+    lines = path.read_bytes().split(b"\r\n")  # header, one order, ''
+    lines[0] += b",note"
+    lines[1] += b",\xff\xfe"
+    path.write_bytes(b"\r\n".join(lines))
+    valid = orders.validate(FileShop(tmp_path).load(AS_OF), as_of=AS_OF)
+    assert valid.rejections == [] and len(valid.orders) == 1
 
 
 def test_a_missing_column_in_a_shop_table_fails_naming_the_table(tmp_path):

@@ -32,8 +32,15 @@ def mask_emails_in(text: str | None) -> str | None:
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/?#@]*:)(?P<secret>[^\s/?#]*)(?=@[^\s@/?#]+)")
 
 
+# ...?password=s3cret&sslmode=require -- a secret can ride in the query string too (libpq accepts it).
+_QUERY_SECRET = re.compile(r"(?P<head>[?&](?:password|passwd|pwd|secret|token|api_?key|access_token)=)[^&\s#]*",
+                           re.IGNORECASE)
+
+
 def mask_url(text: str | None) -> str | None:
-    """Every URL in `text` with its password masked: 'postgresql://app:s3cret@db/x' -> 'postgresql://app:***@db/x'."""
+    """Every URL in `text` with its password masked: 'postgresql://app:s3cret@db/x' -> 'postgresql://app:***@db/x',
+    '...?password=s3cret' -> '...?password=***'."""
     if text is None:
         return None
-    return _URL_PASSWORD.sub(lambda m: f"{m.group('head')}***", str(text))
+    masked = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}***", str(text))
+    return _QUERY_SECRET.sub(lambda m: f"{m.group('head')}***", masked)

@@ -12,6 +12,9 @@ def format_summary(summary: dict[str, Any]) -> str:
 
     feeds = summary.get("feeds", {})
     down = {a: f for a, f in feeds.items() if f.get("state") != "ok"}
+    if summary.get("ran") is False:
+        return (f"== lastmile run {summary['batch']}\nno run is recorded for this instant "
+                f"(history {summary['history_db']}): nothing was found, told or sent")
     lines = [
         f"== lastmile run {summary['batch']}",
         f"orders seen          {summary['orders']}   shipments seen {summary['shipments']}   "
@@ -25,7 +28,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"emails this run      {summary['emails_sent_this_run']} written, {summary['emails_failed_this_run']} failed "
         f"(for this logical date in all: {kv(summary['messages_planned_this_run'])})",
         f"outbox in all        {kv(summary['outbox_by_state'])}; sent by kind {kv(summary['sent_by_kind'])}",
-        f"quarantined records  {kv(summary['quarantined_by_source'])}",
+        f"quarantined records  new this run: {kv(summary.get('quarantined_this_run', {}))}; "
+        f"in all: {kv(summary['quarantined_by_source'])}",
         f"read the e-mails     {summary['outbox_index']}",
         f"exception history    {summary['history_db']}  (tables: cases, case_events, outbox, quarantine, feed_health)",
     ]

@@ -71,3 +71,17 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "shipments": ("shipment_id", "order_line_id", "order_id", "customer_id", "carrier", "service",
                   "tracking_code", "created_at", "promised_date", "origin", "destination", "dest_tz"),
 }
+
+# Every column some step reads: the required ones and the optional ones (docs/order-sources.md).
+# Any other column of an export is ignored, whatever it holds.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "customers": ("country", "locale"),
+    "subscriptions": ("status",),
+    "orders": ("subscription_id", "status"),
+    "order_lines": (),
+    "shipments": ("sequence", "replaces_shipment_id", "tracking_account"),
+}
+COLUMNS_READ: dict[str, frozenset[str]] = {
+    entity: frozenset((*REQUIRED_COLUMNS[entity], *OPTIONAL_COLUMNS[entity], "updated_at"))
+    for entity in REQUIRED_COLUMNS
+}

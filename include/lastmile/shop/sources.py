@@ -12,7 +12,7 @@ import io
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 
 from lastmile.config import ConfigError
 from lastmile.shop.records import (
+    COLUMNS_READ,
     ENTITIES,
     KEYS,
     OPTIONAL_ENTITIES,
@@ -78,7 +79,8 @@ def _shown(text: str) -> str:
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of a byte that is not UTF-8
 
 
-def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[Origin]]:
+def read_csv_rows(path: Path, read: Collection[str] | None = None
+                  ) -> tuple[list[str], list[dict[str, str]], list[Origin]]:
     """(header, rows, origins) of a CSV export; only whole-file problems raise (ConfigError).
 
     The file is UTF-8 (a byte-order mark is skipped). A row holding bytes that are not UTF-8, or
@@ -115,7 +117,9 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]], list[Ori
                 fields = (fields + [""] * width)[:width]
             row = dict(zip(header, fields, strict=True))
             if mixed:
-                flaws.extend((name, "not valid UTF-8") for name, value in row.items() if _NOT_UTF8.search(value))
+                # Only the columns we read can spoil a record: an extra column is ignored, bytes and all.
+                flaws.extend((name, "not valid UTF-8") for name, value in row.items()
+                             if (read is None or name in read) and _NOT_UTF8.search(value))
             rows.append(row)
             origins.append(Origin(path.name, len(rows), tuple(flaws)))
     except csv.Error as err:
@@ -237,6 +241,9 @@ class FileShop:
 
     def _file(self, entity: str) -> Path | None:
         parquet, csv_file = self.folder / f"{entity}.parquet", self.folder / f"{entity}.csv"
+        if parquet.exists() and csv_file.exists():
+            raise ConfigError(f"{self.folder}: both {entity}.csv and {entity}.parquet are there; keep the one "
+                              f"that is current (an old copy would be read as the shop's {entity})")
         if parquet.exists():
             return parquet
         if csv_file.exists():
@@ -251,7 +258,7 @@ class FileShop:
         if path.suffix == ".parquet":
             header, rows, origins = _read_parquet_rows(path)
         else:
-            header, rows, origins = read_csv_rows(path)
+            header, rows, origins = read_csv_rows(path, COLUMNS_READ[entity])
         _check_columns(entity, header, str(path))
         return rows, origins
 

@@ -13,7 +13,7 @@ from lastmile.config import Settings
 from lastmile.core.windows import estimate_errors, estimate_is_fresh, revised_window, transit_history
 from lastmile.steps.common import frame, record_step, utc_instant
 from lastmile.store import schema
-from lastmile.store.db import batch_key_for, engine_for
+from lastmile.store.db import batch_key_for, engine_for, writing
 from lastmile.store.queries import estimates_until, scans_until
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
     """Give every open detection a revised window where the parcel is still coming."""
     as_of = utc_instant(as_of)
     batch = batch_key_for(as_of)
-    with engine_for(settings.db_url).begin() as conn:
+    with writing(engine_for(settings.db_url)) as conn:
         dets = frame(conn, select(schema.detections).where(schema.detections.c.batch_key == batch,
                                                             schema.detections.c.open.is_(True)))
         shipments = frame(conn, select(schema.shipments).where(schema.shipments.c.created_at <= as_of))

@@ -14,7 +14,7 @@ from lastmile.config import Settings
 from lastmile.core import detection, thresholds
 from lastmile.steps.common import frame, record_step, utc_instant
 from lastmile.store import schema
-from lastmile.store.db import batch_key_for, engine_for, upsert
+from lastmile.store.db import batch_key_for, engine_for, upsert, writing
 from lastmile.store.queries import estimates_until, feed_states, scans_until
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
     """Run the detection rules as of `as_of`; the batch's detections replace any earlier attempt."""
     as_of = utc_instant(as_of)
     batch = batch_key_for(as_of)
-    with engine_for(settings.db_url).begin() as conn:
+    with writing(engine_for(settings.db_url)) as conn:
         shipments = frame(conn, select(schema.shipments).where(schema.shipments.c.created_at <= as_of))
         feeds = feed_states(conn, settings, as_of)
         shipments["tracking_account"] = shipments["tracking_account"].where(

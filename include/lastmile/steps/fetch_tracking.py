@@ -13,7 +13,7 @@ from lastmile.config import Settings
 from lastmile.steps.common import quarantine, record_step, utc_instant
 from lastmile.steps.feeds import read_feed
 from lastmile.store import schema
-from lastmile.store.db import batch_key_for, engine_for, upsert
+from lastmile.store.db import batch_key_for, engine_for, upsert, writing
 
 if TYPE_CHECKING:
     pass
@@ -63,7 +63,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
     parsed, error = feed.parsed, feed.error
     for scan in parsed.scans:
         scan["first_seen_at"] = as_of
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         new_scans = upsert(conn, schema.scans, parsed.scans)
         upsert(conn, schema.estimates, parsed.estimates, update=["observed_at"], only_if_newer="observed_at")
         quarantine(conn, parsed.rejections, as_of)

@@ -13,7 +13,7 @@ from lastmile.shop import orders
 from lastmile.steps.common import quarantine, record_step, utc_instant
 from lastmile.steps.wiring import order_source
 from lastmile.store import schema
-from lastmile.store.db import batch_key_for, engine_for, upsert, utc
+from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
 
 if TYPE_CHECKING:
     pass
@@ -32,7 +32,7 @@ def load_orders(settings: Settings, as_of: datetime) -> dict[str, Any]:
         # Parents loaded by earlier runs count: incremental sources send only what changed.
         valid = orders.validate(raw, as_of=as_of, known=orders.history_lookup(conn),
                                 codes_in_history=orders.tracking_code_lookup(conn))
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         unnumbered = {s["order_line_id"] for s in valid.shipments if s["sequence"] is None}
         if unnumbered:
             known = [dict(r) for r in conn.execute(select(schema.shipments).where(

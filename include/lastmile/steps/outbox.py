@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 
 from lastmile.config import Settings
 from lastmile.store import schema
-from lastmile.store.db import engine_for
+from lastmile.store.db import engine_for, writing
 
 if TYPE_CHECKING:
     pass
@@ -20,7 +20,7 @@ log = logging.getLogger("lastmile")
 def reconcile(settings: Settings, mark_sent: str | None = None, resend: str | None = None) -> list[dict[str, Any]]:
     """Settle an ambiguous or failed message by hand; returns those still needing a person."""
     ob = schema.outbox
-    with engine_for(settings.db_url).begin() as conn:
+    with writing(engine_for(settings.db_url)) as conn:
         needs_person = ob.c.state.in_(["ambiguous", "failed"])
         for key, values in ((mark_sent, {"state": "sent", "state_reason": "confirmed by ops"}),
                             (resend, {"state": "planned", "state_reason": "released by ops for resending"})):

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from lastmile.config import Settings
 from lastmile.core.brand import load_brand
 from lastmile.core.policy import gate
 from lastmile.core.privacy import mask_email
 from lastmile.email.outgoing import Ambiguous, Outgoing, Rejected, TryLater, Unauthorized
-from lastmile.email.transport import SendGridTransport, make_transport, write_index
+from lastmile.email.transport import FileTransport, SendGridTransport, make_transport, write_index
 from lastmile.steps.common import record_step, utc_instant
 from lastmile.store import schema
-from lastmile.store.db import Busy, batch_key_for, engine_for, held, upsert, utc
+from lastmile.store.db import Busy, batch_key_for, engine_for, held, upsert, utc, writing
 from lastmile.store.queries import newer_batch
 
 if TYPE_CHECKING:
@@ -60,18 +61,22 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
     brand = load_brand()
     transport = make_transport(settings, brand, sendgrid)
     ob = schema.outbox
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         # Under the send lock, a message still 'sending' belongs to a sender that died mid-request.
         orphaned = conn.execute(update(ob).where(ob.c.state == "sending").values(
             state="ambiguous", state_reason="the sending run stopped before the provider answered; not resent")
         ).rowcount
         synced = _sync_suppressions(conn, transport, as_of)
         suppressed: dict[str, set[str]] = {}
-        for email, kind in conn.execute(select(schema.suppressions.c.email, schema.suppressions.c.kind)):
-            suppressed.setdefault(email, set()).add(kind)
         pending = [dict(r) for r in conn.execute(
             select(ob, schema.customers.c.tz).join(schema.customers, schema.customers.c.customer_id == ob.c.customer_id)
             .where(ob.c.state == "planned").order_by(ob.c.planned_at, ob.c.message_key)).mappings()]
+        sup = schema.suppressions.c
+        recipients = sorted({r["recipient"].lower() for r in pending if r["recipient"]})
+        for start in range(0, len(recipients), 500):  # only this run's recipients, not every suppression
+            for email, kind in conn.execute(select(sup.email, sup.kind).where(
+                    sup.email.in_(recipients[start:start + 500]))):
+                suppressed.setdefault(email, set()).add(kind)
         sent_before = conn.execute(select(ob.c.order_id, ob.c.sent_at, ob.c.send_at, schema.customers.c.tz).join(
             schema.customers, schema.customers.c.customer_id == ob.c.customer_id).where(
             ob.c.state == "sent", ob.c.order_id.in_({r["order_id"] for r in pending}))).all()
@@ -81,59 +86,96 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
         if policy.local_day(utc(send_at or sent_at), tz) == policy.local_day(as_of, tz))  # type: ignore[arg-type]
     outcome: Counter[str] = Counter()
     auth_error: str | None = None
-    for row in pending:
-        key = ob.c.message_key == row["message_key"]
-        still_planned = and_(key, ob.c.state == "planned")
-        decision = gate(row["kind"], row["recipient"], row["tz"], suppressed, today[row["order_id"]], as_of, policy)
-        if decision.action != "send":
-            state = "suppressed" if decision.action == "suppress" else "planned"
-            with engine.begin() as conn:
-                conn.execute(update(ob).where(still_planned).values(state=state, state_reason=decision.reason))
-            outcome[decision.action + "ed" if decision.action == "suppress" else "deferred"] += 1
-            continue
-        with engine.begin() as conn:
-            # The claim: only the sender that moves it out of 'planned' may send it.
-            claimed = conn.execute(update(ob).where(still_planned).values(
-                state="sending", attempts=row["attempts"] + 1, send_at=decision.send_at)).rowcount
-        if claimed != 1:
-            outcome["taken"] += 1
-            continue
-        state, values = "sent", {}
-        try:
-            ref = transport.send(Outgoing.from_row({**row, "send_at": decision.send_at}))
-            values = {"sent_at": as_of, "transport_ref": ref, "state_reason": None}
-        except Unauthorized as err:
-            state, values, auth_error = "planned", {"state_reason": f"not sent: {err.detail}"}, err.detail
-        except Rejected as err:
-            state, values = "failed", {"state_reason": err.detail}
-        except Ambiguous as err:
-            state, values = "ambiguous", {"state_reason": err.detail}
-        except (TryLater, OSError) as err:
-            state, values = "planned", {"state_reason": f"retry next run: {getattr(err, 'detail', type(err).__name__)}"}
-        with engine.begin() as conn:
-            conn.execute(update(ob).where(key, ob.c.state == "sending").values(state=state, **values))
-            if state == "sent" and row["kind"] == "notice":
+    # Each outcome is written in the same transaction as the next claim (one commit per message),
+    # and up to `send_concurrency` requests are in flight while the next claims commit. A claim is
+    # committed before its request leaves, so a sender killed mid-request leaves exactly the
+    # messages that may have reached the provider in 'sending'.
+    unwritten: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
+    in_flight: dict[Future[str], tuple[dict[str, Any], datetime | None]] = {}
+
+    def write_outcomes(conn: Connection) -> None:
+        for done, state, values in unwritten:
+            conn.execute(update(ob).where(ob.c.message_key == done["message_key"], ob.c.state == "sending")
+                         .values(state=state, **values))
+            if state == "sent" and done["kind"] == "notice":
                 conn.execute(update(schema.cases).where(
-                    schema.cases.c.case_id == row["case_id"], schema.cases.c.state == "open").values(state="told"))
-        outcome[state] += 1
-        if state == "sent":
-            today[row["order_id"]] += 1
-        else:
-            log.warning("message %s to %s: %s (%s)", row["message_key"], mask_email(row["recipient"]), state,
-                        values.get("state_reason"))
-        if auth_error:
-            break
+                    schema.cases.c.case_id == done["case_id"], schema.cases.c.state == "open").values(state="told"))
+        unwritten.clear()
+
+    def settle(wait_for: int) -> None:
+        """Collect finished sends until at most `wait_for` remain in flight."""
+        nonlocal auth_error
+        while len(in_flight) > wait_for:
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                row, _send_at = in_flight.pop(future)
+                state, values, refused = _outcome(future, as_of)
+                auth_error = auth_error or refused
+                unwritten.append((row, state, values))
+                outcome[state] += 1
+                if state != "sent":
+                    today[row["order_id"]] -= 1  # counted when dispatched; it did not go
+                    log.warning("message %s to %s: %s (%s)", row["message_key"], mask_email(row["recipient"]),
+                                state, values.get("state_reason"))
+
+    with ThreadPoolExecutor(max_workers=max(1, settings.send_concurrency)) as pool:
+        for row in pending:
+            settle(max(1, settings.send_concurrency) - 1)
+            if auth_error:
+                break
+            still_planned = and_(ob.c.message_key == row["message_key"], ob.c.state == "planned")
+            decision = gate(row["kind"], row["recipient"], row["tz"], suppressed, today[row["order_id"]], as_of,
+                            policy)
+            with engine.begin() as conn:
+                write_outcomes(conn)
+                if decision.action != "send":
+                    conn.execute(update(ob).where(still_planned).values(
+                        state="suppressed" if decision.action == "suppress" else "planned",
+                        state_reason=decision.reason))
+                    outcome["suppressed" if decision.action == "suppress" else "deferred"] += 1
+                    continue
+                # The claim: only the sender that moves it out of 'planned' may send it.
+                claimed = conn.execute(update(ob).where(still_planned).values(
+                    state="sending", attempts=row["attempts"] + 1, send_at=decision.send_at)).rowcount
+            if claimed != 1:
+                outcome["taken"] += 1
+                continue
+            today[row["order_id"]] += 1  # the daily cap counts it now, before the next decision
+            message = Outgoing.from_row({**row, "send_at": decision.send_at})
+            in_flight[pool.submit(transport.send, message)] = (row, decision.send_at)
+        settle(0)
     with engine.begin() as conn:
-        everything = [dict(r) for r in conn.execute(select(ob)).mappings()]
-        index = write_index(settings.outbox_dir, everything)
+        write_outcomes(conn)
+        total = conn.execute(select(func.count()).select_from(ob)).scalar_one()
+        index = None
+        if isinstance(transport, FileTransport):  # the outbox a person reads: the file transport's
+            listed = [dict(r) for r in conn.execute(select(
+                ob.c.message_key, ob.c.planned_at, ob.c.case_id, ob.c.kind, ob.c.state, ob.c.recipient,
+                ob.c.subject)).mappings()]
+            index = write_index(settings.outbox_dir, listed)
         counts = record_step(conn, as_of, "send_messages", {
             "sent": outcome["sent"], "failed": outcome["failed"], "ambiguous": outcome["ambiguous"] + orphaned,
             "retry_later": outcome["planned"], "suppressed": outcome["suppressed"], "deferred": outcome["deferred"],
             "taken_by_another_run": outcome["taken"],
-            "suppressions_synced": synced, "outbox_total": len(everything), "index": str(index)})
+            "suppressions_synced": synced, "outbox_total": total, "index": str(index) if index else None})
     if auth_error:
         raise PermissionError(f"e-mail provider refused our credentials ({auth_error}); messages kept for the next run")
     return counts
+
+
+def _outcome(future: Future[str], as_of: datetime) -> tuple[str, dict[str, Any], str | None]:
+    """A finished send's state, the outbox columns that record it, and the provider's refusal of our
+    credentials (which stops the batch)."""
+    try:
+        return "sent", {"sent_at": as_of, "transport_ref": future.result(), "state_reason": None}, None
+    except Unauthorized as err:
+        return "planned", {"state_reason": f"not sent: {err.detail}"}, err.detail
+    except Rejected as err:
+        return "failed", {"state_reason": err.detail}, None
+    except Ambiguous as err:
+        return "ambiguous", {"state_reason": err.detail}, None
+    except (TryLater, OSError) as err:
+        return "planned", {"state_reason": f"retry next run: {getattr(err, 'detail', type(err).__name__)}"}, None
 
 
 def _sync_suppressions(conn: Connection, transport: Any, as_of: datetime) -> int:

@@ -33,6 +33,8 @@ def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:
             schema.outbox.c.state == "sent").group_by(schema.outbox.c.kind)).all())
         quarantined = dict(conn.execute(select(schema.quarantine.c.source, func.count())
                                         .group_by(schema.quarantine.c.source)).all())
+        quarantined_now = dict(conn.execute(select(schema.quarantine.c.source, func.count()).where(
+            schema.quarantine.c.first_batch == batch).group_by(schema.quarantine.c.source)).all())
         cases = dict(conn.execute(select(schema.cases.c.state, func.count()).group_by(schema.cases.c.state)).all())
         open_by_type = dict(conn.execute(select(schema.cases.c.exception_type, func.count()).where(
             schema.cases.c.state != "resolved").group_by(schema.cases.c.exception_type)).all())
@@ -56,6 +58,8 @@ def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:
         "outbox_by_state": dict(sorted(outbox.items())),
         "sent_by_kind": dict(sorted(kinds.items())),
         "quarantined_by_source": dict(sorted(quarantined.items())),
+        "quarantined_this_run": dict(sorted(quarantined_now.items())),
+        "ran": bool(steps),
         "outbox_index": str(settings.outbox_dir / "index.html"),
         "history_db": masked_url(settings.db_url),
     }

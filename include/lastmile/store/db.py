@@ -37,8 +37,8 @@ def engine_for(url: str) -> Engine:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")  # the DAG's tasks and a reader can work side by side
     cur.execute("PRAGMA busy_timeout=30000")
+    migrate.enable_wal(cur)
     cur.close()
 
 
@@ -64,6 +64,9 @@ def upsert(
     dialect = conn.dialect.name
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
     keys = list(conflict) if conflict else [c.name for c in table.primary_key.columns]
+    # Rows in key order: two runs upserting overlapping rows then lock them in the same order
+    # (on Postgres, unsorted batches deadlock each other).
+    rows = sorted(rows, key=lambda r: tuple("" if r.get(k) is None else str(r.get(k)) for k in keys))
     total = 0
     for start in range(0, len(rows), 500):
         stmt = insert(table).values(list(rows[start : start + 500]))
@@ -100,8 +103,10 @@ log = logging.getLogger("lastmile")
 
 def masked_url(url: str) -> str:
     """A database URL fit for a log, a summary or XCom: the password replaced by ***."""
+    from lastmile.core.privacy import mask_url
+
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        return mask_url(make_url(url).render_as_string(hide_password=True)) or ""
     except Exception:  # noqa: BLE001 -- not a URL we can parse: show nothing of it
         return "(unparseable database URL)"
 
@@ -123,8 +128,8 @@ def _immediate_engine(url: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we open transactions ourselves
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")
         dbapi_conn.execute("PRAGMA busy_timeout=120000")
+        migrate.enable_wal(dbapi_conn)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,13 +109,28 @@ def _migration_engine(engine: Engine) -> Engine:
     @event.listens_for(migrator, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # the driver must not open or commit transactions itself
-        dbapi_conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(dbapi_conn)
 
     @event.listens_for(migrator, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock first: a second migrator waits here
 
     return migrator
+
+
+def enable_wal(cur: Any, wait_seconds: float = 30.0) -> None:
+    """WAL mode, so the DAG's tasks and a reader work side by side. Switching a new database to WAL
+    needs it to itself, and SQLite answers "locked" at once (no busy wait) while another process
+    is doing the same: try again for a while."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def main(argv: list[str] | None = None) -> None:
