@@ -32,6 +32,7 @@ class Settings:
     feed_stale_hours: float = 6.0  # no successful fetch for this long: the feed's parcels are "unknown"
     send_lock_wait_seconds: float = 120.0  # how long a sender waits for another run's sender to finish
     send_concurrency: int = 4  # e-mail requests in flight at once
+    full_detect: bool = False  # re-detect every shipment every run (a check on the incremental core)
 
     @property
     def outbox_dir(self) -> Path:
@@ -70,6 +71,7 @@ class Settings:
             feed_stale_hours=float(env.get("LASTMILE_FEED_STALE_HOURS", "6")),
             send_lock_wait_seconds=float(env.get("LASTMILE_SEND_LOCK_WAIT_SECONDS", "120")),
             send_concurrency=int(env.get("LASTMILE_SEND_CONCURRENCY", "4")),
+            full_detect=env.get("LASTMILE_FULL_DETECT", "") == "1",
         )
 
 

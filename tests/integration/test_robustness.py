@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from lastmile.config import Settings
 from lastmile.reporting.summary import format_summary
@@ -107,9 +107,13 @@ def test_an_older_run_neither_moves_cases_back_nor_sends(db_url, tmp_path):
     summary = run(settings, shop, day(0))  # an earlier date after a later one
     assert (outbox_keys(settings), case_states(settings)) == before
     assert summary["emails_sent_this_run"] == 0
-    with engine_for(db_url).connect() as conn:  # its own detections are kept for the record
-        assert conn.execute(select(func.count()).select_from(schema.detections).where(
-            schema.detections.c.batch_key == "2026-11-02T14:00:00Z")).scalar() > 0
+    with engine_for(db_url).connect() as conn:  # it says so, and current detections stay the newest run's
+        counts = conn.execute(select(schema.run_steps.c.counts).where(
+            schema.run_steps.c.batch_key == "2026-11-02T14:00:00Z",
+            schema.run_steps.c.step == "detect_exceptions")).scalar_one()
+        assert '"superseded_by": "2026-11-06T14:00:00Z"' in counts
+        assert set(conn.execute(select(schema.current_detections.c.batch_key)).scalars()) <= {
+            "2026-11-06T14:00:00Z"}
 
 
 def test_a_run_that_finds_no_exception_is_a_quiet_success(db_url, tmp_path):

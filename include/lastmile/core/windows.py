@@ -58,7 +58,7 @@ def estimate_errors(shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.
     by `as_of` (estimates published on the delivery day itself are left out: they cannot miss)."""
     from lastmile.core.detection import business_days, local_dates
 
-    cols = ["carrier", "service", "revision", "error_bd"]
+    cols = ["shipment_id", "est_delivery_date", "carrier", "service", "revision", "delivered_at", "error_bd"]
     if estimates.empty:
         return pd.DataFrame(columns=cols)
     sc = scans[(scans["status"] == "delivered") & (pd.to_datetime(scans["occurred_at"], utc=True)

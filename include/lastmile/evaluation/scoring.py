@@ -11,7 +11,7 @@ from sqlalchemy import select
 from lastmile.config import Settings
 from lastmile.core.detection import EXCEPTION_TYPES
 from lastmile.store import schema
-from lastmile.store.db import batch_key_for, engine_for
+from lastmile.store.db import engine_for
 
 # A rule can only fire after its own waiting time, and a parcel is late only once its promised
 # date has passed: truth younger than this is not yet knowable, so it is left out of the score.
@@ -67,9 +67,9 @@ def format_scores(scores: list[Score]) -> str:
 
 
 def detections_and_truth(settings: Settings, as_of: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The simulator's ground truth and the detections of the run at `as_of`, for scoring."""
+    """The simulator's ground truth and the current detections (as of the newest run), for scoring."""
     truth = pd.read_csv(settings.sim_dir / "ground_truth.csv", dtype=str, keep_default_na=False)
     with engine_for(settings.db_url).connect() as conn:
-        dets = pd.read_sql(select(schema.detections).where(
-            schema.detections.c.batch_key == batch_key_for(as_of)), conn)
+        # Every shipment's current detections (a run re-detects only what changed since the last).
+        dets = pd.read_sql(select(schema.current_detections), conn)
     return truth, dets

@@ -1,62 +1,103 @@
-"""compute_windows: open detections → an honest revised window each, where the parcel is still coming."""
+"""compute_windows: this batch's open detections → an honest revised window each, where the parcel is still coming.
+
+Windows learn from the transit times and estimate errors kept per delivered parcel
+(`transit_samples`, `estimate_samples`, written by detect_exceptions as parcels are delivered),
+read only for the carriers this batch needs a window for.
+"""
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 
 from lastmile.config import Settings
-from lastmile.core.windows import estimate_errors, estimate_is_fresh, revised_window, transit_history
-from lastmile.steps.common import frame, record_step, utc_instant
+from lastmile.core.windows import MIN_SAMPLES, estimate_is_fresh, revised_window
+from lastmile.steps.common import record_step, utc_instant
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, writing
-from lastmile.store.queries import estimates_until, scans_until
-
-if TYPE_CHECKING:
-    pass
+from lastmile.store.queries import rows_of
 
 log = logging.getLogger("lastmile")
 
 
 def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
-    """Give every open detection a revised window where the parcel is still coming."""
+    """Give every open detection of this batch a revised window where the parcel is still coming."""
     as_of = utc_instant(as_of)
     batch = batch_key_for(as_of)
+    cd = schema.current_detections
     with writing(engine_for(settings.db_url)) as conn:
-        dets = frame(conn, select(schema.detections).where(schema.detections.c.batch_key == batch,
-                                                            schema.detections.c.open.is_(True)))
-        shipments = frame(conn, select(schema.shipments).where(schema.shipments.c.created_at <= as_of))
-        scans = scans_until(conn, as_of)
-        estimates = estimates_until(conn, as_of)
-        history = transit_history(shipments, scans, as_of)
-        accepted = scans[scans["status"] != "pre_transit"].groupby("shipment_id")["occurred_at"].min()
-        errors = estimate_errors(shipments, scans, estimates, as_of)
+        dets = pd.read_sql(select(cd).where(cd.c.batch_key == batch, cd.c.open.is_(True)), conn)
+        if dets.empty:
+            return record_step(conn, as_of, "compute_windows", {
+                "open_detections": 0, "windows_given": 0, "no_honest_date": 0, "delivered_history": 0})
+        ids = set(dets["shipment_id"])
+        shipments = rows_of(conn, select(schema.shipments), schema.shipments.c.shipment_id, ids)
+        carriers = set(shipments["carrier"])
+        history = _samples(conn, schema.transit_samples, carriers, as_of)
+        errors = _samples(conn, schema.estimate_samples, carriers, as_of)
+        sc = schema.scans.c
+        moving = rows_of(conn, select(sc.shipment_id, sc.occurred_at).where(
+            sc.status != "pre_transit", sc.occurred_at <= as_of), sc.shipment_id, ids)
+        accepted = pd.to_datetime(moving["occurred_at"], utc=True).groupby(moving["shipment_id"]).min()
+        es = schema.estimates.c
+        estimates = rows_of(conn, select(schema.estimates).where(es.observed_at <= as_of), es.shipment_id, ids)
         current = (estimates.assign(observed_at=pd.to_datetime(estimates["observed_at"], utc=True))
                    .sort_values(["observed_at", "est_delivery_date"]).groupby("shipment_id")
                    .agg(est=("est_delivery_date", "last"), at=("observed_at", "last"), n=("observed_at", "size"))
                    if not estimates.empty else pd.DataFrame(columns=["est", "at", "n"]))
         by_id = shipments.set_index("shipment_id")
+        # What was learned by the start of the destination's day: a window changes once a day (or
+        # when its parcel's facts change), not every hour as other parcels arrive.
+        learned = {tz: (_before(history, tz, as_of), _before(errors, tz, as_of)) for tz in set(shipments["dest_tz"])}
         given = 0
         for det in dets.itertuples():
             shipment = by_id.loc[det.shipment_id]
+            history_then, errors_then = learned[shipment["dest_tz"]]
             acc = accepted.get(det.shipment_id)
             est = current.loc[det.shipment_id] if det.shipment_id in current.index else None
             window = revised_window(
                 shipment, det.exception_type, acc.to_pydatetime() if acc is not None else None,
-                est["est"] if est is not None else None, history, as_of, errors,
+                est["est"] if est is not None else None, history_then, as_of, errors_then,
                 estimate_after_evidence=est is not None and estimate_is_fresh(est["at"], det.first_evidence_at, acc),
                 estimate_is_revision=est is not None and est["n"] > 1)
             if window is None:
                 continue
             given += 1
-            conn.execute(update(schema.detections).where(
-                schema.detections.c.batch_key == batch, schema.detections.c.shipment_id == det.shipment_id,
-                schema.detections.c.exception_type == det.exception_type,
-            ).values(window_earliest=window.earliest, window_latest=window.latest, window_basis=window.basis))
+            values = {"window_earliest": window.earliest, "window_latest": window.latest,
+                      "window_basis": window.basis}
+            for table in (schema.detections, cd):
+                stmt = update(table).where(table.c.shipment_id == det.shipment_id,
+                                           table.c.exception_type == det.exception_type)
+                if table is schema.detections:
+                    stmt = stmt.where(table.c.batch_key == batch)
+                conn.execute(stmt.values(**values))
         return record_step(conn, as_of, "compute_windows", {
             "open_detections": len(dets), "windows_given": given, "no_honest_date": len(dets) - given,
             "delivered_history": len(history)})
+
+
+def _before(samples: pd.DataFrame, tz: str, as_of: datetime) -> pd.DataFrame:
+    """The samples delivered before the start of `as_of`'s day in `tz`."""
+    midnight = pd.Timestamp(as_of).tz_convert(ZoneInfo(tz)).normalize()
+    return samples[pd.to_datetime(samples["delivered_at"], utc=True) < midnight]
+
+
+def _samples(conn: Connection, table: Any, carriers: set[str], as_of: datetime) -> pd.DataFrame:
+    """The samples delivered by `as_of` for these carriers; all of them when a carrier has too few
+    (the windows fall back from lane to service to carrier to everything)."""
+    stmt = select(table).where(table.c.delivered_at <= as_of)
+    frame = rows_of(conn, stmt, table.c.carrier, carriers)
+    kinds = [(c, r) for c in carriers for r in (True, False)] if "revision" in frame else [(c, None) for c in carriers]
+    counts = frame.groupby(["carrier", "revision"] if "revision" in frame else ["carrier"]).size()
+
+    def enough(carrier: str, revision: bool | None) -> bool:
+        return int(counts.get((carrier, revision) if revision is not None else carrier, 0)) >= MIN_SAMPLES
+
+    if not all(enough(c, r) for c, r in kinds):
+        frame = pd.read_sql(stmt, conn)
+    return frame

@@ -1,50 +1,163 @@
-"""detect_exceptions: the batch's shipments and scans → the detection rules → detections."""
+"""detect_exceptions: the shipments whose facts or clock changed → the detection rules → detections.
+
+Cost follows change. A run re-detects only the shipments that something happened to since the
+previous detection run: new or late scans, new carrier estimates, shipments loaded or changed by
+this batch, in-flight parcels whose destination crossed a local midnight (business days, promised
+dates and thresholds only move then), and the parcels of a carrier account whose feed went down
+or came back; together with the other shipments of their order lines (a reshipment retires its
+predecessor). Everything else keeps its current detections. The first run, or one after a long
+gap, looks at everything.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import pandas as pd
-from sqlalchemy import delete, select
+from sqlalchemy import Connection, delete, func, or_, select
 
 from lastmile.config import Settings
 from lastmile.core import detection, thresholds
-from lastmile.steps.common import frame, record_step, utc_instant
+from lastmile.core.windows import estimate_errors, transit_history
+from lastmile.steps.common import record_step, utc_instant
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, writing
-from lastmile.store.queries import estimates_until, feed_states, scans_until
-
-if TYPE_CHECKING:
-    pass
+from lastmile.store.queries import (
+    chunks,
+    feed_states,
+    finished_by,
+    newer_batch,
+    previous_detection,
+    rows_of,
+)
 
 log = logging.getLogger("lastmile")
 
+# After a gap this long, looking at everything costs less than working out what changed.
+FULL_AFTER = timedelta(days=7)
+
 
 def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
-    """Run the detection rules as of `as_of`; the batch's detections replace any earlier attempt."""
+    """Re-detect what changed by `as_of`; the batch's detections replace any earlier attempt."""
     as_of = utc_instant(as_of)
     batch = batch_key_for(as_of)
     with writing(engine_for(settings.db_url)) as conn:
-        shipments = frame(conn, select(schema.shipments).where(schema.shipments.c.created_at <= as_of))
+        newer = newer_batch(conn, batch)
+        if newer is not None:
+            log.info("detect_exceptions %s: the newer run %s owns current detections; nothing re-detected",
+                     batch, newer)
+            return record_step(conn, as_of, "detect_exceptions", {
+                "shipments_checked": 0, "detections": 0, "superseded_by": newer})
         feeds = feed_states(conn, settings, as_of)
+        previous = previous_detection(conn, batch)
+        full = settings.full_detect or previous is None or as_of - previous > FULL_AFTER
+        ids = None if full else candidates(conn, settings, as_of, previous, feeds)
+        shipments = _shipments(conn, as_of, ids)
+        scans = _scans(conn, as_of, None if ids is None else shipments["shipment_id"])
+        estimates = _estimates(conn, as_of, None if ids is None else shipments["shipment_id"])
         shipments["tracking_account"] = shipments["tracking_account"].where(
             shipments["tracking_account"].isin(settings.tracking_accounts), settings.tracking_accounts[0])
         # Missing scans from a feed we could not read say nothing about the parcel (no false "lost").
         shipments["feed_unknown"] = shipments["tracking_account"].isin(
             {a for a, f in feeds.items() if f["state"] != "ok"})
-        found = detection.detect(shipments, scans_until(conn, as_of), estimates_until(conn, as_of), as_of,
-                                 thresholds.load())
-        conn.execute(delete(schema.detections).where(schema.detections.c.batch_key == batch))
+        found = detection.detect(shipments, scans, estimates, as_of, thresholds.load())
         rows = found.assign(batch_key=batch, window_earliest=None, window_latest=None, window_basis=None)
         rows["first_evidence_at"] = [t.to_pydatetime() for t in pd.to_datetime(rows["first_evidence_at"], utc=True)]
-        upsert(conn, schema.detections, rows.to_dict("records"))
-        open_rows = found[found["open"].astype(bool)]
+        records = rows.to_dict("records")
+        conn.execute(delete(schema.detections).where(schema.detections.c.batch_key == batch))
+        upsert(conn, schema.detections, records)
+        cd = schema.current_detections
+        if ids is None:
+            conn.execute(delete(cd))
+        else:
+            for part in chunks(shipments["shipment_id"]):
+                conn.execute(delete(cd).where(cd.c.shipment_id.in_(part)))
+        upsert(conn, cd, records)
+        learned = _learn(conn, shipments, scans, estimates, as_of)
+        open_now = dict(conn.execute(select(cd.c.exception_type, func.count()).where(cd.c.open.is_(True))
+                                     .group_by(cd.c.exception_type)).all())
+        everything = dict(conn.execute(select(cd.c.exception_type, func.count()).group_by(cd.c.exception_type)).all())
         return record_step(conn, as_of, "detect_exceptions", {
-            "shipments_checked": len(shipments), "detections": len(found),
-            "feeds": {a: f["state"] for a, f in feeds.items()},
-            "unknown_state_shipments": int(shipments["feed_unknown"].sum()),
-            "open_by_type": dict(sorted(Counter(open_rows["exception_type"]).items())),
-            "all_by_type": dict(sorted(Counter(found["exception_type"]).items()))})
+            "mode": "full" if ids is None else "changed", "shipments_checked": len(shipments),
+            "detections": len(found), "feeds": {a: f["state"] for a, f in feeds.items()},
+            "unknown_state_shipments": int(shipments["feed_unknown"].sum()), **learned,
+            "open_by_type": dict(sorted(open_now.items())), "all_by_type": dict(sorted(everything.items())),
+            "changed_by_type": dict(sorted(Counter(found["exception_type"]).items()))})
+
+
+def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: datetime,
+               feeds: dict[str, dict[str, Any]]) -> set[str]:
+    """The shipments whose detections may differ from the previous run's (see the module's doc)."""
+    sc, sh, es = schema.scans.c, schema.shipments.c, schema.estimates.c
+    ids: set[str] = set()
+    ids |= set(conn.execute(select(sc.shipment_id).where(
+        or_(sc.first_seen_at.between(previous, as_of), sc.occurred_at.between(previous, as_of))).distinct()).scalars())
+    ids |= set(conn.execute(select(es.shipment_id).where(es.observed_at.between(previous, as_of))).scalars())
+    ids |= set(conn.execute(select(sh.shipment_id).where(sh.created_at.between(previous, as_of))).scalars())
+    ids |= set(conn.execute(select(schema.batch_changes.c.shipment_id).where(
+        schema.batch_changes.c.batch_key == batch_key_for(as_of))).scalars())
+    zones = [tz for tz in conn.execute(select(sh.dest_tz).distinct()).scalars() if _new_day(tz, previous, as_of)]
+    then = feed_states(conn, settings, previous)
+    moved = [a for a in settings.tracking_accounts
+             if (then[a]["state"] == "ok") != (feeds[a]["state"] == "ok")]
+    if zones or moved:
+        clock = select(sh.shipment_id).where(sh.created_at <= as_of)
+        routed = sh.tracking_account.in_(moved)
+        if settings.tracking_accounts[0] in moved:  # unnamed accounts are read through the first one
+            routed = or_(routed, sh.tracking_account.is_(None), sh.tracking_account.not_in(settings.tracking_accounts))
+        clock = clock.where(or_(sh.dest_tz.in_(zones), routed) if moved else sh.dest_tz.in_(zones))
+        waiting = set(conn.execute(clock).scalars())
+        ids |= waiting - finished_by(conn, previous, waiting)
+    # A line's shipments are detected together: a reshipment retires the parcel it replaces.
+    lines = {ln for part in chunks(ids) for ln in conn.execute(
+        select(sh.order_line_id).where(sh.shipment_id.in_(part))).scalars()}
+    return {sid for part in chunks(lines) for sid in conn.execute(
+        select(sh.shipment_id).where(sh.order_line_id.in_(part))).scalars()}
+
+
+def _new_day(tz: str, previous: datetime, as_of: datetime) -> bool:
+    zone = ZoneInfo(tz)
+    return previous.astimezone(zone).date() != as_of.astimezone(zone).date()
+
+
+def _shipments(conn: Connection, as_of: datetime, ids: set[str] | None) -> pd.DataFrame:
+    stmt = select(schema.shipments).where(schema.shipments.c.created_at <= as_of)
+    if ids is None:
+        return pd.read_sql(stmt, conn)
+    return rows_of(conn, stmt, schema.shipments.c.shipment_id, ids)
+
+
+def _scans(conn: Connection, as_of: datetime, ids: Any) -> pd.DataFrame:
+    cols = [c for c in schema.scans.c if c.name != "raw"]
+    stmt = select(*cols).where(schema.scans.c.occurred_at <= as_of)
+    frame = pd.read_sql(stmt, conn) if ids is None else rows_of(conn, stmt, schema.scans.c.shipment_id, ids)
+    frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
+    return frame
+
+
+def _estimates(conn: Connection, as_of: datetime, ids: Any) -> pd.DataFrame:
+    stmt = select(schema.estimates).where(schema.estimates.c.observed_at <= as_of)
+    return pd.read_sql(stmt, conn) if ids is None else rows_of(conn, stmt, schema.estimates.c.shipment_id, ids)
+
+
+def _learn(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.DataFrame,
+           as_of: datetime) -> dict[str, int]:
+    """What windows learn from, kept as parcels are delivered: one transit time per delivered parcel
+    and how far each of its carrier estimates missed."""
+    transit = transit_history(shipments, scans, as_of)
+    upsert(conn, schema.transit_samples, [
+        {"shipment_id": r.shipment_id, "carrier": r.carrier, "service": r.service, "origin": r.origin,
+         "destination": r.destination, "accepted_at": r.accepted.to_pydatetime(),
+         "delivered_at": r.delivered.to_pydatetime(), "transit_bd": int(r.transit_bd)}
+        for r in transit.itertuples()], update=["accepted_at", "delivered_at", "transit_bd"])
+    errors = estimate_errors(shipments, scans, estimates, as_of)
+    upsert(conn, schema.estimate_samples, [
+        {"shipment_id": r.shipment_id, "est_delivery_date": pd.Timestamp(r.est_delivery_date).date(),
+         "carrier": r.carrier, "service": r.service, "revision": bool(r.revision),
+         "delivered_at": r.delivered_at.to_pydatetime(), "error_bd": int(r.error_bd)}
+        for r in errors.itertuples()], update=["revision", "delivered_at", "error_bd"])
+    return {"transit_samples_seen": len(transit), "estimate_samples_seen": len(errors)}

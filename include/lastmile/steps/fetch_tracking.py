@@ -10,6 +10,7 @@ from sqlalchemy import func, or_, select
 
 from lastmile.carriers.accounts import TrackingAccount, vendor_of
 from lastmile.config import Settings
+from lastmile.core.status import TERMINAL
 from lastmile.steps.common import quarantine, record_step, utc_instant
 from lastmile.steps.feeds import read_feed
 from lastmile.store import schema
@@ -54,7 +55,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
     engine = engine_for(settings.db_url)
     with engine.connect() as conn:
         finished = select(schema.scans.c.shipment_id).where(
-            schema.scans.c.status.in_(["delivered", "returned", "failed", "cancelled"]),
+            schema.scans.c.status.in_(sorted(TERMINAL)),
             schema.scans.c.occurred_at <= as_of)
         active = conn.execute(select(schema.shipments).where(
             schema.shipments.c.created_at <= as_of, schema.shipments.c.shipment_id.not_in(finished),

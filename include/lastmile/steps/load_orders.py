@@ -14,6 +14,7 @@ from lastmile.steps.common import quarantine, record_step, utc_instant
 from lastmile.steps.wiring import order_source
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
+from lastmile.store.queries import shipments_of_orders
 
 if TYPE_CHECKING:
     pass
@@ -45,6 +46,12 @@ def load_orders(settings: Settings, as_of: datetime) -> dict[str, Any]:
             upsert(conn, table, rows, update=[c.name for c in table.columns if c.name not in keys])
         upsert(conn, wm, [{"source": settings.source, "entity": e, "watermark": w, "batch_key": batch_key_for(as_of)}
                           for e, w in raw.watermarks.items()], update=["watermark", "batch_key"])
+        # What detection must look at again: the shipments written now, and those of orders written now
+        # (a cancelled or refunded order resolves its cases).
+        changed = {s["shipment_id"] for s in valid.shipments} | shipments_of_orders(
+            conn, [o["order_id"] for o in valid.orders])
+        upsert(conn, schema.batch_changes, [{"batch_key": batch_key_for(as_of), "shipment_id": sid}
+                                            for sid in sorted(changed)])
         quarantine(conn, valid.rejections, as_of)
         return record_step(conn, as_of, "load_orders", {
             "source": settings.source, "orders": len(valid.orders), "order_lines": len(valid.order_lines),

@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 
 from lastmile.config import Settings
 from lastmile.core.brand import load_brand
-from lastmile.core.cases import build_cases
-from lastmile.steps.common import frame, record_step, utc_instant
+from lastmile.core.cases import build_cases, case_id_for
+from lastmile.steps.common import record_step, utc_instant
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
-from lastmile.store.queries import newer_batch
+from lastmile.store.queries import chunks, newer_batch, rows_of
 
 if TYPE_CHECKING:
     pass
@@ -38,16 +38,21 @@ def record_history(settings: Settings, as_of: datetime) -> dict[str, Any]:
                      batch, newer)
             return record_step(conn, as_of, "record_history", {
                 "cases_changed": 0, "case_events": 0, "by_state": {}, "superseded_by": newer})
-        dets = frame(conn, select(schema.detections).where(schema.detections.c.batch_key == batch))
-        shipments = frame(conn, select(schema.shipments).where(schema.shipments.c.created_at <= as_of))
-        delivered = dict(conn.execute(select(schema.scans.c.shipment_id, func.min(schema.scans.c.occurred_at))
-                                      .where(schema.scans.c.status == "delivered",
-                                             schema.scans.c.occurred_at <= as_of)
-                                      .group_by(schema.scans.c.shipment_id)).all())
-        delivered = {k: utc(v) for k, v in delivered.items()}
-        existing = {r["case_id"]: dict(r) for r in conn.execute(select(schema.cases)).mappings()}
-        order_status = {k: v for k, v in conn.execute(select(schema.orders.c.order_id, schema.orders.c.status).where(
-            schema.orders.c.status.in_(["cancelled", "refunded"])))}
+        # The order lines this batch re-detected; each is rebuilt from all its current detections.
+        lines = set(conn.execute(select(schema.detections.c.order_line_id).where(
+            schema.detections.c.batch_key == batch).distinct()).scalars())
+        cd, sh, sc = schema.current_detections, schema.shipments, schema.scans
+        dets = rows_of(conn, select(cd), cd.c.order_line_id, lines)
+        shipments = rows_of(conn, select(sh).where(sh.c.created_at <= as_of), sh.c.order_line_id, lines)
+        delivered = {sid: utc(at) for part in chunks(shipments["shipment_id"]) for sid, at in conn.execute(
+            select(sc.c.shipment_id, func.min(sc.c.occurred_at)).where(
+                sc.c.shipment_id.in_(part), sc.c.status == "delivered", sc.c.occurred_at <= as_of)
+            .group_by(sc.c.shipment_id))}
+        existing = {r["case_id"]: dict(r) for part in chunks(case_id_for(ln) for ln in lines)
+                    for r in conn.execute(select(schema.cases).where(schema.cases.c.case_id.in_(part))).mappings()}
+        od = schema.orders.c
+        order_status = {k: v for part in chunks(shipments["order_id"]) for k, v in conn.execute(
+            select(od.order_id, od.status).where(od.order_id.in_(part), od.status.in_(["cancelled", "refunded"])))}
         updates = build_cases(dets, shipments, delivered, existing, as_of, batch, brand.owner_team,
                               brand.escalation_owner, order_status)
         upsert(conn, schema.cases, [u.case for u in updates],

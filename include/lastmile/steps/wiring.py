@@ -23,7 +23,7 @@ def order_source(settings: Settings, watermarks: Mapping[str, datetime] | None =
     if settings.source == "files":
         assert settings.orders_path is not None  # Settings.from_env insists
         return FileShop(settings.orders_path)
-    return SimulatedShop(settings.sim_dir, settings.sim_seed, settings.sim_orders)
+    return SimulatedShop(settings.sim_dir, settings.sim_seed, settings.sim_orders, watermarks)
 
 
 def tracking_source(settings: Settings, account: TrackingAccount | None = None) -> TrackingSource:

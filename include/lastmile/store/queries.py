@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from sqlalchemy import Connection, func, select
 
+from lastmile.core.status import TERMINAL
 from lastmile.store import schema
 from lastmile.store.db import utc
 
@@ -62,3 +64,46 @@ def scans_until(conn: Connection, as_of: datetime) -> pd.DataFrame:
 def estimates_until(conn: Connection, as_of: datetime) -> pd.DataFrame:
     """Every carrier estimate published by `as_of`."""
     return pd.read_sql(select(schema.estimates).where(schema.estimates.c.observed_at <= as_of), conn)
+
+
+CHUNK = 500  # ids per IN (...) list: well under every driver's parameter limit
+
+
+def chunks(ids: Iterable[str], size: int = CHUNK) -> Iterator[list[str]]:
+    """`ids` in sorted lists of at most `size`, for IN (...) queries."""
+    ordered = sorted(set(ids))
+    for start in range(0, len(ordered), size):
+        yield ordered[start:start + size]
+
+
+def shipments_of_orders(conn: Connection, order_ids: Iterable[str]) -> set[str]:
+    """The shipment ids of these orders."""
+    c = schema.shipments.c
+    return {sid for part in chunks(order_ids)
+            for sid in conn.execute(select(c.shipment_id).where(c.order_id.in_(part))).scalars()}
+
+
+def rows_of(conn: Connection, stmt: Any, column: Any, ids: Iterable[str]) -> pd.DataFrame:
+    """`stmt` restricted to `column IN ids`, read in chunks into one frame."""
+    frames = [pd.read_sql(stmt.where(column.in_(part)), conn) for part in chunks(ids)]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.read_sql(stmt.where(column.in_([])), conn)
+    return pd.concat(frames, ignore_index=True)
+
+
+def previous_detection(conn: Connection, batch: str) -> datetime | None:
+    """The instant of the newest detection run before `batch` (None: this is the first)."""
+    rs = schema.run_steps.c
+    value = conn.execute(select(func.max(rs.as_of)).where(
+        rs.step == "detect_exceptions", rs.batch_key < batch)).scalar()
+    return utc(value)
+
+
+def finished_by(conn: Connection, instant: datetime, shipment_ids: Iterable[str] | None = None) -> set[str]:
+    """Shipments with a terminal scan (delivered, returned, failed, cancelled) by `instant`."""
+    c = schema.scans.c
+    stmt = select(c.shipment_id).where(c.status.in_(sorted(TERMINAL)), c.occurred_at <= instant).distinct()
+    if shipment_ids is None:
+        return set(conn.execute(stmt).scalars())
+    return {sid for part in chunks(shipment_ids) for sid in conn.execute(stmt.where(c.shipment_id.in_(part))).scalars()}

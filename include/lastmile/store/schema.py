@@ -68,7 +68,7 @@ shipments = Table(
     Column("carrier", String(32), nullable=False),
     Column("service", String(64), nullable=False),
     Column("tracking_code", String(64), nullable=False, unique=True),
-    Column("created_at", TS, nullable=False),
+    Column("created_at", TS, nullable=False, index=True),
     Column("promised_date", Date, nullable=False),
     Column("origin", String(64), nullable=False),
     Column("destination", String(64), nullable=False),
@@ -91,13 +91,14 @@ scans = Table(
     Column("city", String(128)),
     Column("country", String(2)),
     Column("raw", Text, nullable=False),
-    Column("first_seen_at", TS, nullable=False),
+    Column("first_seen_at", TS, nullable=False, index=True),
+    Index("ix_scans_occurred_at", "occurred_at"),
 )
 estimates = Table(
     "estimates", metadata,
     Column("shipment_id", String(64), primary_key=True),
     Column("est_delivery_date", Date, primary_key=True),
-    Column("observed_at", TS, nullable=False),  # the earliest run that saw this estimate
+    Column("observed_at", TS, nullable=False, index=True),  # the earliest run that saw this estimate
 )
 detections = Table(
     "detections", metadata,
@@ -229,4 +230,45 @@ run_steps = Table(
     Column("step", String(96), primary_key=True),
     Column("as_of", TS, nullable=False),
     Column("counts", Text, nullable=False),
+)
+current_detections = Table(
+    "current_detections", metadata,  # each shipment's exceptions as last computed; see detections
+    Column("shipment_id", String(64), primary_key=True),
+    Column("exception_type", String(32), primary_key=True),
+    Column("order_line_id", String(64), nullable=False, index=True),
+    Column("severity", Integer, nullable=False),
+    Column("open", Boolean, nullable=False),
+    Column("first_evidence_at", TS, nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("window_earliest", Date),
+    Column("window_latest", Date),
+    Column("window_basis", String(64)),
+    Column("batch_key", String(40), nullable=False),  # the batch that last computed it
+)
+transit_samples = Table(
+    "transit_samples", metadata,  # one per delivered parcel: acceptance to delivery, business days
+    Column("shipment_id", String(64), primary_key=True),
+    Column("carrier", String(32), nullable=False),
+    Column("service", String(64), nullable=False),
+    Column("origin", String(64), nullable=False),
+    Column("destination", String(64), nullable=False),
+    Column("accepted_at", TS, nullable=False),
+    Column("delivered_at", TS, nullable=False),
+    Column("transit_bd", Integer, nullable=False),
+    Index("ix_transit_samples_carrier_service", "carrier", "service"),
+)
+estimate_samples = Table(
+    "estimate_samples", metadata,  # one per carrier estimate of a delivered parcel: how far it missed
+    Column("shipment_id", String(64), primary_key=True),
+    Column("est_delivery_date", Date, primary_key=True),
+    Column("carrier", String(32), nullable=False, index=True),
+    Column("service", String(64), nullable=False),
+    Column("revision", Boolean, nullable=False),
+    Column("delivered_at", TS, nullable=False),
+    Column("error_bd", Integer, nullable=False),
+)
+batch_changes = Table(
+    "batch_changes", metadata,  # the shipments a batch's load_orders wrote: detection looks again
+    Column("batch_key", String(40), primary_key=True),
+    Column("shipment_id", String(64), primary_key=True),
 )

@@ -1,0 +1,259 @@
+"""The real step chain, hour by hour, over histories of a given size: does the hourly cost follow change?
+
+    python -m bench.pipeline --shipments 10000 100000 [--databases sqlite postgres]
+
+For each size a seeded shop is generated (bench.detect's vectorised generator: about a tenth of the
+shipments in flight), written into a fresh history database as months of hourly runs would have
+left it, and brought up to date by one full run at AS_OF. Then, each in its own fresh process (so
+peak RSS is its own), the production steps run -- load_orders, fetch_tracking, detect_exceptions,
+compute_windows, record_history, plan_messages, send_messages, summarise -- for:
+
+  quiet hour     AS_OF + 1 h: 1% of the in-flight shipments got a new scan
+  busy hour      AS_OF + 2 h: 10% of them did
+  midnight hour  AS_OF + 9 h (23:00Z, local midnight in Berlin, Paris, Madrid, Amsterdam): 1% new
+                 scans, and every in-flight parcel to those zones crosses into a new business day
+
+The carrier feed is a stand-in that hands fetch_tracking exactly the hour's new scans (no HTTP);
+the shop database answers with no new orders. In the same run the DuckDB reference of the
+detection rules (bench.detect) runs over the same shipments and scans. Printed per size and
+database: seconds per step, the process's peak RSS; then the ratios the issue asks for:
+
+    quiet hour / DuckDB = <ratio>                    (largest size)
+    quiet hour growth for 10x history = <ratio>      (quiet hour at the largest / at 1/10 of it)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import detect as synth
+
+HOURS = {"quiet": (synth.AS_OF + timedelta(hours=1), 0.01),
+         "busy": (synth.AS_OF + timedelta(hours=2), 0.10),
+         "midnight": (synth.AS_OF + timedelta(hours=9), 0.01)}
+STEPS = ("load_orders", "fetch_tracking", "detect_exceptions", "compute_windows", "record_history",
+         "plan_messages", "send_messages", "summarise")
+POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def _scan_rows(scans: pd.DataFrame, seen_at: Any) -> list[dict[str, Any]]:
+    """Scans as fetch_tracking stores them."""
+    out = []
+    for sid, at, status, reason, message in zip(scans["shipment_id"], scans["occurred_at"], scans["status"],
+                                                 scans["reason"], scans["message"], strict=True):
+        at = at.to_pydatetime()
+        reason = None if pd.isna(reason) else reason
+        key = hashlib.sha1(f"{sid}|{at.isoformat()}|{status}|{reason}|{message}".encode()).hexdigest()
+        out.append({"scan_id": key, "shipment_id": sid, "occurred_at": at, "utc_offset_minutes": 0,
+                    "status": status, "reason": reason, "carrier_status": status,
+                    "carrier_status_detail": reason or "", "message": message, "city": None, "country": None,
+                    "raw": "{}", "first_seen_at": seen_at or at})
+    return out
+
+
+def seed(frames: synth.Frames, url: str) -> None:
+    """The history as hourly runs would have left it: shop records and every scan and estimate so far."""
+    from lastmile.store import schema
+    from lastmile.store.db import engine_for
+
+    s = frames.shipments
+    engine = engine_for(url)
+    customers = pd.DataFrame({"customer_id": s["customer_id"].unique()})
+    customers = customers.assign(name="Bench Customer", email=[f"{c.lower()}@example.com" for c in customers.customer_id],
+                                 tz="America/New_York", country="US", locale="en_US")
+    orders = (s.groupby("order_id").agg(customer_id=("customer_id", "first"), placed_at=("created_at", "min"))
+              .reset_index().assign(subscription_id=None, currency="USD", status="open"))
+    lines = (s.groupby("order_line_id").agg(order_id=("order_id", "first")).reset_index()
+             .assign(sku="SKU-1", description="A kettle", quantity=1))
+    ships = s.drop(columns=["feed_unknown"]).assign(tracking_account=None)
+    tables = [(schema.customers, customers), (schema.orders, orders), (schema.order_lines, lines),
+              (schema.shipments, ships), (schema.estimates, frames.estimates)]
+    with engine.begin() as conn:
+        for table, frame in tables:
+            records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+            for r in records:
+                for k, v in r.items():
+                    if isinstance(v, pd.Timestamp):
+                        r[k] = v.to_pydatetime()
+            for start in range(0, len(records), 20000):
+                conn.execute(table.insert(), records[start:start + 20000])
+        rows = _scan_rows(frames.scans, None)
+        for start in range(0, len(rows), 20000):
+            conn.execute(schema.scans.insert(), rows[start:start + 20000])
+
+
+def hour_scans(frames: synth.Frames, at: Any, previous: Any, share: float, seed_no: int) -> pd.DataFrame:
+    """One new scan, between the previous run and this one, for `share` of the in-flight shipments."""
+    rng = np.random.default_rng(seed_no)
+    ended = frames.scans.loc[frames.scans["status"].isin(["delivered", "returned", "failed", "cancelled"]),
+                             "shipment_id"]
+    ids = frames.shipments["shipment_id"]
+    in_flight = ids[~ids.isin(ended)].to_numpy()
+    chosen = np.sort(rng.choice(in_flight, size=max(1, round(len(in_flight) * share)), replace=False))
+    kinds = rng.choice([synth.K["arrived"], synth.K["departed"], synth.K["out_for_delivery"], synth.K["delivered"]],
+                       size=len(chosen), p=[0.4, 0.3, 0.15, 0.15])
+    span = (pd.Timestamp(at) - pd.Timestamp(previous)).total_seconds()
+    return pd.DataFrame({
+        "shipment_id": chosen,
+        "occurred_at": pd.Timestamp(previous) + pd.to_timedelta(rng.uniform(1, span - 1, len(chosen)), unit="s"),
+        "status": [synth.SCAN_KINDS[k][0] for k in kinds], "reason": [synth.SCAN_KINDS[k][1] for k in kinds],
+        "message": [synth.SCAN_KINDS[k][2] for k in kinds]})
+
+
+def _settings(url: str, out: Path, shop_url: str) -> Any:
+    from lastmile.config import Settings
+
+    return Settings(db_url=url, source="sql", email_transport="file", out_dir=out, sim_dir=out / "sim",
+                    sim_seed=7, orders_db_url=shop_url)
+
+
+def run_hour(url: str, out: Path, shop_url: str, at_iso: str, scans_path: str | None) -> dict[str, Any]:
+    """One hourly run of the real steps (in this process); seconds per step and peak RSS."""
+    from lastmile.carriers.tracking import ParsedTrackers
+    from lastmile.steps import fetch_tracking as fetch_module
+    from lastmile.steps import pipeline
+    from lastmile.steps.feeds import FeedRead
+
+    at = pd.Timestamp(at_iso).to_pydatetime()
+    new = pd.read_parquet(scans_path) if scans_path else None
+
+    def stand_in(settings: Any, account: Any, shipments: list[dict[str, Any]], as_of: Any) -> FeedRead:
+        asked = {s["shipment_id"] for s in shipments}
+        rows = [] if new is None else [r for r in _scan_rows(new, as_of) if r["shipment_id"] in asked]
+        for r in rows:
+            r.pop("first_seen_at")
+        return FeedRead(ParsedTrackers(scans=rows, estimates=[], rejections=[], trackers_ok=len(rows)),
+                        len(rows), None)
+
+    fetch_module.read_feed = stand_in
+    settings = _settings(url, out, shop_url)
+    seconds: dict[str, float] = {}
+    for step in STEPS:
+        start = time.perf_counter()
+        if step == "fetch_tracking":
+            pipeline.fetch_tracking(settings, at)
+        else:
+            getattr(pipeline, step)(settings, at)
+        seconds[step] = time.perf_counter() - start
+    return {"seconds": seconds, "total": sum(seconds.values()),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _in_process(args: list[str], timeout: float = 3600) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "bench.pipeline", "--child", *args], capture_output=True,
+                          text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _shop_db(folder: Path) -> str:
+    """The shop's database with its tables and no new rows: a quiet shop this hour."""
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{folder / 'shop.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for table, cols in (("customers", "customer_id, name, email, tz"),
+                            ("orders", "order_id, customer_id, placed_at, currency"),
+                            ("order_lines", "order_line_id, order_id, sku, description, quantity"),
+                            ("shipments", "shipment_id, order_line_id, order_id, customer_id, carrier, service, "
+                                          "tracking_code, created_at, promised_date, origin, destination, dest_tz")):
+            conn.execute(text(f"CREATE TABLE {table} ({cols}, updated_at TEXT)"))
+    engine.dispose()
+    return url
+
+
+def bench(n: int, database: str, folder: Path) -> dict[str, Any]:
+    """Seed, bring up to date, then the three hours, each in a fresh process."""
+    from sqlalchemy import create_engine, text
+
+    frames = synth.as_of_view(synth.generate(n), synth.AS_OF)
+    if database == "sqlite":
+        url = f"sqlite:///{folder / 'history.db'}"
+    else:
+        schema_name = f"bench_{uuid.uuid4().hex[:8]}"
+        with create_engine(POSTGRES).begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
+        url = f"{POSTGRES}?options=-csearch_path%3D{schema_name}"
+    shop = _shop_db(folder)
+    start = time.perf_counter()
+    seed(frames, url)
+    seeded = time.perf_counter() - start
+    first = _in_process(["--url", url, "--out", str(folder), "--shop", shop, "--at", synth.AS_OF.isoformat()])
+    result: dict[str, Any] = {"shipments": len(frames.shipments), "scans": len(frames.scans), "seed_s": seeded,
+                              "first_full_run": first, "database": database}
+    previous = synth.AS_OF
+    for k, (name, (at, share)) in enumerate(HOURS.items()):
+        scans = hour_scans(frames, at, previous, share, seed_no=100 + k)
+        path = folder / f"{name}.parquet"
+        scans.to_parquet(path)
+        result[name] = _in_process(["--url", url, "--out", str(folder), "--shop", shop, "--at", at.isoformat(),
+                                    "--scans", str(path)])
+        result[name]["new_scans"] = len(scans)
+        frames = synth.Frames(frames.shipments, pd.concat([frames.scans, scans], ignore_index=True), frames.estimates)
+        previous = at
+    con = synth.duckdb_connect()
+    synth.duckdb_load(con, frames.shipments, frames.scans, frames.estimates)
+    start = time.perf_counter()
+    synth.duckdb_detect(con, HOURS["quiet"][0])
+    result["duckdb_s"] = time.perf_counter() - start
+    if database == "postgres":
+        with create_engine(POSTGRES).begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
+    return result
+
+
+def _print(result: dict[str, Any]) -> None:
+    print(f"== {result['shipments']} shipments, {result['scans']} scans, {result['database']} "
+          f"(seeded in {result['seed_s']:.1f} s; first full run {result['first_full_run']['total']:.1f} s)")
+    print(f"   {'step':<20}" + "".join(f"{h:>11}" for h in HOURS))
+    for step in STEPS:
+        print(f"   {step:<20}" + "".join(f"{result[h]['seconds'][step]:>10.2f}s" for h in HOURS))
+    print(f"   {'total':<20}" + "".join(f"{result[h]['total']:>10.2f}s" for h in HOURS))
+    print(f"   {'peak RSS':<20}" + "".join(f"{result[h]['peak_rss_mb']:>8.0f} MB" for h in HOURS))
+    print(f"   DuckDB reference (detection rules over every shipment): {result['duckdb_s']:.2f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--shipments", type=int, nargs="+", default=[10000, 100000])
+    parser.add_argument("--databases", nargs="+", default=["sqlite"], choices=("sqlite", "postgres"))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url"), parser.add_argument("--out"), parser.add_argument("--shop")
+    parser.add_argument("--at"), parser.add_argument("--scans")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(run_hour(args.url, Path(args.out), args.shop, args.at, args.scans)))
+        return
+    sizes = sorted(args.shipments)
+    for database in args.databases:
+        results = {}
+        for n in sizes:
+            with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+                results[n] = bench(n, database, Path(tmp))
+            _print(results[n])
+        largest = results[sizes[-1]]
+        print(f"quiet hour / DuckDB = {largest['quiet']['total'] / largest['duckdb_s']:.2f}   ({database})")
+        smaller = [n for n in sizes if n * 10 == sizes[-1]]
+        if smaller:
+            growth = largest["quiet"]["total"] / results[smaller[0]]["quiet"]["total"]
+            print(f"quiet hour growth for 10x history = {growth:.2f}   ({database})")
+
+
+if __name__ == "__main__":
+    main()
