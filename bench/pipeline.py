@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -149,8 +148,8 @@ def run_hour(url: str, out: Path, shop_url: str, at_iso: str, scans_path: str | 
         else:
             getattr(pipeline, step)(settings, at)
         seconds[step] = time.perf_counter() - start
-    return {"seconds": seconds, "total": sum(seconds.values()),
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    # VmHWM, not getrusage: ru_maxrss survives exec, so a child would report its parent's peak.
+    return {"seconds": seconds, "total": sum(seconds.values()), "peak_rss_mb": synth._rss_mb("VmHWM")}
 
 
 def _in_process(args: list[str], timeout: float = 3600) -> dict[str, Any]:

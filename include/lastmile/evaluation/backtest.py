@@ -1,7 +1,9 @@
 """Backtest: replay a simulated history the rules were not tuned on and score what they did.
 
-At every step (as the hourly DAG would, at a coarser cadence) detection runs on what was visible
-then; the first window given to each case is kept and later checked against the true delivery.
+At every step (as the hourly DAG would, at a coarser cadence) the production steps run -- load,
+fetch, detect, windows, history, plan, send, summary, the very functions the DAG calls -- against a
+temporary history database, on what was visible then; the first window given to each case is kept
+and later checked against the true delivery.
 Scored against the simulator's ground truth: windows kept and their width (vs. the carrier's own
 estimate), precision/recall per exception, false "lost" calls, and time from first evidence to
 detection.
@@ -9,34 +11,23 @@ detection.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import func, select
 
-from lastmile.carriers import tracking
-from lastmile.core import thresholds
-from lastmile.core.detection import EXCEPTION_TYPES, detect
-from lastmile.core.windows import (
-    STILL_COMING,
-    estimate_errors,
-    estimate_is_fresh,
-    revised_window,
-    transit_history,
-)
+from lastmile.config import Settings
+from lastmile.core.detection import EXCEPTION_TYPES
+from lastmile.core.windows import STILL_COMING
 from lastmile.sim import simulator
-
-FAR_FUTURE = datetime(2100, 1, 1, tzinfo=UTC)
-
-
-@dataclass
-class Replay:
-    shipments: pd.DataFrame
-    scans: pd.DataFrame
-    estimates: pd.DataFrame
-    truth: pd.DataFrame
+from lastmile.steps import pipeline
+from lastmile.store import schema
+from lastmile.store.db import engine_for
 
 
 @dataclass
@@ -47,81 +38,63 @@ class BacktestResult:
     first_seen: pd.DataFrame  # first detection time per (shipment, type)
     truth: pd.DataFrame
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    emails: int = 0  # e-mails the customers would have received
 
 
-def replay_frames(config: simulator.SimConfig) -> Replay:
-    """The whole carrier history of a simulated shop as the pipeline's frames (parsed once)."""
-    shop = simulator.generate(config)
-    payloads = ((s["shipment_id"], simulator.tracker_payload(s, shop.timelines[s["shipment_id"]], FAR_FUTURE))
-                for s in shop.shipments)
-    parsed = tracking.parse_easypost(((sid, p) for sid, p in payloads if p is not None), FAR_FUTURE)
-    ships = pd.DataFrame(shop.shipments)
-    ships["created_at"] = pd.to_datetime(ships["created_at"], utc=True, format="ISO8601")
-    ships["promised_date"] = pd.to_datetime(ships["promised_date"]).dt.date
-    ships["sequence"] = ships["sequence"].astype(int)
-    ships["replaces_shipment_id"] = ships["replaces_shipment_id"].replace("", None)
-    scans = pd.DataFrame(parsed.scans)
-    # The carrier's estimate becomes visible when the carrier published it (the pipeline sees it at
-    # the next poll, at most an hour later).
-    estimates = pd.DataFrame([{"shipment_id": sid, "est_delivery_date": day, "observed_at": seen}
-                              for sid, tl in shop.timelines.items() for seen, day in tl.estimates])
-    truth = pd.DataFrame(shop.ground_truth)
-    return Replay(ships, scans, estimates, truth)
-
-
-def run(seed: int = 11, n_orders: int = 3000, step_hours: int = 6) -> BacktestResult:
-    """Replay `seed` from one week after the shop opens to its last day, every `step_hours`."""
+def run(seed: int = 11, n_orders: int = 3000, step_hours: int = 6, workdir: Path | None = None) -> BacktestResult:
+    """Replay `seed` from one week after the shop opens to its last day, every `step_hours`, through
+    the production steps (the same functions the DAG runs) against a temporary history database."""
     config = simulator.SimConfig(seed=seed, n_orders=n_orders)
-    data = replay_frames(config)
-    start = config.start + timedelta(days=7)
-    end = config.start + timedelta(days=config.days)
-    first_seen: dict[tuple[str, str], datetime] = {}
-    windows: dict[str, dict[str, object]] = {}
-    history = errors = pd.DataFrame()
-    history_day: date | None = None
-    steps = 0
-    by_id = data.shipments.set_index("shipment_id")
-    moving = data.scans[data.scans["status"] != "pre_transit"].groupby("shipment_id")["occurred_at"].min()
-    table = thresholds.load()
-    t = start
-    while t <= end:
-        steps += 1
-        found = detect(data.shipments, data.scans, data.estimates, t, table)
-        for row in found.itertuples():
-            first_seen.setdefault((row.shipment_id, row.exception_type), t)
-        if history_day != t.date():  # delivered-transit history changes slowly: refresh daily
-            history, history_day = transit_history(data.shipments, data.scans, t), t.date()
-            errors = estimate_errors(data.shipments, data.scans, data.estimates, t)
-        live = found[found["open"] & found["exception_type"].isin(STILL_COMING)]
-        for row in live.sort_values("severity", ascending=False).drop_duplicates("shipment_id").itertuples():
-            if row.shipment_id in windows:
-                continue  # a case's first window is the promise we made
-            ship = by_id.loc[row.shipment_id]
-            accepted = moving.get(row.shipment_id)
-            est, est_at, revised = _estimate_at(data.estimates, row.shipment_id, t)
-            fresh = estimate_is_fresh(est_at, row.first_evidence_at, accepted)
-            window = revised_window(ship, row.exception_type, accepted.to_pydatetime() if accepted is not None
-                                    else None, est, history, t, errors, fresh, revised)
-            if window is not None:
-                windows[row.shipment_id] = {"shipment_id": row.shipment_id, "exception_type": row.exception_type,
-                                            "given_at": t, "earliest": window.earliest, "latest": window.latest, "basis": window.basis,
-                                            "carrier_estimate": est, "dest_tz": ship["dest_tz"]}
-        t += timedelta(hours=step_hours)
-    result = BacktestResult(seed, steps, pd.DataFrame(list(windows.values())),
-                            pd.DataFrame([{"shipment_id": s, "exception_type": k, "detected_at": at}
-                                          for (s, k), at in first_seen.items()]), data.truth)
+    with tempfile.TemporaryDirectory(prefix="lastmile-backtest-") as tmp:
+        folder = workdir or Path(tmp)
+        sim_dir = folder / "sim"
+        simulator.ensure(sim_dir, seed, n_orders)
+        settings = Settings(db_url=f"sqlite:///{folder / 'history.db'}", source="simulated", email_transport="file",
+                            out_dir=folder / "out", sim_dir=sim_dir, sim_seed=seed, sim_orders=n_orders)
+        start = config.start + timedelta(days=7)
+        end = config.start + timedelta(days=config.days)
+        steps, t = 0, start
+        while t <= end:
+            pipeline.run_all(settings, t)
+            steps += 1
+            t += timedelta(hours=step_hours)
+        first_seen, windows, emails = _replayed(settings)
+        truth = pd.read_csv(sim_dir / "ground_truth.csv", dtype=str, keep_default_na=False)
+    result = BacktestResult(seed, steps, windows, first_seen, truth, emails=emails)
     result.scores = score(result, end)
     return result
 
 
-def _estimate_at(estimates: pd.DataFrame, shipment_id: str,
-                 t: datetime) -> tuple[date | None, datetime | None, bool]:
-    """The carrier's current estimate at `t`, when it was given, and whether it is a revision."""
-    seen = estimates[(estimates["shipment_id"] == shipment_id) & (estimates["observed_at"] <= t)]
-    if seen.empty:
-        return None, None, False
-    seen = seen.sort_values("observed_at")
-    return seen["est_delivery_date"].iloc[-1], seen["observed_at"].iloc[-1], len(seen) > 1
+def _replayed(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """What the replay's history says customers heard: the first call of each exception, the first
+    window each parcel was given (its gravest exception then), and the e-mails sent."""
+    d, sh, es = schema.detections.c, schema.shipments.c, schema.estimates.c
+    with engine_for(settings.db_url).connect() as conn:
+        calls = pd.read_sql(select(d.shipment_id, d.exception_type, d.batch_key, d.severity, d.open,
+                                   d.window_earliest, d.window_latest, d.window_basis), conn)
+        ships = pd.read_sql(select(sh.shipment_id, sh.dest_tz), conn)
+        estimates = pd.read_sql(select(es.shipment_id, es.est_delivery_date, es.observed_at), conn)
+        emails = conn.execute(select(func.count()).select_from(schema.outbox).where(
+            schema.outbox.c.state == "sent")).scalar_one()
+    calls["detected_at"] = pd.to_datetime(calls["batch_key"], utc=True)
+    first_seen = (calls.sort_values("detected_at").drop_duplicates(["shipment_id", "exception_type"])
+                  [["shipment_id", "exception_type", "detected_at"]].reset_index(drop=True))
+    given = calls[calls["window_earliest"].notna() & calls["open"].astype(bool)
+                  & calls["exception_type"].isin(STILL_COMING)]
+    given = (given.sort_values(["detected_at", "severity"], ascending=[True, False])
+             .drop_duplicates("shipment_id").merge(ships, on="shipment_id"))
+    estimates["observed_at"] = pd.to_datetime(estimates["observed_at"], utc=True)
+    carrier = []
+    for row in given.itertuples():
+        seen = estimates[(estimates["shipment_id"] == row.shipment_id) & (estimates["observed_at"] <= row.detected_at)]
+        carrier.append(seen.sort_values("observed_at")["est_delivery_date"].iloc[-1] if not seen.empty else None)
+    windows = pd.DataFrame({
+        "shipment_id": given["shipment_id"], "exception_type": given["exception_type"],
+        "given_at": given["detected_at"], "earliest": pd.to_datetime(given["window_earliest"]).dt.date,
+        "latest": pd.to_datetime(given["window_latest"]).dt.date, "basis": given["window_basis"],
+        "carrier_estimate": [pd.Timestamp(c).date() if c is not None else None for c in carrier],
+        "dest_tz": given["dest_tz"]}).reset_index(drop=True)
+    return first_seen, windows, int(emails)
 
 
 def score(result: BacktestResult, end: datetime) -> dict[str, dict[str, float]]:
@@ -185,7 +158,8 @@ def score(result: BacktestResult, end: datetime) -> dict[str, dict[str, float]]:
 
 def format_result(result: BacktestResult) -> str:
     s = result.scores
-    lines = [f"backtest seed {result.seed}: {result.steps} steps, {len(result.truth)} shipments"]
+    lines = [f"backtest seed {result.seed}: {result.steps} steps through the production steps, "
+             f"{len(result.truth)} shipments, {result.emails} e-mails sent"]
     if "windows" in s:
         w = s["windows"]
         lines += [

@@ -24,6 +24,8 @@ from lastmile.store.queries import rows_of
 
 log = logging.getLogger("lastmile")
 
+RECENT = 5000  # samples per carrier a window learns from: the latest deliveries
+
 
 def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
     """Give every open detection of this batch a revised window where the parcel is still coming."""
@@ -88,16 +90,20 @@ def _before(samples: pd.DataFrame, tz: str, as_of: datetime) -> pd.DataFrame:
 
 
 def _samples(conn: Connection, table: Any, carriers: set[str], as_of: datetime) -> pd.DataFrame:
-    """The samples delivered by `as_of` for these carriers; all of them when a carrier has too few
-    (the windows fall back from lane to service to carrier to everything)."""
-    stmt = select(table).where(table.c.delivered_at <= as_of)
-    frame = rows_of(conn, stmt, table.c.carrier, carriers)
-    kinds = [(c, r) for c in carriers for r in (True, False)] if "revision" in frame else [(c, None) for c in carriers]
-    counts = frame.groupby(["carrier", "revision"] if "revision" in frame else ["carrier"]).size()
+    """The most recent samples delivered by `as_of` for these carriers, and the most recent of all
+    carriers when one has too few (windows fall back from lane to service to carrier to
+    everything). Recent behaviour is what a window should follow, and the read stays the same size
+    however long the history grows."""
+    recent = select(table).where(table.c.delivered_at <= as_of).order_by(table.c.delivered_at.desc())
+    frames = [pd.read_sql(recent.where(table.c.carrier == carrier).limit(RECENT), conn) for carrier in sorted(carriers)]
+    frame = pd.concat([f for f in frames if not f.empty] or [pd.read_sql(recent.limit(0), conn)], ignore_index=True)
+    with_revision = "revision" in frame
+    counts = frame.groupby(["carrier", "revision"] if with_revision else ["carrier"]).size()
 
     def enough(carrier: str, revision: bool | None) -> bool:
-        return int(counts.get((carrier, revision) if revision is not None else carrier, 0)) >= MIN_SAMPLES
+        return int(counts.get((carrier, revision) if with_revision else carrier, 0)) >= MIN_SAMPLES
 
-    if not all(enough(c, r) for c, r in kinds):
-        frame = pd.read_sql(stmt, conn)
+    if not all(enough(c, r) for c in carriers for r in ((True, False) if with_revision else (None,))):
+        frame = pd.concat([frame, pd.read_sql(recent.limit(RECENT), conn)], ignore_index=True).drop_duplicates(
+            [c.name for c in table.primary_key.columns])
     return frame

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 
 from lastmile.config import Settings
 from lastmile.core.brand import load_brand
@@ -38,8 +38,7 @@ def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
             log.info("plan_messages %s: the newer run %s owns the outbox; nothing planned", batch, newer)
             return record_step(conn, as_of, "plan_messages", {
                 "planned": 0, "by_kind": {}, "escalated": 0, "superseded_by": newer})
-        live_cases = conn.execute(select(schema.cases).where(
-            or_(schema.cases.c.state != "resolved", schema.cases.c.last_batch == batch))).mappings().all()
+        live_cases = _cases_to_consider(conn, batch, as_of)
         unplannable: list[Rejection] = []
         if live_cases:
             facts, unplannable = _case_facts(conn, [dict(c) for c in live_cases], as_of)
@@ -63,6 +62,19 @@ def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
             "cases_without_records": len(unplannable)})
 
 
+def _cases_to_consider(conn: Connection, batch: str, as_of: datetime) -> list[dict[str, Any]]:
+    """The cases that may owe an e-mail now: changed by this batch, on an order line this batch
+    re-detected (a scan may be news: out for delivery, moving again), or holding a promise whose
+    last day has come (a window we gave that may have passed). Nothing else can owe one."""
+    ca, ob, d = schema.cases.c, schema.outbox.c, schema.detections.c
+    live = ca.state != "resolved"
+    lines = select(d.order_line_id).where(d.batch_key == batch)
+    promised = select(ob.case_id).where(ob.state == "sent", ob.window_latest < as_of.date() + timedelta(days=1))
+    return [dict(r) for r in conn.execute(select(schema.cases).where(or_(
+        ca.last_batch == batch, and_(live, ca.order_line_id.in_(lines)), and_(live, ca.case_id.in_(promised))
+    ))).mappings()]
+
+
 def _case_facts(conn: Connection, cases: list[dict[str, Any]],
                 as_of: datetime) -> tuple[list[CaseFacts], list[Rejection]]:
     """What each case's message needs; a case whose customer, order, line or shipment the history
@@ -78,7 +90,8 @@ def _case_facts(conn: Connection, cases: list[dict[str, Any]],
     order_rows = by(schema.orders, "order_id", ids["order_id"])
     ships = by(schema.shipments, "shipment_id", ids["shipment_id"])
     lines = by(schema.order_lines, "order_line_id", ids["order_line_id"])
-    subs = {r["subscription_id"]: r for r in conn.execute(select(schema.subscriptions)).mappings()}
+    subs = by(schema.subscriptions, "subscription_id",
+              sorted({o["subscription_id"] for o in order_rows.values() if o["subscription_id"]}))
     previous: dict[str, list[dict[str, Any]]] = {}
     for row in conn.execute(select(schema.outbox).where(schema.outbox.c.case_id.in_(ids["case_id"]))).mappings():
         previous.setdefault(row["case_id"], []).append(dict(row))

@@ -255,17 +255,18 @@ transit_samples = Table(
     Column("accepted_at", TS, nullable=False),
     Column("delivered_at", TS, nullable=False),
     Column("transit_bd", Integer, nullable=False),
-    Index("ix_transit_samples_carrier_service", "carrier", "service"),
+    Index("ix_transit_samples_carrier_delivered", "carrier", "delivered_at"),
 )
 estimate_samples = Table(
     "estimate_samples", metadata,  # one per carrier estimate of a delivered parcel: how far it missed
     Column("shipment_id", String(64), primary_key=True),
     Column("est_delivery_date", Date, primary_key=True),
-    Column("carrier", String(32), nullable=False, index=True),
+    Column("carrier", String(32), nullable=False),
     Column("service", String(64), nullable=False),
     Column("revision", Boolean, nullable=False),
     Column("delivered_at", TS, nullable=False),
     Column("error_bd", Integer, nullable=False),
+    Index("ix_estimate_samples_carrier_delivered", "carrier", "delivered_at"),
 )
 batch_changes = Table(
     "batch_changes", metadata,  # the shipments a batch's load_orders wrote: detection looks again

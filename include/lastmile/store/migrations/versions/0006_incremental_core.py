@@ -57,7 +57,7 @@ def upgrade() -> None:
         sa.Column("transit_bd", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("shipment_id"),
     )
-    op.create_index("ix_transit_samples_carrier_service", "transit_samples", ["carrier", "service"])
+    op.create_index("ix_transit_samples_carrier_delivered", "transit_samples", ["carrier", "delivered_at"])
     op.create_table(
         "estimate_samples",
         sa.Column("shipment_id", sa.String(64), nullable=False),
@@ -69,7 +69,7 @@ def upgrade() -> None:
         sa.Column("error_bd", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("shipment_id", "est_delivery_date"),
     )
-    op.create_index("ix_estimate_samples_carrier", "estimate_samples", ["carrier"])
+    op.create_index("ix_estimate_samples_carrier_delivered", "estimate_samples", ["carrier", "delivered_at"])
     op.create_table(
         "batch_changes",
         sa.Column("batch_key", sa.String(40), nullable=False),
