@@ -12,8 +12,7 @@ import pytest
 
 from lastmile.core.detection import EXCEPTION_TYPES, Thresholds, detect
 from lastmile.core.thresholds import ThresholdTable
-from lastmile.evaluation import backtest
-from lastmile.sim import simulator
+from lastmile.sim import replay, simulator
 
 from builders import SHIPMENT_COLUMNS
 
@@ -30,8 +29,8 @@ def shop() -> bench.Frames:
 
 
 @pytest.fixture(scope="module")
-def simulated() -> backtest.Replay:
-    return backtest.replay_frames(simulator.SimConfig(seed=7, n_orders=3000))
+def simulated() -> replay.Replay:
+    return replay.replay_frames(simulator.SimConfig(seed=7, n_orders=3000))
 
 
 def per_type(found: pd.DataFrame) -> dict[str, int]:

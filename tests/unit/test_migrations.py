@@ -49,7 +49,7 @@ VIEWS = {"v_shipment_outcomes", "v_exceptions_weekly", "v_late_rate_monthly", "v
 # Objects schema.py gained after the baseline: the old create_all never built them.
 ADDED_AFTER_BASELINE = {"tables": {"message_events", "current_detections", "transit_samples", "estimate_samples",
                                    "batch_changes"},
-                        "indexes": {"ix_detections_shipment_type", "ix_scans_first_seen_at", "ix_scans_occurred_at",
+                        "indexes": {"ix_detections_shipment_type", "ix_scans_first_seen_at", "ix_scans_occurred_at", "ix_scans_status_occurred",
                                     "ix_shipments_created_at", "ix_estimates_observed_at"},
                         "columns": {("orders", "status"), ("quarantine", "file"), ("quarantine", "row_no")},
                         "constraints": {"uq_case_event_batch": ("uq_case_event", ("case_id", "event", "detail"))}}

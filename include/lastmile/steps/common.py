@@ -14,6 +14,7 @@ from lastmile.core.rejections import Rejection
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, upsert
 from lastmile.store.quarantine import store_rejections
+from lastmile.store.queries import newer_batch
 
 log = logging.getLogger("lastmile")
 
@@ -39,3 +40,14 @@ def quarantine(conn: Connection, rejections: list[Rejection], as_of: datetime) -
 
 def frame(conn: Connection, stmt: Any) -> pd.DataFrame:
     return pd.read_sql(stmt, conn)
+
+
+def superseded(conn: Connection, as_of: datetime, step: str, nothing: dict[str, Any]) -> dict[str, Any] | None:
+    """When a newer run already recorded case history, this older run leaves current detections,
+    cases and the outbox to it: record `nothing` done (and by whom it was superseded) and say so."""
+    newer = newer_batch(conn, batch_key_for(as_of))
+    if newer is None:
+        return None
+    log.info("%s %s: the newer run %s owns the current state; this run leaves it alone",
+             step, batch_key_for(as_of), newer)
+    return record_step(conn, as_of, step, {**nothing, "superseded_by": newer})

@@ -23,14 +23,13 @@ from sqlalchemy import Connection, delete, func, or_, select
 from lastmile.config import Settings
 from lastmile.core import detection, thresholds
 from lastmile.core.windows import estimate_errors, transit_history
-from lastmile.steps.common import record_step, utc_instant
+from lastmile.steps.common import record_step, superseded, utc_instant
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, writing
 from lastmile.store.queries import (
     chunks,
     feed_states,
     finished_by,
-    newer_batch,
     previous_detection,
     rows_of,
 )
@@ -46,12 +45,8 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
     as_of = utc_instant(as_of)
     batch = batch_key_for(as_of)
     with writing(engine_for(settings.db_url)) as conn:
-        newer = newer_batch(conn, batch)
-        if newer is not None:
-            log.info("detect_exceptions %s: the newer run %s owns current detections; nothing re-detected",
-                     batch, newer)
-            return record_step(conn, as_of, "detect_exceptions", {
-                "shipments_checked": 0, "detections": 0, "superseded_by": newer})
+        if (done := superseded(conn, as_of, "detect_exceptions", {"shipments_checked": 0, "detections": 0})):
+            return done
         feeds = feed_states(conn, settings, as_of)
         previous = previous_detection(conn, batch)
         full = settings.full_detect or previous is None or as_of - previous > FULL_AFTER

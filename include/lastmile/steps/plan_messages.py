@@ -13,11 +13,10 @@ from lastmile.config import Settings
 from lastmile.core.brand import load_brand
 from lastmile.core.rejections import Rejection
 from lastmile.email.messages import CaseFacts, decide
-from lastmile.steps.common import quarantine, record_step, utc_instant
+from lastmile.steps.common import quarantine, record_step, superseded, utc_instant
 from lastmile.steps.record_history import CASE_EVENT_KEY
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
-from lastmile.store.queries import newer_batch
 
 if TYPE_CHECKING:
     pass
@@ -33,11 +32,8 @@ def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
     planned: list[dict[str, Any]] = []
     escalations: list[str] = []
     with writing(engine_for(settings.db_url)) as conn:
-        newer = newer_batch(conn, batch)
-        if newer is not None:
-            log.info("plan_messages %s: the newer run %s owns the outbox; nothing planned", batch, newer)
-            return record_step(conn, as_of, "plan_messages", {
-                "planned": 0, "by_kind": {}, "escalated": 0, "superseded_by": newer})
+        if (done := superseded(conn, as_of, "plan_messages", {"planned": 0, "by_kind": {}, "escalated": 0})):
+            return done
         live_cases = _cases_to_consider(conn, batch, as_of)
         unplannable: list[Rejection] = []
         if live_cases:

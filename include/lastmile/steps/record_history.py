@@ -12,10 +12,10 @@ from sqlalchemy import func, select
 from lastmile.config import Settings
 from lastmile.core.brand import load_brand
 from lastmile.core.cases import build_cases, case_id_for
-from lastmile.steps.common import record_step, utc_instant
+from lastmile.steps.common import record_step, superseded, utc_instant
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
-from lastmile.store.queries import chunks, newer_batch, rows_of
+from lastmile.store.queries import chunks, rows_of
 
 if TYPE_CHECKING:
     pass
@@ -32,12 +32,8 @@ def record_history(settings: Settings, as_of: datetime) -> dict[str, Any]:
     batch = batch_key_for(as_of)
     brand = load_brand()
     with writing(engine_for(settings.db_url)) as conn:
-        newer = newer_batch(conn, batch)
-        if newer is not None:
-            log.info("record_history %s: the newer run %s owns the cases; this run's detections stay for the record",
-                     batch, newer)
-            return record_step(conn, as_of, "record_history", {
-                "cases_changed": 0, "case_events": 0, "by_state": {}, "superseded_by": newer})
+        if (done := superseded(conn, as_of, "record_history", {"cases_changed": 0, "case_events": 0, "by_state": {}})):
+            return done
         # The order lines this batch re-detected; each is rebuilt from all its current detections.
         lines = set(conn.execute(select(schema.detections.c.order_line_id).where(
             schema.detections.c.batch_key == batch).distinct()).scalars())

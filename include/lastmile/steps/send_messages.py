@@ -16,10 +16,9 @@ from lastmile.core.policy import gate
 from lastmile.core.privacy import mask_email
 from lastmile.email.outgoing import Ambiguous, Outgoing, Rejected, TryLater, Unauthorized
 from lastmile.email.transport import FileTransport, SendGridTransport, make_transport, write_index
-from lastmile.steps.common import record_step, utc_instant
+from lastmile.steps.common import record_step, superseded, utc_instant
 from lastmile.store import schema
 from lastmile.store.db import Busy, batch_key_for, engine_for, held, upsert, utc, writing
-from lastmile.store.queries import newer_batch
 
 if TYPE_CHECKING:
     from lastmile.email.sendgrid_client import SendGridConfig
@@ -37,12 +36,9 @@ def send_messages(settings: Settings, as_of: datetime, sendgrid: SendGridConfig 
     """
     as_of = utc_instant(as_of)
     engine = engine_for(settings.db_url)
-    with engine.connect() as conn:
-        newer = newer_batch(conn, batch_key_for(as_of))
-    if newer is not None:
-        log.info("send_messages %s: the newer run %s owns the outbox; nothing sent", batch_key_for(as_of), newer)
-        with engine.begin() as conn:
-            return record_step(conn, as_of, "send_messages", {**_NOTHING_SENT, "superseded_by": newer})
+    with engine.begin() as conn:
+        if (done := superseded(conn, as_of, "send_messages", _NOTHING_SENT)):
+            return done
     try:
         with held(engine, "send", settings.send_lock_wait_seconds):
             return _send_locked(settings, as_of, engine, sendgrid)

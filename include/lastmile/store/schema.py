@@ -93,6 +93,7 @@ scans = Table(
     Column("raw", Text, nullable=False),
     Column("first_seen_at", TS, nullable=False, index=True),
     Index("ix_scans_occurred_at", "occurred_at"),
+    Index("ix_scans_status_occurred", "status", "occurred_at", "shipment_id"),
 )
 estimates = Table(
     "estimates", metadata,

@@ -78,6 +78,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_scans_first_seen_at", "scans", ["first_seen_at"])
     op.create_index("ix_scans_occurred_at", "scans", ["occurred_at"])
+    # Which parcels are finished (a terminal scan by then), read from the index alone.
+    op.create_index("ix_scans_status_occurred", "scans", ["status", "occurred_at", "shipment_id"])
     op.create_index("ix_shipments_created_at", "shipments", ["created_at"])
     op.create_index("ix_estimates_observed_at", "estimates", ["observed_at"])
 
@@ -85,6 +87,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_estimates_observed_at", "estimates")
     op.drop_index("ix_shipments_created_at", "shipments")
+    op.drop_index("ix_scans_status_occurred", "scans")
     op.drop_index("ix_scans_occurred_at", "scans")
     op.drop_index("ix_scans_first_seen_at", "scans")
     for table in ("batch_changes", "estimate_samples", "transit_samples", "current_detections"):
