@@ -81,3 +81,13 @@ def test_keys_that_the_readable_form_would_confuse_stay_apart():
              ("CASE-a/notice/late", "CASE-a~x/notice/late")]
     for one, other in pairs:
         assert file_stem(one) != file_stem(other)
+
+
+def test_the_outbox_page_lists_the_newest_messages_and_counts_them_all(tmp_path):
+    from lastmile.email.transport import write_index
+
+    newest = [{"message_key": f"CASE-{i}/notice/late", "planned_at": f"2026-11-20 14:{i:02d}", "case_id": f"CASE-{i}",
+               "kind": "notice", "state": "sent", "recipient": "a@example.com", "subject": "Late"} for i in range(3)]
+    page = write_index(tmp_path, newest, {"sent": 4998, "failed": 2}).read_text(encoding="utf-8")
+    assert "4998 sent, 2 not sent, 5000 in all. The newest 3 are listed." in page
+    assert page.count("<tr>") == 1 + 3

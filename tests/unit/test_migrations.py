@@ -50,7 +50,7 @@ VIEWS = {"v_shipment_outcomes", "v_exceptions_weekly", "v_late_rate_monthly", "v
 ADDED_AFTER_BASELINE = {"tables": {"message_events", "current_detections", "transit_samples", "estimate_samples",
                                    "batch_changes"},
                         "indexes": {"ix_detections_shipment_type", "ix_scans_first_seen_at", "ix_scans_occurred_at", "ix_scans_status_occurred",
-                                    "ix_shipments_created_at", "ix_estimates_observed_at"},
+                                    "ix_shipments_created_at", "ix_estimates_observed_at", "ix_outbox_planned_at"},
                         "columns": {("orders", "status"), ("quarantine", "file"), ("quarantine", "row_no")},
                         "constraints": {"uq_case_event_batch": ("uq_case_event", ("case_id", "event", "detail"))}}
 

@@ -164,8 +164,14 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_index(folder: Path, messages: list[dict[str, Any]]) -> Path:
-    """index.html listing every message in the outbox, newest first, with links to read each one."""
+INDEX_LIMIT = 1000  # messages listed on the outbox page: the newest; the totals count them all
+
+
+def write_index(folder: Path, messages: list[dict[str, Any]], by_state: dict[str, int] | None = None) -> Path:
+    """index.html listing the outbox's newest messages, with links to read each one, and totals.
+
+    `by_state` counts the whole outbox when `messages` is only its newest part (the page then stays
+    the same size however long the history grows)."""
     rows = []
     for m in sorted(messages, key=lambda m: (str(m["planned_at"]), m["message_key"]), reverse=True):
         stem = file_stem(m["message_key"])
@@ -175,11 +181,16 @@ def write_index(folder: Path, messages: list[dict[str, Any]]) -> Path:
             "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
                 str(m["planned_at"])[:16], m["case_id"], m["kind"], m["state"], mask_email(m["recipient"]),
                 m["subject"])) + f"<td>{links}</td></tr>")
-    sent = sum(1 for m in messages if m["state"] == "sent")
+    counts = by_state if by_state is not None else {}
+    if by_state is None:
+        for m in messages:
+            counts[m["state"]] = counts.get(m["state"], 0) + 1
+    sent, everything = counts.get("sent", 0), sum(counts.values())
+    shown = "" if len(messages) == everything else f" The newest {len(messages)} are listed."
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>lastmile outbox</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse;width:100%}}
 td,th{{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;font-size:14px}}th{{background:#f4f4f4}}</style>
-</head><body><h1>Outbox</h1><p id="totals">{sent} sent, {len(messages) - sent} not sent, {len(messages)} in all.
+</head><body><h1>Outbox</h1><p id="totals">{sent} sent, {everything - sent} not sent, {everything} in all.{shown}
 Addresses are masked here; open a message to read it as the customer will.</p>
 <table><thead><tr><th>planned</th><th>case</th><th>kind</th><th>state</th><th>to</th><th>subject</th>
 <th>message</th></tr></thead><tbody>

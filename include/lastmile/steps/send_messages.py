@@ -15,7 +15,13 @@ from lastmile.core.brand import load_brand
 from lastmile.core.policy import gate
 from lastmile.core.privacy import mask_email
 from lastmile.email.outgoing import Ambiguous, Outgoing, Rejected, TryLater, Unauthorized
-from lastmile.email.transport import FileTransport, SendGridTransport, make_transport, write_index
+from lastmile.email.transport import (
+    INDEX_LIMIT,
+    FileTransport,
+    SendGridTransport,
+    make_transport,
+    write_index,
+)
 from lastmile.steps.common import record_step, superseded, utc_instant
 from lastmile.store import schema
 from lastmile.store.db import Busy, batch_key_for, engine_for, held, upsert, utc, writing
@@ -142,13 +148,14 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
         settle(0)
     with engine.begin() as conn:
         write_outcomes(conn)
-        total = conn.execute(select(func.count()).select_from(ob)).scalar_one()
+        by_state = dict(conn.execute(select(ob.c.state, func.count()).group_by(ob.c.state)).all())
+        total = sum(by_state.values())
         index = None
         if isinstance(transport, FileTransport):  # the outbox a person reads: the file transport's
             listed = [dict(r) for r in conn.execute(select(
                 ob.c.message_key, ob.c.planned_at, ob.c.case_id, ob.c.kind, ob.c.state, ob.c.recipient,
-                ob.c.subject)).mappings()]
-            index = write_index(settings.outbox_dir, listed)
+                ob.c.subject).order_by(ob.c.planned_at.desc(), ob.c.message_key.desc()).limit(INDEX_LIMIT)).mappings()]
+            index = write_index(settings.outbox_dir, listed, by_state)
         counts = record_step(conn, as_of, "send_messages", {
             "sent": outcome["sent"], "failed": outcome["failed"], "ambiguous": outcome["ambiguous"] + orphaned,
             "retry_later": outcome["planned"], "suppressed": outcome["suppressed"], "deferred": outcome["deferred"],

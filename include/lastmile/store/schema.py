@@ -168,7 +168,7 @@ outbox = Table(
     Column("body_html", Text, nullable=False),
     Column("window_earliest", Date),
     Column("window_latest", Date),
-    Column("planned_at", TS, nullable=False),
+    Column("planned_at", TS, nullable=False, index=True),
     Column("planned_batch", String(40), nullable=False),
     Column("sent_at", TS),
     Column("send_at", TS),  # scheduled delivery (quiet hours); NULL: at once

@@ -82,9 +82,11 @@ def upgrade() -> None:
     op.create_index("ix_scans_status_occurred", "scans", ["status", "occurred_at", "shipment_id"])
     op.create_index("ix_shipments_created_at", "shipments", ["created_at"])
     op.create_index("ix_estimates_observed_at", "estimates", ["observed_at"])
+    op.create_index("ix_outbox_planned_at", "outbox", ["planned_at"])  # the outbox page: the newest
 
 
 def downgrade() -> None:
+    op.drop_index("ix_outbox_planned_at", "outbox")
     op.drop_index("ix_estimates_observed_at", "estimates")
     op.drop_index("ix_shipments_created_at", "shipments")
     op.drop_index("ix_scans_status_occurred", "scans")
