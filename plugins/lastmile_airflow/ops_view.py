@@ -118,6 +118,7 @@ def _feeds(conn: Connection, as_of: datetime, accounts: Sequence[str], stale_hou
 
     from lastmile.store import schema
     from lastmile.store.db import utc
+    from lastmile.store.queries import feed_state
 
     f = schema.feed_health.c
     newest_first = func.row_number().over(partition_by=f.account, order_by=(f.as_of.desc(), f.batch_key.desc()))
@@ -132,12 +133,7 @@ def _feeds(conn: Connection, as_of: datetime, accounts: Sequence[str], stale_hou
         latest = recent[account][0]
         success = utc(last_ok.get(account))
         since = _hours(as_of - success) if success else None
-        if not latest.ok:
-            status = "down"
-        elif since is None or since > stale_hours:
-            status = "stale"
-        else:
-            status = "ok"
+        status = feed_state(bool(latest.ok), success, as_of, stale_hours)
         feeds.append({
             "account": account, "vendor": latest.vendor, "status": status,
             "latest": {"batch_key": latest.batch_key, "as_of": utc(latest.as_of).isoformat(), "ok": bool(latest.ok),

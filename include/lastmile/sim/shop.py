@@ -42,9 +42,9 @@ class SimulatedShop:
             rows = simulator.read_table(self.folder, entity)
             return [(row, Origin(f"{entity}.csv", n)) for n, row in enumerate(rows, start=1)]
 
-        placed = {o["order_id"]: o for o, _ in numbered("orders")
-                  if datetime.fromisoformat(o["placed_at"]) <= as_of}
-        orders = [(o, at) for o, at in numbered("orders") if new(o["placed_at"])]
+        all_orders = numbered("orders")
+        placed = {o["order_id"]: o for o, _ in all_orders if datetime.fromisoformat(o["placed_at"]) <= as_of}
+        orders = [(o, at) for o, at in all_orders if new(o["placed_at"])]
         shipments = [(s, at) for s, at in numbered("shipments") if s["order_id"] in placed and new(s["created_at"])]
         order_ids = {o["order_id"] for o, _ in orders} | {s["order_id"] for s, _ in shipments}
         customer_ids = {placed[o]["customer_id"] for o in order_ids if o in placed}

@@ -7,7 +7,6 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-import pandas as pd
 from sqlalchemy import Connection
 
 from lastmile.core.rejections import Rejection
@@ -36,10 +35,6 @@ def record_step(conn: Connection, as_of: datetime, step: str, counts: dict[str, 
 
 def quarantine(conn: Connection, rejections: list[Rejection], as_of: datetime) -> int:
     return store_rejections(conn, rejections, as_of)
-
-
-def frame(conn: Connection, stmt: Any) -> pd.DataFrame:
-    return pd.read_sql(stmt, conn)
 
 
 def superseded(conn: Connection, as_of: datetime, step: str, nothing: dict[str, Any]) -> dict[str, Any] | None:

@@ -20,7 +20,7 @@ from lastmile.core.windows import MIN_SAMPLES, estimate_is_fresh, revised_window
 from lastmile.steps.common import record_step, utc_instant
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, writing
-from lastmile.store.queries import rows_of
+from lastmile.store.queries import estimates_until, rows_of
 
 log = logging.getLogger("lastmile")
 
@@ -46,8 +46,7 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
         moving = rows_of(conn, select(sc.shipment_id, sc.occurred_at).where(
             sc.status != "pre_transit", sc.occurred_at <= as_of), sc.shipment_id, ids)
         accepted = pd.to_datetime(moving["occurred_at"], utc=True).groupby(moving["shipment_id"]).min()
-        es = schema.estimates.c
-        estimates = rows_of(conn, select(schema.estimates).where(es.observed_at <= as_of), es.shipment_id, ids)
+        estimates = estimates_until(conn, as_of, ids)
         current = (estimates.assign(observed_at=pd.to_datetime(estimates["observed_at"], utc=True))
                    .sort_values(["observed_at", "est_delivery_date"]).groupby("shipment_id")
                    .agg(est=("est_delivery_date", "last"), at=("observed_at", "last"), n=("observed_at", "size"))

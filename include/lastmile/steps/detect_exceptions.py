@@ -28,10 +28,12 @@ from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, writing
 from lastmile.store.queries import (
     chunks,
+    estimates_until,
     feed_states,
     finished_by,
     previous_detection,
     rows_of,
+    scans_until,
 )
 
 log = logging.getLogger("lastmile")
@@ -52,8 +54,8 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
         full = settings.full_detect or previous is None or as_of - previous > FULL_AFTER
         ids = None if full else candidates(conn, settings, as_of, previous, feeds)
         shipments = _shipments(conn, as_of, ids)
-        scans = _scans(conn, as_of, None if ids is None else shipments["shipment_id"])
-        estimates = _estimates(conn, as_of, None if ids is None else shipments["shipment_id"])
+        scans = scans_until(conn, as_of, None if ids is None else shipments["shipment_id"])
+        estimates = estimates_until(conn, as_of, None if ids is None else shipments["shipment_id"])
         shipments["tracking_account"] = shipments["tracking_account"].where(
             shipments["tracking_account"].isin(settings.tracking_accounts), settings.tracking_accounts[0])
         # Missing scans from a feed we could not read say nothing about the parcel (no false "lost").
@@ -124,19 +126,6 @@ def _shipments(conn: Connection, as_of: datetime, ids: set[str] | None) -> pd.Da
     if ids is None:
         return pd.read_sql(stmt, conn)
     return rows_of(conn, stmt, schema.shipments.c.shipment_id, ids)
-
-
-def _scans(conn: Connection, as_of: datetime, ids: Any) -> pd.DataFrame:
-    cols = [c for c in schema.scans.c if c.name != "raw"]
-    stmt = select(*cols).where(schema.scans.c.occurred_at <= as_of)
-    frame = pd.read_sql(stmt, conn) if ids is None else rows_of(conn, stmt, schema.scans.c.shipment_id, ids)
-    frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
-    return frame
-
-
-def _estimates(conn: Connection, as_of: datetime, ids: Any) -> pd.DataFrame:
-    stmt = select(schema.estimates).where(schema.estimates.c.observed_at <= as_of)
-    return pd.read_sql(stmt, conn) if ids is None else rows_of(conn, stmt, schema.estimates.c.shipment_id, ids)
 
 
 def _learn(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.DataFrame,

@@ -29,6 +29,18 @@ def newer_batch(conn: Connection, batch: str) -> str | None:
     return newest if newest is not None and newest > batch else None
 
 
+def feed_state(latest_ok: bool | None, last_success: datetime | None, as_of: datetime, stale_hours: float) -> str:
+    """One carrier account's state: never (no fetch yet), down (the latest fetch failed), stale (no
+    success for `stale_hours`), or ok. Its parcels are in an unknown state unless ok."""
+    if latest_ok is None:
+        return "never"
+    if not latest_ok:
+        return "down"
+    if last_success is None or (as_of - last_success).total_seconds() > stale_hours * 3600:
+        return "stale"
+    return "ok"
+
+
 def feed_states(conn: Connection, settings: Settings, as_of: datetime) -> dict[str, dict[str, Any]]:
     """Per configured account: ok, down (the latest fetch failed), stale (no success for too long), never."""
     fh = schema.feed_health
@@ -40,30 +52,25 @@ def feed_states(conn: Connection, settings: Settings, as_of: datetime) -> dict[s
         last_ok = conn.execute(select(func.max(fh.c.as_of)).where(fh.c.account == account, fh.c.ok.is_(True),
                                                                   fh.c.as_of <= as_of)).scalar()
         last_ok = utc(last_ok)
-        if not rows:
-            state = "never"
-        elif not rows[0].ok:
-            state = "down"
-        elif last_ok is None or (as_of - last_ok).total_seconds() > settings.feed_stale_hours * 3600:
-            state = "stale"
-        else:
-            state = "ok"
+        state = feed_state(rows[0].ok if rows else None, last_ok, as_of, settings.feed_stale_hours)
         out[account] = {"state": state, "last_success": last_ok.isoformat() if last_ok else None,
                         "error": rows[0].error if rows else None}
     return out
 
 
-def scans_until(conn: Connection, as_of: datetime) -> pd.DataFrame:
-    """Every scan that had happened by `as_of` (without the raw payload)."""
+def scans_until(conn: Connection, as_of: datetime, ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """The scans that had happened by `as_of` (without the raw payload): of `ids`, or of every shipment."""
     cols = [c for c in schema.scans.c if c.name != "raw"]
-    frame = pd.read_sql(select(*cols).where(schema.scans.c.occurred_at <= as_of), conn)
+    stmt = select(*cols).where(schema.scans.c.occurred_at <= as_of)
+    frame = pd.read_sql(stmt, conn) if ids is None else rows_of(conn, stmt, schema.scans.c.shipment_id, ids)
     frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
     return frame
 
 
-def estimates_until(conn: Connection, as_of: datetime) -> pd.DataFrame:
-    """Every carrier estimate published by `as_of`."""
-    return pd.read_sql(select(schema.estimates).where(schema.estimates.c.observed_at <= as_of), conn)
+def estimates_until(conn: Connection, as_of: datetime, ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """The carrier estimates published by `as_of`: for `ids`, or for every shipment."""
+    stmt = select(schema.estimates).where(schema.estimates.c.observed_at <= as_of)
+    return pd.read_sql(stmt, conn) if ids is None else rows_of(conn, stmt, schema.estimates.c.shipment_id, ids)
 
 
 CHUNK = 500  # ids per IN (...) list: well under every driver's parameter limit
