@@ -66,7 +66,7 @@ def _scan_rows(scans: pd.DataFrame, seen_at: Any) -> list[dict[str, Any]]:
 
 def seed(frames: synth.Frames, url: str) -> None:
     """The history as hourly runs would have left it: shop records and every scan and estimate so far."""
-    from lastmile.store import schema
+    from lastmile.store import progress, schema
     from lastmile.store.db import engine_for
 
     s = frames.shipments
@@ -93,6 +93,7 @@ def seed(frames: synth.Frames, url: str) -> None:
         rows = _scan_rows(frames.scans, None)
         for start in range(0, len(rows), 20000):
             conn.execute(schema.scans.insert(), rows[start:start + 20000])
+        progress.rebuild(conn)
 
 
 def hour_scans(frames: synth.Frames, at: Any, previous: Any, share: float, seed_no: int) -> pd.DataFrame:

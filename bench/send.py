@@ -2,20 +2,26 @@
 
     python -m bench.send --messages 2000
 
+The local server runs in its own process, as the provider would: the sender's threads then share
+their interpreter with nothing but the sender (in one process the server's schema checks compete
+for the same GIL and make every concurrent sender look slow).
+
 Reports messages/second for (a) the whole send step (outbox claim + policy + HTTP + outcome
 recorded, one commit per message; SQLite, or the database given with --db-url), (b) the SendGrid transport alone, and (c) bare `requests` POSTs of
 the same bodies to the same server — the reference for what the server itself can take — and the
-ratios a/c and b/c. Goal (issue 5): >= 200 messages/s for (a).
+ratios a/c and b/c. Goals: >= 200 messages/s for (a) (issue 5); a/c >= 0.7 (issue 11).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -49,6 +55,31 @@ def rows(n: int) -> tuple[list[dict], list[dict]]:
     return customers, outbox
 
 
+def _serve(pipe: Any) -> None:
+    """The local SendGrid server in a child process; answers "count" with how many it accepted."""
+    with SendGridServer() as server:
+        pipe.send((server.url, server.api_key))
+        while pipe.recv() == "count":
+            pipe.send(len(server.accepted))
+
+
+class _Provider:
+    def __enter__(self) -> _Provider:
+        self.pipe, child = multiprocessing.get_context("fork").Pipe()
+        self.process = multiprocessing.get_context("fork").Process(target=_serve, args=(child,), daemon=True)
+        self.process.start()
+        self.url, self.api_key = self.pipe.recv()
+        return self
+
+    def accepted(self) -> int:
+        self.pipe.send("count")
+        return int(self.pipe.recv())
+
+    def __exit__(self, *exc: object) -> None:
+        self.pipe.send("stop")
+        self.process.join(timeout=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=2000)
@@ -57,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     n = args.messages
     customers, outbox = rows(n)
-    with SendGridServer() as server, tempfile.TemporaryDirectory() as tmp:
+    with _Provider() as server, tempfile.TemporaryDirectory() as tmp:
         cfg = SendGridConfig(api_key=server.api_key, host=server.url)
         settings = Settings(db_url=args.db_url or f"sqlite:///{tmp}/bench.db", source="simulated", email_transport="sendgrid",
                             out_dir=Path(tmp), sim_dir=Path(tmp) / "sim", sim_seed=7)
@@ -67,7 +98,7 @@ def main() -> None:
         start = time.perf_counter()
         counts = pipeline.send_messages(settings, AS_OF, sendgrid=cfg)
         step = n / (time.perf_counter() - start)
-        assert counts["sent"] == n and len(server.accepted) == n, counts
+        assert counts["sent"] == n and server.accepted() == n, counts
 
         transport = SendGridTransport(SendGridSender(cfg), load_brand())
         bodies = [transport.body(Outgoing.from_row(r)) for r in outbox]
@@ -86,7 +117,8 @@ def main() -> None:
     print(f"(a) send step, end to end        {step:8.0f} msg/s   a/c = {step / bare:.2f}")
     print(f"(b) SendGrid transport alone     {alone:8.0f} msg/s   b/c = {alone / bare:.2f}")
     print(f"(c) bare requests, same server   {bare:8.0f} msg/s   (reference)")
-    print(f"goal (a) >= 200 msg/s: {'met' if step >= 200 else 'NOT met'}")
+    print(f"goal (a) >= 200 msg/s: {'met' if step >= 200 else 'NOT met'}; "
+          f"goal a/c >= 0.7: {'met' if step / bare >= 0.7 else 'NOT met'}")
 
 
 if __name__ == "__main__":

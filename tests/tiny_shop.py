@@ -16,7 +16,7 @@ from typing import Any
 from lastmile.carriers.tracking import scan_id
 from lastmile.config import Settings
 from lastmile.steps import pipeline
-from lastmile.store import schema
+from lastmile.store import progress, schema
 from lastmile.store.db import batch_key_for, engine_for, upsert
 
 START = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)  # a Monday
@@ -115,6 +115,7 @@ def store_scans(settings: Settings, scans: list[dict[str, Any]], as_of: datetime
             for s in scans if s["occurred_at"] <= as_of]
     with engine_for(settings.db_url).begin() as conn:
         upsert(conn, schema.scans, rows)
+        progress.record_scans(conn, rows)
         upsert(conn, schema.feed_health, [{
             "account": "simulated", "batch_key": batch_key_for(as_of), "vendor": "simulated", "as_of": as_of,
             "ok": True, "shipments_asked": 0, "trackers_received": 0, "trackers_updated": 0, "scans_new": len(rows),

@@ -117,10 +117,11 @@ def test_killing_the_send_step_mid_batch_neither_loses_nor_duplicates(settings, 
     rows = {r["message_key"]: r for r in outbox(settings)}
     ambiguous = sorted(k for k, r in rows.items() if r["state"] == "ambiguous")
     hung = json.loads([r for r in sendgrid_server.requests if r.path == "/v3/mail/send"][5].raw_body)
-    # The hanging message, and at most the others that were in flight with it when the sender died
-    # (up to send_concurrency), may have reached SendGrid: each is left for ops, never resent.
+    # The hanging message, and at most the others claimed with it when the sender died (claims
+    # go in groups of send_concurrency, two groups at most in flight), may have reached SendGrid:
+    # each is left for ops, never resent.
     assert hung["personalizations"][0]["custom_args"]["message_key"] in ambiguous
-    assert 1 <= len(ambiguous) <= settings.send_concurrency
+    assert 1 <= len(ambiguous) <= 2 * settings.send_concurrency
     assert all("not resent" in rows[k]["state_reason"] for k in ambiguous)
     assert all(rows[k]["state"] in ("sent", "ambiguous") for k in planned)  # nothing lost
     assert max(keys_sent_to(sendgrid_server).values()) == 1  # nothing sent twice

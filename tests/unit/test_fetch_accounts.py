@@ -11,7 +11,7 @@ from servers.aftership import aftership_server, checkpoint  # noqa: F401 - pytes
 from lastmile.carriers.accounts import TrackingAccount
 from lastmile.config import Settings
 from lastmile.steps import pipeline
-from lastmile.store import schema
+from lastmile.store import progress, schema
 from lastmile.store.db import engine_for, upsert
 
 AS_OF = datetime(2026, 11, 20, 14, tzinfo=UTC)
@@ -31,6 +31,7 @@ def settings(tmp_path) -> Settings:
     with engine_for(s.db_url).begin() as conn:
         upsert(conn, schema.shipments, [shipment("S1", "AS1000000001", "aftership_default"),
                                         shipment("S2", "AS1000000002", "aftership_default")])
+        progress.track(conn, ["S1", "S2"])
     return s
 
 

@@ -84,6 +84,10 @@ class ValidOrders:
     shipments: list[dict[str, Any]] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
 
+    def by_entity(self) -> dict[str, list[dict[str, Any]]]:
+        """The accepted rows of each entity."""
+        return {entity: getattr(self, entity) for entity in KEYS}
+
 
 class _Invalid(ValueError):
     def __init__(self, field_name: str, reason: str) -> None:

@@ -24,13 +24,12 @@ from lastmile.config import Settings
 from lastmile.core import detection, thresholds
 from lastmile.core.windows import estimate_errors, transit_history
 from lastmile.steps.common import record_step, superseded, utc_instant
-from lastmile.store import schema
+from lastmile.store import progress, schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, writing
 from lastmile.store.queries import (
     chunks,
     estimates_until,
     feed_states,
-    finished_by,
     previous_detection,
     rows_of,
     scans_until,
@@ -97,18 +96,20 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
     ids |= set(conn.execute(select(sh.shipment_id).where(sh.created_at.between(previous, as_of))).scalars())
     ids |= set(conn.execute(select(schema.batch_changes.c.shipment_id).where(
         schema.batch_changes.c.batch_key == batch_key_for(as_of))).scalars())
-    zones = [tz for tz in conn.execute(select(sh.dest_tz).distinct()).scalars() if _new_day(tz, previous, as_of)]
+    # The parcels in flight at the previous run: their clock is what moves without a new fact.
+    flying = sh.shipment_id.in_(progress.in_flight(previous))
+    zones = [tz for tz in conn.execute(select(sh.dest_tz).where(flying).distinct()).scalars()
+             if _new_day(tz, previous, as_of)]
     then = feed_states(conn, settings, previous)
     moved = [a for a in settings.tracking_accounts
              if (then[a]["state"] == "ok") != (feeds[a]["state"] == "ok")]
     if zones or moved:
-        clock = select(sh.shipment_id).where(sh.created_at <= as_of)
         routed = sh.tracking_account.in_(moved)
         if settings.tracking_accounts[0] in moved:  # unnamed accounts are read through the first one
             routed = or_(routed, sh.tracking_account.is_(None), sh.tracking_account.not_in(settings.tracking_accounts))
-        clock = clock.where(or_(sh.dest_tz.in_(zones), routed) if moved else sh.dest_tz.in_(zones))
-        waiting = set(conn.execute(clock).scalars())
-        ids |= waiting - finished_by(conn, previous, waiting)
+        ids |= set(conn.execute(select(sh.shipment_id).where(
+            flying, sh.created_at <= as_of,
+            or_(sh.dest_tz.in_(zones), routed) if moved else sh.dest_tz.in_(zones))).scalars())
     # A line's shipments are detected together: a reshipment retires the parcel it replaces.
     lines = {ln for part in chunks(ids) for ln in conn.execute(
         select(sh.order_line_id).where(sh.shipment_id.in_(part))).scalars()}

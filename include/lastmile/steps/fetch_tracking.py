@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, or_, select
 
 from lastmile.carriers.accounts import TrackingAccount, vendor_of
 from lastmile.config import Settings
-from lastmile.core.status import TERMINAL
 from lastmile.steps.common import quarantine, record_step, utc_instant
 from lastmile.steps.feeds import read_feed
-from lastmile.store import schema
+from lastmile.store import progress, schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, writing
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("lastmile")
 
@@ -54,18 +50,16 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
     account = account or TrackingAccount(settings.tracking_accounts[0], vendor_of(settings.tracking_accounts[0]))
     engine = engine_for(settings.db_url)
     with engine.connect() as conn:
-        finished = select(schema.scans.c.shipment_id).where(
-            schema.scans.c.status.in_(sorted(TERMINAL)),
-            schema.scans.c.occurred_at <= as_of)
         active = conn.execute(select(schema.shipments).where(
-            schema.shipments.c.created_at <= as_of, schema.shipments.c.shipment_id.not_in(finished),
-            _routed_to(account.name, settings))).mappings().all()
+            schema.shipments.c.shipment_id.in_(progress.in_flight(as_of)),
+            schema.shipments.c.created_at <= as_of, _routed_to(account.name, settings))).mappings().all()
     feed = read_feed(settings, account, [dict(r) for r in active], as_of)
     parsed, error = feed.parsed, feed.error
     for scan in parsed.scans:
         scan["first_seen_at"] = as_of
     with writing(engine) as conn:
         new_scans = upsert(conn, schema.scans, parsed.scans)
+        progress.record_scans(conn, parsed.scans)
         upsert(conn, schema.estimates, parsed.estimates, update=["observed_at"], only_if_newer="observed_at")
         quarantine(conn, parsed.rejections, as_of)
         updated = conn.execute(select(func.count(func.distinct(schema.scans.c.shipment_id))).where(

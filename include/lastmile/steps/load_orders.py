@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from lastmile.config import Settings
-from lastmile.shop import orders
+from lastmile.shop import changes, orders
+from lastmile.shop.records import KEYS
 from lastmile.steps.common import quarantine, record_step, utc_instant
 from lastmile.steps.wiring import order_source
-from lastmile.store import schema
+from lastmile.store import progress, schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
-from lastmile.store.queries import shipments_of_orders
+from lastmile.store.queries import chunks, shipments_of_orders
 
 if TYPE_CHECKING:
     pass
@@ -30,6 +32,7 @@ def load_orders(settings: Settings, as_of: datetime) -> dict[str, Any]:
     with engine.connect() as conn:
         marks = {r.entity: utc(r.watermark) for r in conn.execute(select(wm).where(wm.c.source == settings.source))}
         raw = order_source(settings, marks).load(as_of)
+        raw, digests, unchanged = changes.changed_only(raw, _accepted(conn, settings.source))
         # Parents loaded by earlier runs count: incremental sources send only what changed.
         valid = orders.validate(raw, as_of=as_of, known=orders.history_lookup(conn),
                                 codes_in_history=orders.tracking_code_lookup(conn))
@@ -44,16 +47,35 @@ def load_orders(settings: Settings, as_of: datetime) -> dict[str, Any]:
                             (schema.shipments, valid.shipments)):
             keys = {c.name for c in table.primary_key.columns}
             upsert(conn, table, rows, update=[c.name for c in table.columns if c.name not in keys])
+        # Only what was accepted is remembered: a quarantined row is read and judged again.
+        upsert(conn, schema.source_rows, [
+            {"source": settings.source, "entity": entity, "record_id": rid, "digest": digests[entity][rid],
+             "batch_key": batch_key_for(as_of)}
+            for entity, rows in valid.by_entity().items() for rid in (r[KEYS[entity]] for r in rows)
+            if rid in digests[entity]], update=["digest", "batch_key"])
         upsert(conn, wm, [{"source": settings.source, "entity": e, "watermark": w, "batch_key": batch_key_for(as_of)}
                           for e, w in raw.watermarks.items()], update=["watermark", "batch_key"])
         # What detection must look at again: the shipments written now, and those of orders written now
         # (a cancelled or refunded order resolves its cases).
         changed = {s["shipment_id"] for s in valid.shipments} | shipments_of_orders(
             conn, [o["order_id"] for o in valid.orders])
+        progress.track(conn, (s["shipment_id"] for s in valid.shipments))
         upsert(conn, schema.batch_changes, [{"batch_key": batch_key_for(as_of), "shipment_id": sid}
                                             for sid in sorted(changed)])
         quarantine(conn, valid.rejections, as_of)
         return record_step(conn, as_of, "load_orders", {
             "source": settings.source, "orders": len(valid.orders), "order_lines": len(valid.order_lines),
             "shipments": len(valid.shipments), "customers": len(valid.customers),
-            "subscriptions": len(valid.subscriptions), "quarantined": len(valid.rejections)})
+            "subscriptions": len(valid.subscriptions), "quarantined": len(valid.rejections),
+            "unchanged_rows_skipped": unchanged})
+
+
+def _accepted(conn: Connection, source: str) -> changes.Stored:
+    """The digests of the records `source` sent that were accepted before."""
+    sr = schema.source_rows.c
+
+    def stored(entity: str, ids: Collection[str]) -> dict[str, str]:
+        return {rid: digest for part in chunks(ids) for rid, digest in conn.execute(
+            select(sr.record_id, sr.digest).where(sr.source == source, sr.entity == entity,
+                                                  sr.record_id.in_(part))).all()}
+    return stored

@@ -8,7 +8,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from lastmile.config import Settings
 from lastmile.core.brand import load_brand
@@ -88,20 +88,29 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
         if policy.local_day(utc(send_at or sent_at), tz) == policy.local_day(as_of, tz))  # type: ignore[arg-type]
     outcome: Counter[str] = Counter()
     auth_error: str | None = None
-    # Each outcome is written in the same transaction as the next claim (one commit per message),
-    # and up to `send_concurrency` requests are in flight while the next claims commit. A claim is
-    # committed before its request leaves, so a sender killed mid-request leaves exactly the
-    # messages that may have reached the provider in 'sending'.
+    # Claims go in groups of `send_concurrency`, each committed (with the outcomes heard so far)
+    # before its requests leave, and at most two groups are in flight: a sender killed
+    # mid-request leaves exactly the messages that may have reached the provider in 'sending'
+    # (at most twice `send_concurrency`), and a commit serves a group, not a message.
+    group_size = max(1, settings.send_concurrency)
     unwritten: list[tuple[dict[str, Any], str, dict[str, Any]]] = []
-    in_flight: dict[Future[str], tuple[dict[str, Any], datetime | None]] = {}
+    in_flight: dict[Future[str], dict[str, Any]] = {}
 
     def write_outcomes(conn: Connection) -> None:
+        """The outcomes heard so far: one statement per outcome state, run for each of its messages."""
+        by_state: dict[str, list[dict[str, Any]]] = {}
         for done, state, values in unwritten:
-            conn.execute(update(ob).where(ob.c.message_key == done["message_key"], ob.c.state == "sending")
-                         .values(state=state, **values))
-            if state == "sent" and done["kind"] == "notice":
-                conn.execute(update(schema.cases).where(
-                    schema.cases.c.case_id == done["case_id"], schema.cases.c.state == "open").values(state="told"))
+            by_state.setdefault(state, []).append({"key": done["message_key"], **values})
+        for state, params in by_state.items():
+            names = sorted({n for p in params for n in p} - {"key"})
+            # (bound as v_<column>: SQLAlchemy keeps a column's own name for its SET clause)
+            conn.execute(update(ob).where(ob.c.message_key == bindparam("key"), ob.c.state == "sending")
+                         .values(state=state, **{n: bindparam(f"v_{n}") for n in names}),
+                         [{"key": p["key"], **{f"v_{n}": p.get(n) for n in names}} for p in params])
+        told = sorted({done["case_id"] for done, state, _ in unwritten if state == "sent" and done["kind"] == "notice"})
+        if told:
+            conn.execute(update(schema.cases).where(schema.cases.c.case_id.in_(told), schema.cases.c.state == "open")
+                         .values(state="told"))
         unwritten.clear()
 
     def settle(wait_for: int) -> None:
@@ -110,7 +119,7 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
         while len(in_flight) > wait_for:
             finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
-                row, _send_at = in_flight.pop(future)
+                row = in_flight.pop(future)
                 state, values, refused = _outcome(future, as_of)
                 auth_error = auth_error or refused
                 unwritten.append((row, state, values))
@@ -120,31 +129,42 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
                     log.warning("message %s to %s: %s (%s)", row["message_key"], mask_email(row["recipient"]),
                                 state, values.get("state_reason"))
 
-    with ThreadPoolExecutor(max_workers=max(1, settings.send_concurrency)) as pool:
-        for row in pending:
-            settle(max(1, settings.send_concurrency) - 1)
+    queue = iter(pending)
+    with ThreadPoolExecutor(max_workers=group_size) as pool:
+        while not auth_error:
+            settle(group_size)
             if auth_error:
                 break
-            still_planned = and_(ob.c.message_key == row["message_key"], ob.c.state == "planned")
-            decision = gate(row["kind"], row["recipient"], row["tz"], suppressed, today[row["order_id"]], as_of,
-                            policy)
+            group: list[tuple[dict[str, Any], datetime | None]] = []
+            held_back: list[dict[str, Any]] = []
+            for row in queue:
+                decision = gate(row["kind"], row["recipient"], row["tz"], suppressed, today[row["order_id"]],
+                                as_of, policy)
+                if decision.action == "send":
+                    today[row["order_id"]] += 1  # the daily cap counts it now, before the next decision
+                    group.append((row, decision.send_at))
+                    if len(group) == group_size:
+                        break
+                else:
+                    held_back.append({"key": row["message_key"], "v_reason": decision.reason,
+                                      "v_state": "suppressed" if decision.action == "suppress" else "planned"})
+                    outcome["suppressed" if decision.action == "suppress" else "deferred"] += 1
+            if not group and not held_back and not unwritten:
+                break
             with engine.begin() as conn:
                 write_outcomes(conn)
-                if decision.action != "send":
-                    conn.execute(update(ob).where(still_planned).values(
-                        state="suppressed" if decision.action == "suppress" else "planned",
-                        state_reason=decision.reason))
-                    outcome["suppressed" if decision.action == "suppress" else "deferred"] += 1
+                if held_back:
+                    conn.execute(update(ob).where(ob.c.message_key == bindparam("key"), ob.c.state == "planned")
+                                 .values(state=bindparam("v_state"), state_reason=bindparam("v_reason")), held_back)
+                claimed = _claim(conn, group)
+            for row, send_at in group:
+                if row["message_key"] not in claimed:  # another sender moved it out of 'planned' first
+                    outcome["taken"] += 1
                     continue
-                # The claim: only the sender that moves it out of 'planned' may send it.
-                claimed = conn.execute(update(ob).where(still_planned).values(
-                    state="sending", attempts=row["attempts"] + 1, send_at=decision.send_at)).rowcount
-            if claimed != 1:
-                outcome["taken"] += 1
-                continue
-            today[row["order_id"]] += 1  # the daily cap counts it now, before the next decision
-            message = Outgoing.from_row({**row, "send_at": decision.send_at})
-            in_flight[pool.submit(transport.send, message)] = (row, decision.send_at)
+                message = Outgoing.from_row({**row, "send_at": send_at})
+                in_flight[pool.submit(transport.send, message)] = row
+            if not group:
+                break
         settle(0)
     with engine.begin() as conn:
         write_outcomes(conn)
@@ -164,6 +184,20 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
     if auth_error:
         raise PermissionError(f"e-mail provider refused our credentials ({auth_error}); messages kept for the next run")
     return counts
+
+
+def _claim(conn: Connection, group: list[tuple[dict[str, Any], datetime | None]]) -> set[str]:
+    """Move the group's messages that are still planned to 'sending'; the keys this sender now owns."""
+    ob = schema.outbox
+    by_send_at: dict[datetime | None, list[str]] = {}
+    for row, send_at in group:
+        by_send_at.setdefault(send_at, []).append(row["message_key"])
+    claimed: set[str] = set()
+    for send_at, keys in by_send_at.items():
+        claimed |= set(conn.execute(update(ob).where(ob.c.message_key.in_(sorted(keys)), ob.c.state == "planned")
+                                    .values(state="sending", attempts=ob.c.attempts + 1, send_at=send_at)
+                                    .returning(ob.c.message_key)).scalars())
+    return claimed
 
 
 def _outcome(future: Future[str], as_of: datetime) -> tuple[str, dict[str, Any], str | None]:

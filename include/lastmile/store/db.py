@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, make_url, or_, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.pool import NullPool
 
@@ -74,7 +74,8 @@ def upsert(
         if cols:
             where = None
             if only_if_newer:
-                where = table.c[only_if_newer] > stmt.excluded[only_if_newer]
+                # (a stored NULL is no observation yet: the incoming value wins)
+                where = or_(table.c[only_if_newer].is_(None), table.c[only_if_newer] > stmt.excluded[only_if_newer])
             stmt = stmt.on_conflict_do_update(
                 index_elements=keys, set_={c: stmt.excluded[c] for c in cols}, where=where)
         else:

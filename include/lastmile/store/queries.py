@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from sqlalchemy import Connection, func, select
 
-from lastmile.core.status import TERMINAL
 from lastmile.store import schema
 from lastmile.store.db import utc
 
@@ -105,12 +104,3 @@ def previous_detection(conn: Connection, batch: str) -> datetime | None:
     value = conn.execute(select(func.max(rs.as_of)).where(
         rs.step == "detect_exceptions", rs.batch_key < batch)).scalar()
     return utc(value)
-
-
-def finished_by(conn: Connection, instant: datetime, shipment_ids: Iterable[str] | None = None) -> set[str]:
-    """Shipments with a terminal scan (delivered, returned, failed, cancelled) by `instant`."""
-    c = schema.scans.c
-    stmt = select(c.shipment_id).where(c.status.in_(sorted(TERMINAL)), c.occurred_at <= instant).distinct()
-    if shipment_ids is None:
-        return set(conn.execute(stmt).scalars())
-    return {sid for part in chunks(shipment_ids) for sid in conn.execute(stmt.where(c.shipment_id.in_(part))).scalars()}

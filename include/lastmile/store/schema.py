@@ -274,3 +274,16 @@ batch_changes = Table(
     Column("batch_key", String(40), primary_key=True),
     Column("shipment_id", String(64), primary_key=True),
 )
+tracking_state = Table(
+    "tracking_state", metadata,  # one per shipment: when its first terminal scan happened (NULL: in flight)
+    Column("shipment_id", String(64), primary_key=True),
+    Column("finished_at", TS, index=True),
+)
+source_rows = Table(
+    "source_rows", metadata,  # a digest of each shop record as last accepted: unchanged rows are skipped
+    Column("source", String(32), primary_key=True),
+    Column("entity", String(32), primary_key=True),
+    Column("record_id", String(64), primary_key=True),
+    Column("digest", String(40), nullable=False),
+    Column("batch_key", String(40), nullable=False),
+)
