@@ -60,10 +60,16 @@ def _main(argv: list[str] | None = None) -> int:
     sim = sub.add_parser("simulate", help="generate the seeded simulated shop into LASTMILE_SIM_DIR")
     sim.add_argument("--if-missing", action="store_true", help="keep an existing data set for the same seed")
     sub.add_parser("preview", help="render every kind of e-mail with sample data into out/preview/")
-    bt = sub.add_parser("backtest", help="replay an unseen simulated history and score detection and windows")
+    bt = sub.add_parser("backtest", help="replay a shop's history export (--history) or an unseen simulated "
+                                         "history through the production steps; score detection and windows")
+    bt.add_argument("--history", type=Path, metavar="DIR",
+                    help="a history export (the files-source tables plus scans.csv; docs/backtest.md)")
+    bt.add_argument("--out", type=Path, metavar="OUT", help="with --history: where calls.csv, windows.csv and "
+                                                            "report.txt go (default LASTMILE_OUT_DIR/backtest)")
     bt.add_argument("--seed", type=int, default=11, help="a seed the rules were not tuned on (the demo uses 7)")
     bt.add_argument("--orders", type=int, default=3000)
-    bt.add_argument("--step-hours", type=int, default=6)
+    bt.add_argument("--step-hours", type=int, help="hours between replayed runs (default: 24 for --history, 6 "
+                                                   "for the simulator)")
     tr = sub.add_parser("track", help="print the normalised scans of tracking codes, as the DAG would store them")
     tr.add_argument("--carrier", required=True, choices=("easypost", "aftership", "simulated"),
                     help="the tracking API (its account is <carrier>_default unless --account is given)")
@@ -96,10 +102,17 @@ def _main(argv: list[str] | None = None) -> int:
               f"(seed {manifest['seed']}, {manifest['n_orders']} orders, {manifest['shipments']} shipments)")
         return 0
 
+    if args.command == "backtest" and args.history is not None:
+        from lastmile.evaluation.history import format_replay, replay
+
+        out = args.out or settings.out_dir / "backtest"
+        print(format_replay(replay(args.history, out, step_hours=args.step_hours or 24)))
+        print(f"== calls, windows and this report: {out}/calls.csv, windows.csv, report.txt")
+        return 0
     if args.command == "backtest":
         from lastmile.evaluation.backtest import format_result, run
 
-        print(format_result(run(seed=args.seed, n_orders=args.orders, step_hours=args.step_hours)))
+        print(format_result(run(seed=args.seed, n_orders=args.orders, step_hours=args.step_hours or 6)))
         return 0
     if args.command == "preview":
         from lastmile.email.preview import render_all

@@ -9,7 +9,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
-SOURCES = ("simulated", "sql", "files")
+SOURCES = ("simulated", "sql", "files", "export")
 TRANSPORTS = ("file", "sendgrid")
 
 
@@ -55,8 +55,8 @@ class Settings:
         if not accounts:
             raise ConfigError("LASTMILE_TRACKING_ACCOUNTS is empty: name at least one carrier account")
         orders_path = env.get("LASTMILE_ORDERS_PATH")
-        if source == "files" and not orders_path:
-            raise ConfigError("LASTMILE_SOURCE=files needs LASTMILE_ORDERS_PATH (a folder of CSV or Parquet files)")
+        if source in ("files", "export") and not orders_path:
+            raise ConfigError(f"LASTMILE_SOURCE={source} needs LASTMILE_ORDERS_PATH (a folder of CSV or Parquet files)")
         return cls(
             db_url=env.get("LASTMILE_DB_URL") or f"sqlite:///{out_dir / 'lastmile.db'}",
             source=source,

@@ -48,7 +48,8 @@ VIEWS = {"v_shipment_outcomes", "v_exceptions_weekly", "v_late_rate_monthly", "v
          "v_runs", "v_open_cases"}
 # Objects schema.py gained after the baseline: the old create_all never built them.
 ADDED_AFTER_BASELINE = {"tables": {"message_events", "current_detections", "transit_samples", "estimate_samples",
-                                   "batch_changes", "tracking_state", "source_rows"},
+                                   "batch_changes", "tracking_state", "source_rows",
+                                   "exception_samples"},
                         "indexes": {"ix_detections_shipment_type", "ix_scans_first_seen_at", "ix_scans_occurred_at", "ix_scans_status_occurred",
                                     "ix_shipments_created_at", "ix_estimates_observed_at", "ix_outbox_planned_at"},
                         "columns": {("orders", "status"), ("quarantine", "file"), ("quarantine", "row_no")},

@@ -48,3 +48,48 @@ def test_a_mistyped_threshold_is_refused_with_its_place(tmp_path):
     config.write_text("[default]\nstalled_after = 8\n")
     with pytest.raises(ValueError, match="stalled_after < lost_after"):
         load(config)
+
+
+def _delivered(carrier, service, gaps, waits=None):
+    import pandas as pd
+
+    return pd.DataFrame({"carrier": carrier, "service": service, "max_gap_bd": gaps,
+                         "pickup_wait_bd": waits if waits is not None else [1] * len(gaps)})
+
+
+def test_a_carrier_that_scans_only_milestones_is_not_called_stalled_or_lost_for_its_normal_silence():
+    import pandas as pd
+
+    from lastmile.core.thresholds import ThresholdTable, learned
+
+    # A postal service whose parcels go silent from hand-over to delivery: 5 to 12 business days,
+    # a few 20. A carrier that scans daily: one or two days between scans.
+    post = _delivered("Post", "standard", [5, 6, 7, 8, 9, 10, 11, 12] * 12 + [20] * 4, [1, 2, 3] * 32 + [6] * 4)
+    daily = _delivered("UPS", "Ground", [1, 2] * 40)
+    table = learned(ThresholdTable(), pd.concat([post, daily], ignore_index=True))
+    post_t, ups_t = table.for_shipment("Post", "standard"), table.for_shipment("UPS", "Ground")
+    assert post_t.stalled_after >= 12, "a silence 95% of its delivered parcels lived through is normal"
+    assert post_t.lost_after >= 20 and post_t.lost_after >= post_t.stalled_after + 2, "lost needs more evidence"
+    assert post_t.pickup_after >= 3
+    assert ups_t == Thresholds(), "the configured values are floors: a brisk carrier keeps them"
+
+
+def test_too_few_delivered_parcels_keep_the_configured_thresholds():
+    from lastmile.core.thresholds import ThresholdTable, learned
+
+    table = learned(ThresholdTable(), _delivered("Post", "standard", [15] * 29, [9] * 29))
+    assert table.for_shipment("Post", "standard") == Thresholds()
+
+
+def test_learned_thresholds_judge_each_destination_by_its_own_day():
+    import pandas as pd
+
+    from lastmile.core.thresholds import ThresholdTable, ZonedThresholds, learned
+
+    learned_table = learned(ThresholdTable(), _delivered("UPS", "Ground", [9] * 40))
+    zoned = ZonedThresholds({"Europe/Berlin": learned_table}, ThresholdTable())
+    ships = pd.DataFrame({"carrier": ["UPS", "UPS"], "service": ["Ground", "Ground"],
+                          "dest_tz": ["America/New_York", "Europe/Berlin"]}, index=[7, 3])
+    cols = zoned.columns(ships)
+    assert list(cols.index) == [7, 3]
+    assert cols.loc[7, "stalled_after"] == 3 and cols.loc[3, "stalled_after"] == 9

@@ -451,7 +451,7 @@ def test_parse_picks_the_vendor_s_parser() -> None:
     tracking = _tracking("AS8", [checkpoint("Exception", "Exception_013", "2026-11-20T10:00:00+00:00", "Lost")])
     parsed = parse("aftership", [("shp_8", tracking)], OBSERVED_AT)
     assert [(s["status"], s["reason"]) for s in parsed.scans] == [("failed", "lost")]
-    assert set(PARSERS) == {"easypost", "aftership"}
+    assert set(PARSERS) == {"easypost", "aftership", "export"}
     assert parse("easypost", [("shp_e", _tracker("EZ8", [_detail("2026-11-03T09:12:00Z")]))],
                  OBSERVED_AT).trackers_ok == 1
 

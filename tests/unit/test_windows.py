@@ -113,3 +113,34 @@ def test_freshness_reads_instants_with_or_without_their_zone():
     assert not estimate_is_fresh(utc("2026-11-20T10:00:00+00:00"), pd.Timestamp("2026-11-20T11:00:00"),
                                  utc("2026-11-19T10:00:00+00:00"))
     assert not estimate_is_fresh(utc("2026-11-20T10:00:00+00:00"), utc("2026-11-20T09:00:00+00:00"), None)
+
+
+def after(kind, remaining, carrier="UPS"):
+    """Delivered parcels that had `kind`: business days from its evidence to their delivery."""
+    return pd.DataFrame({"exception_type": kind, "carrier": carrier, "service": "Ground", "origin": "US-HOUSTON",
+                         "destination": "US-BROOKLYN", "remaining_bd": remaining})
+
+
+def test_after_a_stall_the_window_follows_how_long_stalled_parcels_still_took():
+    # Normal transit says 1-3 days; parcels of this shop that stalled took 4 to 12 days from the
+    # last scan before the silence. Monday 2 Nov, the silence began Wednesday 28 Oct (3 bd ago).
+    stalls = after("stalled", [4, 5, 6, 6, 7, 8, 9, 10, 11, 12] * 4 + [2] * 10)
+    w = revised_window(SHIP, "stalled", utc("2026-10-27T15:00:00+00:00"), None, history([1, 2, 3] * 20),
+                       utc("2026-11-02T16:00:00+00:00"), after=stalls, evidence_at=utc("2026-10-28T15:00:00+00:00"))
+    assert w.basis == "after-stalled:lane(n=40)"  # the parcels delivered 2 days after were already home
+    # 1 to 9 more business days (Wednesday 11 Nov, Veterans Day, is not one)
+    assert w.earliest == date(2026, 11, 3) and w.latest == date(2026, 11, 16)
+
+
+def test_too_few_parcels_with_the_exception_fall_back_to_transit_times():
+    w = revised_window(SHIP, "stalled", utc("2026-10-27T15:00:00+00:00"), None, history([1, 2, 3] * 20),
+                       utc("2026-11-02T16:00:00+00:00"), after=after("stalled", [5] * 29),
+                       evidence_at=utc("2026-10-28T15:00:00+00:00"))
+    assert w.basis.startswith("history:")
+
+
+def test_a_long_silence_is_given_at_least_as_long_again_until_the_shop_knows_better():
+    # Silent since Monday 26 Oct; Monday 2 Nov that is 5 business days, and normal transit is 1-3 days.
+    w = revised_window(SHIP, "stalled", utc("2026-10-23T15:00:00+00:00"), None, history([1, 2, 3] * 20),
+                       utc("2026-11-02T16:00:00+00:00"), evidence_at=utc("2026-10-26T15:00:00+00:00"))
+    assert w.latest >= date(2026, 11, 9)  # at least 5 more business days

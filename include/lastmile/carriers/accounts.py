@@ -20,8 +20,9 @@ from urllib.parse import unquote, urlsplit
 
 from lastmile.config import base_url
 
-VENDORS = ("simulated", "easypost", "aftership")
+VENDORS = ("simulated", "easypost", "aftership", "export")
 SIMULATED = "simulated"
+EXPORT = "export"  # a history export's scans.csv, replayed as of each run (backtest --history)
 
 
 class AccountError(ValueError):
@@ -55,7 +56,7 @@ def account_from_fields(name: str, conn_type: str | None, host: str | None, port
                         password: str | None, extra: Mapping[str, Any] | None) -> TrackingAccount:
     """The account for one Connection: password = API key; host, when set, overrides the base URL."""
     vendor = vendor_of(name, conn_type)
-    if vendor == SIMULATED:
+    if vendor in (SIMULATED, EXPORT):  # no API, no key
         return TrackingAccount(name, vendor)
     if not password:
         raise AccountError(f"Airflow connection {name!r} has no password: put the {vendor} API key there")
@@ -67,8 +68,8 @@ def account_from_fields(name: str, conn_type: str | None, host: str | None, port
 def account_from_env(name: str, env: Mapping[str, str] | None = None) -> TrackingAccount:
     """The account from `AIRFLOW_CONN_<NAME>` (Airflow's JSON or URI form) — for the command line."""
     env = os.environ if env is None else env
-    if name == SIMULATED:
-        return TrackingAccount(name, SIMULATED)
+    if name in (SIMULATED, EXPORT):
+        return TrackingAccount(name, name)
     var = f"AIRFLOW_CONN_{name.upper()}"
     raw = (env.get(var) or "").strip()
     if not raw:

@@ -216,7 +216,35 @@ def parse_aftership(
     return _parse(payloads, observed_at, source, _AFTERSHIP)
 
 
-PARSERS: dict[str, Callable[..., ParsedTrackers]] = {"easypost": parse_easypost, "aftership": parse_aftership}
+# ------------------------------------------------------------------------------------- history exports
+
+
+def _export_event(scan: dict[str, Any]) -> _Event:
+    return _Event(scan.get("occurred_at"), str(scan.get("status") or ""), str(scan.get("reason") or ""),
+                  str(scan.get("message") or ""), scan.get("location") or None, None)
+
+
+_EXPORT = _Shape(
+    required=("tracking_code", "status", "scans"),
+    code=lambda tracker: tracker.get("tracking_code"),
+    event=_export_event,
+    to_status=status_map.from_export,
+    stand_in_time=lambda tracker, scan: None,  # an export row without a readable time is only quarantined
+    stand_in_note="",
+    time_field="occurred_at",
+    estimate=lambda tracker: _calendar_date(tracker.get("est_delivery_date")),
+)
+
+
+def parse_export(
+    payloads: Iterable[tuple[str, dict[str, Any]]], observed_at: datetime, source: str = "export"
+) -> ParsedTrackers:
+    """Parse (shipment_id, tracker) pairs built from a history export's scans.csv (oldest first)."""
+    return _parse(payloads, observed_at, source, _EXPORT)
+
+
+PARSERS: dict[str, Callable[..., ParsedTrackers]] = {"easypost": parse_easypost, "aftership": parse_aftership,
+                                                     "export": parse_export}
 
 
 def parse(vendor: str, payloads: Iterable[tuple[str, dict[str, Any]]], observed_at: datetime) -> ParsedTrackers:

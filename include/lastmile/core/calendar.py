@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 import holidays
 
@@ -51,3 +52,10 @@ def business_days_between(start: date, end: date, country: str) -> int:
         current += timedelta(days=1)
         days += is_business_day(current, country)
     return days
+
+
+def start_of_local_day(instant: datetime, tz: str) -> datetime:
+    """The UTC instant at which `instant`'s day began in `tz`: what is learned by then holds all day."""
+    day = instant.astimezone(ZoneInfo(tz)).date()
+    return datetime.combine(day, time(0), ZoneInfo(tz)).astimezone(ZoneInfo("UTC"))
+

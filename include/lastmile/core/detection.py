@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lastmile.core.calendar import TZ_COUNTRY, _holidays
-from lastmile.core.thresholds import Thresholds, ThresholdTable  # noqa: F401 -- Thresholds re-exported
+from lastmile.core.thresholds import Thresholds, ThresholdTable, ZonedThresholds  # noqa: F401 -- Thresholds re-exported
 
 # Gravity of each exception; a case shows its gravest open one.
 SEVERITY = {
@@ -92,22 +92,14 @@ def end_of_local_day(days: pd.Series, tz: pd.Series) -> pd.Series:
     return out
 
 
-def detect(
-    shipments: pd.DataFrame,
-    scans: pd.DataFrame,
-    estimates: pd.DataFrame,
-    as_of: datetime,
-    thresholds: Thresholds | ThresholdTable | None = None,
-) -> pd.DataFrame:
-    """One row per (shipment, exception type) evident at `as_of`; see DETECTION_COLUMNS.
-
-    `thresholds` is one set for every shipment, or a table per carrier and service (default:
-    the built-in defaults, as in thresholds.toml).
-    """
+def shipment_facts(shipments: pd.DataFrame, scans: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
+    """Per shipment created by `as_of`, what its scans say then: last scan, silence, longest silence
+    once moving (`max_gap_bd`), wait for pickup (`pickup_wait_bd`), delivery, end of the journey.
+    The rules read these; the learned thresholds learn from the same facts of delivered parcels."""
     as_of_ts = pd.Timestamp(as_of).tz_convert("UTC")
     ships = shipments[pd.to_datetime(shipments["created_at"], utc=True) <= as_of_ts].copy()
     if ships.empty:
-        return pd.DataFrame(columns=DETECTION_COLUMNS)
+        return ships
     ships["country"] = ships["dest_tz"].map(TZ_COUNTRY).fillna("US")
     ships["promised_date"] = pd.to_datetime(ships["promised_date"])
     sc = scans.copy()
@@ -134,6 +126,38 @@ def detect(
     s["terminal"] = s["delivered"] | s["terminal_status"].fillna(False).astype(bool)
     # A shipment replaced by a reshipment is over: its exceptions are history, the new parcel is live.
     s["superseded"] = s["shipment_id"].isin(set(ships["replaces_shipment_id"].dropna()))
+    return s
+
+
+def rhythm(shipments: pd.DataFrame, scans: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
+    """For each parcel delivered by `as_of`: its longest silence once moving and its wait for pickup
+    (business days; NaN where there were not two scans to measure between)."""
+    s = shipment_facts(shipments, scans, as_of)
+    if s.empty:
+        return pd.DataFrame(columns=["shipment_id", "max_gap_bd", "pickup_wait_bd"])
+    done = s[s["delivered"]]
+    return pd.DataFrame({"shipment_id": done["shipment_id"],
+                         "max_gap_bd": done["max_gap_bd"].where(done["_gap_start"].notna()),
+                         "pickup_wait_bd": done["pickup_wait_bd"].where(done["_first_move"].notna())}
+                        ).reset_index(drop=True)
+
+
+def detect(
+    shipments: pd.DataFrame,
+    scans: pd.DataFrame,
+    estimates: pd.DataFrame,
+    as_of: datetime,
+    thresholds: Thresholds | ThresholdTable | ZonedThresholds | None = None,
+) -> pd.DataFrame:
+    """One row per (shipment, exception type) evident at `as_of`; see DETECTION_COLUMNS.
+
+    `thresholds` is one set for every shipment, or a table per carrier and service (default:
+    the built-in defaults, as in thresholds.toml).
+    """
+    as_of_ts = pd.Timestamp(as_of).tz_convert("UTC")
+    s = shipment_facts(shipments, scans, as_of)
+    if s.empty:
+        return pd.DataFrame(columns=DETECTION_COLUMNS)
     rows: list[pd.DataFrame] = []
 
     def emit(mask: pd.Series, kind: str, evidence_at: pd.Series, facts: dict[str, pd.Series],
@@ -155,7 +179,7 @@ def detect(
     promise_end = end_of_local_day(s["promised_date"].dt.date, s["dest_tz"])
     est = _latest_estimates(estimates, as_of_ts)
     s = s.merge(est, on="shipment_id", how="left")
-    table = (thresholds if isinstance(thresholds, ThresholdTable)
+    table = (thresholds if isinstance(thresholds, (ThresholdTable, ZonedThresholds))
              else ThresholdTable(thresholds or Thresholds()))
     th = table.columns(s)  # per row: each carrier and service may have its own
     delivered_local = local_dates(s["delivered_at"].fillna(as_of_ts), s["dest_tz"])

@@ -188,3 +188,19 @@ def from_aftership(tag: str | None, subtag: str | None, message: str | None = No
     if subtag in AFTERSHIP_SUBTAGS_BY_TAG:
         return _AFTERSHIP_TAG[tag]
     return unmapped
+
+
+# ------------------------------------------------------------------------------------- history exports
+#
+# A history export (docs/backtest.md) already speaks our vocabulary: its scans carry our status
+# and reason. Anything else is shown as unmapped, like any vendor's unknown code.
+
+
+def from_export(status: str | None, reason: str | None, message: str | None = None) -> Status:
+    """A history export's scan: our own (status, reason), checked against our vocabulary."""
+    status = (status or "").strip().lower()
+    reason = (reason or "").strip().lower() or None
+    if status not in STATUSES or status == "unmapped":
+        return Status("unmapped", f"export:{status}/{reason or ''}")
+    return Status(status, reason)
+

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,68 @@ class ThresholdTable:
         chosen = {pair: self.for_shipment(*pair) for pair in set(pairs)}
         return pd.DataFrame([[getattr(chosen[p], n) for n in names] for p in pairs], columns=names,
                             index=shipments.index)
+
+
+# Learning each carrier's rhythm from its delivered parcels (docs/detection-rules.md): a silence
+# or a wait that this share of delivered parcels lived through is normal, not an exception.
+STALLED_QUANTILE = 0.95
+LOST_QUANTILE = 0.995  # "lost" needs more evidence than "stalled": a rarer silence
+PICKUP_QUANTILE = 0.95
+LOST_MARGIN = 2  # and at least this many business days more than stalled
+MIN_SAMPLES = 30  # fewer delivered parcels than this: the configured values alone (a cold start)
+
+
+def learned(configured: ThresholdTable, samples: pd.DataFrame) -> ThresholdTable:
+    """`configured` with each carrier's and service's rhythm learned from `samples` (delivered
+    parcels: carrier, service, max_gap_bd, pickup_wait_bd). A learned threshold is the high
+    quantile of what delivered parcels lived through, never below the configured value (a floor)."""
+    if samples.empty:
+        return configured
+    overrides = dict(configured.overrides)
+
+    def fit(base: Thresholds, group: pd.DataFrame) -> Thresholds:
+        gaps, waits = group["max_gap_bd"].dropna(), group["pickup_wait_bd"].dropna()
+        stalled, lost, pickup = base.stalled_after, base.lost_after, base.pickup_after
+        if len(gaps) >= MIN_SAMPLES:
+            stalled = max(stalled, math.ceil(gaps.quantile(STALLED_QUANTILE)))
+            lost = max(lost, math.ceil(gaps.quantile(LOST_QUANTILE)), stalled + LOST_MARGIN)
+        if len(waits) >= MIN_SAMPLES:
+            pickup = max(pickup, math.ceil(waits.quantile(PICKUP_QUANTILE)))
+        return Thresholds(stalled, lost, pickup)
+
+    carriers: dict[str, Thresholds] = {}
+    for carrier, group in samples.groupby("carrier"):
+        carriers[str(carrier)] = fit(configured.for_shipment(str(carrier), ""), group)
+        overrides[(str(carrier), None)] = carriers[str(carrier)]
+    for (carrier, service), group in samples.groupby(["carrier", "service"]):
+        base = _at_least(configured.for_shipment(str(carrier), str(service)), carriers[str(carrier)])
+        overrides[(str(carrier), str(service))] = fit(base, group)
+    seen = set(zip(samples["carrier"].astype(str), samples["service"].astype(str), strict=True))
+    for (carrier, service), values in configured.overrides.items():  # a configured service not delivered yet
+        if service is not None and carrier in carriers and (carrier, service) not in seen:
+            overrides[(carrier, service)] = _at_least(values, carriers[carrier])
+    return ThresholdTable(configured.default, overrides)
+
+
+def _at_least(a: Thresholds, b: Thresholds) -> Thresholds:
+    return Thresholds(max(a.stalled_after, b.stalled_after), max(a.lost_after, b.lost_after),
+                      max(a.pickup_after, b.pickup_after))
+
+
+@dataclass(frozen=True)
+class ZonedThresholds:
+    """A threshold table per destination time zone (each learned as of the start of that zone's
+    day, so thresholds move only when the zone's parcels are all looked at again)."""
+
+    zones: Mapping[str, ThresholdTable]
+    fallback: ThresholdTable
+
+    def columns(self, shipments: pd.DataFrame) -> pd.DataFrame:
+        parts = [self.zones.get(str(tz), self.fallback).columns(group)
+                 for tz, group in shipments.groupby("dest_tz", sort=False)]
+        if not parts:
+            return self.fallback.columns(shipments)
+        return pd.concat(parts).reindex(shipments.index)
 
 
 def _merge(base: Thresholds, values: dict[str, Any], where: str) -> Thresholds:

@@ -20,14 +20,22 @@ from lastmile.core.calendar import TZ_COUNTRY, add_business_days, business_days_
 # Lost, damaged and returned parcels are not coming: a person decides what happens next.
 STILL_COMING = frozenset({"late", "stalled", "failed_attempt", "address_problem", "customs_hold",
                           "stuck_before_pickup", "reshipped"})
-# Extra business days an exception adds on top of normal remaining transit.
+# Extra business days an exception adds on top of normal remaining transit, until the shop's own
+# parcels with that exception say how long it really takes (a cold start).
 EXTRA_DAYS = {"stalled": 2, "customs_hold": 3, "address_problem": 2, "stuck_before_pickup": 1}
+# Exceptions that are a silence: until the shop's history says otherwise, a silence that has lasted
+# n business days is given at least n more (what has lasted long tends to last).
+SILENCES = frozenset({"stalled", "stuck_before_pickup"})
 MIN_SAMPLES = 30
 LATEST_QUANTILE = 0.95
 EARLIEST_QUANTILE = 0.25
 # How far deliveries landed from the carrier's estimate: the window around an estimate spans
 # these quantiles of that error, learned from delivered shipments.
 ESTIMATE_ERROR_QUANTILES = (0.02, 0.97)
+# After an exception, the window spans these quantiles of how long the shop's parcels with the
+# same exception still took, given the days already gone since its evidence: 97% of such
+# deliveries fell inside, as many before as after.
+AFTER_EXCEPTION_QUANTILES = (0.015, 0.985)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,26 @@ def transit_history(shipments: pd.DataFrame, scans: pd.DataFrame, as_of: datetim
         for a, d, tz in zip(both["accepted"], both["delivered"], both["dest_tz"], strict=True)
     ]
     return both
+
+
+def exception_history(detections: pd.DataFrame, transit: pd.DataFrame) -> pd.DataFrame:
+    """Business days from each exception's first evidence to the delivery, for delivered parcels
+    with an exception after which a window is given (`transit`: transit_history's rows)."""
+    cols = ["shipment_id", "exception_type", "carrier", "service", "origin", "destination", "evidence_at",
+            "delivered_at", "remaining_bd"]
+    d = detections[detections["exception_type"].isin(STILL_COMING)][["shipment_id", "exception_type",
+                                                                     "first_evidence_at"]]
+    m = d.merge(transit[["shipment_id", "carrier", "service", "origin", "destination", "dest_tz", "delivered"]],
+                on="shipment_id")
+    if m.empty:
+        return pd.DataFrame(columns=cols)
+    m["evidence_at"] = pd.to_datetime(m["first_evidence_at"], utc=True)
+    m["delivered_at"] = pd.to_datetime(m["delivered"], utc=True)
+    m = m[m["evidence_at"] <= m["delivered_at"]]
+    m["remaining_bd"] = [
+        business_days_between(_local(e, tz), _local(dl, tz), TZ_COUNTRY.get(tz, "US"))
+        for e, dl, tz in zip(m["evidence_at"], m["delivered_at"], m["dest_tz"], strict=True)]
+    return m[cols].reset_index(drop=True)
 
 
 def estimate_errors(shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.DataFrame,
@@ -117,12 +145,15 @@ def revised_window(
     shipment: pd.Series, exception_type: str, accepted_at: datetime | None, carrier_estimate: date | None,
     history: pd.DataFrame, as_of: datetime, errors: pd.DataFrame | None = None,
     estimate_after_evidence: bool = False, estimate_is_revision: bool = False,
+    after: pd.DataFrame | None = None, evidence_at: object = None,
 ) -> Window | None:
     """The window to tell the customer for one open shipment, or None when no date is honest.
 
     When the carrier dated the parcel after the trouble began (`estimate_after_evidence`), the
     window is built around that date, as wide as the carrier's record with such estimates needs;
-    otherwise from the spread of real transit times (with any older estimate only widening it).
+    otherwise from how long parcels with the same exception still took once as many days had
+    passed since its evidence (`after`: exception_history rows), and failing enough of those, from
+    the spread of real transit times; any older estimate only widens it.
     """
     if exception_type not in STILL_COMING:
         return None
@@ -133,7 +164,12 @@ def revised_window(
     elapsed = business_days_between(_local(accepted_at, tz), today, country) if accepted_at is not None else 0
     samples, basis = _samples(shipment, history)
     remaining = samples[samples > elapsed] - elapsed if samples.size else samples
-    if remaining.size >= 5:
+    learned = _after_exception(shipment, exception_type, evidence_at, today, after, country)
+    silent = (business_days_between(_local(_utc_ts(evidence_at), tz), today, country)
+              if exception_type in SILENCES and evidence_at is not None and not pd.isna(evidence_at) else 0)
+    if learned is not None:
+        lo, hi, basis = learned
+    elif remaining.size >= 5:
         lo = int(np.floor(np.quantile(remaining, EARLIEST_QUANTILE)))
         hi = int(np.ceil(np.quantile(remaining, LATEST_QUANTILE)))
     elif samples.size:
@@ -142,7 +178,7 @@ def revised_window(
     else:
         lo, hi = 1, 7
         basis = "no-history"
-    extra = EXTRA_DAYS.get(exception_type, 0)
+    extra = 0 if learned is not None else max(EXTRA_DAYS.get(exception_type, 0), silent)
     earliest = add_business_days(today, max(1, lo), country)
     latest = add_business_days(today, max(hi + extra, lo + 1, 2), country)
     if carrier_estimate is not None and carrier_estimate >= first_day:
@@ -151,14 +187,35 @@ def revised_window(
         if calibrated is not None:
             # The carrier still dates the parcel in the future and we know how far its dates
             # land from the truth: a window around its word, as wide as its track record needs.
-            earliest, latest, basis = calibrated[0], calibrated[1], calibrated[2]
-            earliest = max(earliest, first_day)
+            # A date the carrier gives in the middle of a silence has no scan behind it: the
+            # window still reaches as far as the silence alone would.
+            latest = max(calibrated[1], latest) if exception_type in SILENCES else calibrated[1]
+            earliest, basis = max(calibrated[0], first_day), calibrated[2]
             return Window(earliest, max(latest, earliest), basis)
         basis = f"carrier-estimate+{basis}"
         earliest = min(max(earliest, first_day), carrier_estimate)
         latest = max(latest, add_business_days(carrier_estimate, 1, country))
     earliest = max(earliest, first_day)
     return Window(earliest, max(latest, add_business_days(earliest, 1, country)), basis)
+
+
+def _after_exception(shipment: pd.Series, exception_type: str, evidence_at: object, today: date,
+                     after: pd.DataFrame | None, country: str) -> tuple[int, int, str] | None:
+    """(earliest, latest) business days from today, from the parcels that had the same exception,
+    given the days since its evidence; None when too few such parcels were still coming by then."""
+    if after is None or after.empty or evidence_at is None or pd.isna(evidence_at):
+        return None
+    same = after[after["exception_type"] == exception_type]
+    if same.empty:
+        return None
+    gone = business_days_between(_local(_utc_ts(evidence_at), str(shipment["dest_tz"])), today, country)
+    for name, mask in _levels(shipment, same):
+        values = same.loc[mask, "remaining_bd"].to_numpy()
+        values = values[values > gone] - gone  # parcels not yet delivered after as many days
+        if values.size >= MIN_SAMPLES:
+            lo, hi = np.quantile(values, AFTER_EXCEPTION_QUANTILES)
+            return int(np.floor(lo)), int(np.ceil(hi)), f"after-{exception_type}:{name}(n={values.size})"
+    return None
 
 
 def _around_estimate(shipment: pd.Series, estimate: date, errors: pd.DataFrame | None,
@@ -179,15 +236,19 @@ def _around_estimate(shipment: pd.Series, estimate: date, errors: pd.DataFrame |
     return None
 
 
-def _samples(shipment: pd.Series, history: pd.DataFrame) -> tuple[np.ndarray, str]:
-    levels = [
+def _levels(shipment: pd.Series, history: pd.DataFrame) -> list[tuple[str, pd.Series]]:
+    """From the narrowest to the widest: the shipment's lane, service, carrier, everything."""
+    return [
         ("lane", (history["carrier"] == shipment["carrier"]) & (history["service"] == shipment["service"])
          & (history["origin"] == shipment["origin"]) & (history["destination"] == shipment["destination"])),
         ("service", (history["carrier"] == shipment["carrier"]) & (history["service"] == shipment["service"])),
         ("carrier", history["carrier"] == shipment["carrier"]),
         ("all", pd.Series(True, index=history.index)),
     ]
-    for name, mask in levels:
+
+
+def _samples(shipment: pd.Series, history: pd.DataFrame) -> tuple[np.ndarray, str]:
+    for name, mask in _levels(shipment, history):
         values = history.loc[mask, "transit_bd"].to_numpy()
         if values.size >= MIN_SAMPLES or name == "all":
             return values, f"history:{name}(n={values.size})"

@@ -1,7 +1,8 @@
 """compute_windows: this batch's open detections → an honest revised window each, where the parcel is still coming.
 
-Windows learn from the transit times and estimate errors kept per delivered parcel
-(`transit_samples`, `estimate_samples`, written by detect_exceptions as parcels are delivered),
+Windows learn from the transit times, estimate errors and times after an exception kept per
+delivered parcel (`transit_samples`, `estimate_samples`, `exception_samples`, written by
+detect_exceptions as parcels are delivered),
 read only for the carriers this batch needs a window for.
 """
 
@@ -25,6 +26,7 @@ from lastmile.store.queries import estimates_until, rows_of
 log = logging.getLogger("lastmile")
 
 RECENT = 5000  # samples per carrier a window learns from: the latest deliveries
+RECENT_AFTER = 1000  # samples per carrier and exception: how long the latest such parcels still took
 
 
 def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
@@ -42,6 +44,7 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
         carriers = set(shipments["carrier"])
         history = _samples(conn, schema.transit_samples, carriers, as_of)
         errors = _samples(conn, schema.estimate_samples, carriers, as_of)
+        after = _exception_samples(conn, carriers, set(dets["exception_type"]), as_of)
         sc = schema.scans.c
         moving = rows_of(conn, select(sc.shipment_id, sc.occurred_at).where(
             sc.status != "pre_transit", sc.occurred_at <= as_of), sc.shipment_id, ids)
@@ -54,18 +57,20 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
         by_id = shipments.set_index("shipment_id")
         # What was learned by the start of the destination's day: a window changes once a day (or
         # when its parcel's facts change), not every hour as other parcels arrive.
-        learned = {tz: (_before(history, tz, as_of), _before(errors, tz, as_of)) for tz in set(shipments["dest_tz"])}
+        learned = {tz: (_before(history, tz, as_of), _before(errors, tz, as_of), _before(after, tz, as_of))
+                   for tz in set(shipments["dest_tz"])}
         given = 0
         for det in dets.itertuples():
             shipment = by_id.loc[det.shipment_id]
-            history_then, errors_then = learned[shipment["dest_tz"]]
+            history_then, errors_then, after_then = learned[shipment["dest_tz"]]
             acc = accepted.get(det.shipment_id)
             est = current.loc[det.shipment_id] if det.shipment_id in current.index else None
             window = revised_window(
                 shipment, det.exception_type, acc.to_pydatetime() if acc is not None else None,
                 est["est"] if est is not None else None, history_then, as_of, errors_then,
                 estimate_after_evidence=est is not None and estimate_is_fresh(est["at"], det.first_evidence_at, acc),
-                estimate_is_revision=est is not None and est["n"] > 1)
+                estimate_is_revision=est is not None and est["n"] > 1,
+                after=after_then, evidence_at=det.first_evidence_at)
             if window is None:
                 continue
             given += 1
@@ -106,3 +111,19 @@ def _samples(conn: Connection, table: Any, carriers: set[str], as_of: datetime) 
         frame = pd.concat([frame, pd.read_sql(recent.limit(RECENT), conn)], ignore_index=True).drop_duplicates(
             [c.name for c in table.primary_key.columns])
     return frame
+
+
+def _exception_samples(conn: Connection, carriers: set[str], kinds: set[str], as_of: datetime) -> pd.DataFrame:
+    """The latest delivered parcels with each exception this batch gives a window after, per carrier;
+    of every carrier too where one carrier has too few."""
+    t = schema.exception_samples
+    recent = select(t).where(t.c.delivered_at <= as_of).order_by(t.c.delivered_at.desc()).limit(RECENT_AFTER)
+    per_carrier = {(kind, carrier): pd.read_sql(recent.where(t.c.exception_type == kind, t.c.carrier == carrier), conn)
+                   for kind in sorted(kinds) for carrier in sorted(carriers)}
+    thin = sorted({kind for (kind, _), f in per_carrier.items() if len(f) < MIN_SAMPLES})
+    frames = [*per_carrier.values(), *(pd.read_sql(recent.where(t.c.exception_type == kind), conn) for kind in thin)]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.read_sql(recent.limit(0), conn)
+    return pd.concat(frames, ignore_index=True).drop_duplicates(["shipment_id", "exception_type"])
+

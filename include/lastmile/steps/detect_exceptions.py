@@ -5,15 +5,22 @@ previous detection run: new or late scans, new carrier estimates, shipments load
 this batch, in-flight parcels whose destination crossed a local midnight (business days, promised
 dates and thresholds only move then), and the parcels of a carrier account whose feed went down
 or came back; together with the other shipments of their order lines (a reshipment retires its
-predecessor). Everything else keeps its current detections. The first run, or one after a long
-gap, looks at everything.
+predecessor). Everything else keeps its current detections. The first run looks at everything;
+after a gap every zone has crossed a midnight, so every parcel in flight is looked at again.
+
+A finished parcel's detections are final: they were decided in the run that saw it finish, with
+the thresholds of that day; what is learned later does not rewrite them. The silence thresholds
+(learned from delivered parcels, see core/thresholds.learned) move only at a destination's local
+midnight, when its parcels in flight are all looked at again: so looking only at what changed
+gives exactly what looking at every parcel in flight gives (LASTMILE_FULL_DETECT=1 does that,
+tests/integration/test_incremental.py compares them).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +29,8 @@ from sqlalchemy import Connection, delete, func, or_, select
 
 from lastmile.config import Settings
 from lastmile.core import detection, thresholds
-from lastmile.core.windows import estimate_errors, transit_history
+from lastmile.core.calendar import start_of_local_day
+from lastmile.core.windows import estimate_errors, exception_history, transit_history
 from lastmile.steps.common import record_step, superseded, utc_instant
 from lastmile.store import progress, schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, writing
@@ -32,13 +40,11 @@ from lastmile.store.queries import (
     feed_states,
     previous_detection,
     rows_of,
+    samples_before,
     scans_until,
 )
 
 log = logging.getLogger("lastmile")
-
-# After a gap this long, looking at everything costs less than working out what changed.
-FULL_AFTER = timedelta(days=7)
 
 
 def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
@@ -50,8 +56,8 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
             return done
         feeds = feed_states(conn, settings, as_of)
         previous = previous_detection(conn, batch)
-        full = settings.full_detect or previous is None or as_of - previous > FULL_AFTER
-        ids = None if full else candidates(conn, settings, as_of, previous, feeds)
+        ids = None if previous is None else candidates(conn, settings, as_of, previous, feeds,
+                                                      every_zone=settings.full_detect)
         shipments = _shipments(conn, as_of, ids)
         scans = scans_until(conn, as_of, None if ids is None else shipments["shipment_id"])
         estimates = estimates_until(conn, as_of, None if ids is None else shipments["shipment_id"])
@@ -60,7 +66,7 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
         # Missing scans from a feed we could not read say nothing about the parcel (no false "lost").
         shipments["feed_unknown"] = shipments["tracking_account"].isin(
             {a for a, f in feeds.items() if f["state"] != "ok"})
-        found = detection.detect(shipments, scans, estimates, as_of, thresholds.load())
+        found = detection.detect(shipments, scans, estimates, as_of, _thresholds(conn, shipments, as_of))
         rows = found.assign(batch_key=batch, window_earliest=None, window_latest=None, window_basis=None)
         rows["first_evidence_at"] = [t.to_pydatetime() for t in pd.to_datetime(rows["first_evidence_at"], utc=True)]
         records = rows.to_dict("records")
@@ -73,7 +79,7 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
             for part in chunks(shipments["shipment_id"]):
                 conn.execute(delete(cd).where(cd.c.shipment_id.in_(part)))
         upsert(conn, cd, records)
-        learned = _learn(conn, shipments, scans, estimates, as_of)
+        learned = _learn(conn, shipments, scans, estimates, found, as_of)
         open_now = dict(conn.execute(select(cd.c.exception_type, func.count()).where(cd.c.open.is_(True))
                                      .group_by(cd.c.exception_type)).all())
         everything = dict(conn.execute(select(cd.c.exception_type, func.count()).group_by(cd.c.exception_type)).all())
@@ -86,8 +92,9 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
 
 
 def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: datetime,
-               feeds: dict[str, dict[str, Any]]) -> set[str]:
-    """The shipments whose detections may differ from the previous run's (see the module's doc)."""
+               feeds: dict[str, dict[str, Any]], every_zone: bool = False) -> set[str]:
+    """The shipments whose detections may differ from the previous run's (see the module's doc);
+    `every_zone`: every parcel in flight, as if every destination had crossed a midnight."""
     sc, sh, es = schema.scans.c, schema.shipments.c, schema.estimates.c
     ids: set[str] = set()
     ids |= set(conn.execute(select(sc.shipment_id).where(
@@ -99,7 +106,7 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
     # The parcels in flight at the previous run: their clock is what moves without a new fact.
     flying = sh.shipment_id.in_(progress.in_flight(previous))
     zones = [tz for tz in conn.execute(select(sh.dest_tz).where(flying).distinct()).scalars()
-             if _new_day(tz, previous, as_of)]
+             if every_zone or _new_day(tz, previous, as_of)]
     then = feed_states(conn, settings, previous)
     moved = [a for a in settings.tracking_accounts
              if (then[a]["state"] == "ok") != (feeds[a]["state"] == "ok")]
@@ -117,6 +124,21 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
         select(sh.shipment_id).where(sh.order_line_id.in_(part))).scalars()}
 
 
+# Delivered parcels per carrier that the silence thresholds learn from: the latest ones.
+RHYTHM_SAMPLES = 5000
+
+
+def _thresholds(conn: Connection, shipments: pd.DataFrame, as_of: datetime) -> thresholds.ZonedThresholds:
+    """The configured thresholds, raised to each carrier's rhythm as its delivered parcels show it
+    by the start of the destination's day (so they move only when that zone's parcels are all
+    looked at again: incremental and full detection agree)."""
+    configured = thresholds.load()
+    midnights = {tz: start_of_local_day(as_of, tz) for tz in set(shipments["dest_tz"])}
+    per_zone = samples_before(conn, schema.transit_samples, set(shipments["carrier"]), midnights, RHYTHM_SAMPLES)
+    return thresholds.ZonedThresholds({tz: thresholds.learned(configured, frame) for tz, frame in per_zone.items()},
+                                      configured)
+
+
 def _new_day(tz: str, previous: datetime, as_of: datetime) -> bool:
     zone = ZoneInfo(tz)
     return previous.astimezone(zone).date() != as_of.astimezone(zone).date()
@@ -130,19 +152,31 @@ def _shipments(conn: Connection, as_of: datetime, ids: set[str] | None) -> pd.Da
 
 
 def _learn(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.DataFrame,
-           as_of: datetime) -> dict[str, int]:
-    """What windows learn from, kept as parcels are delivered: one transit time per delivered parcel
-    and how far each of its carrier estimates missed."""
-    transit = transit_history(shipments, scans, as_of)
+           found: pd.DataFrame, as_of: datetime) -> dict[str, int]:
+    """What windows learn from, kept as parcels are delivered: one transit time per delivered parcel,
+    how far each of its carrier estimates missed, and how long it still took after each exception."""
+    transit = transit_history(shipments, scans, as_of).merge(
+        detection.rhythm(shipments, scans, as_of), on="shipment_id", how="left")
     upsert(conn, schema.transit_samples, [
         {"shipment_id": r.shipment_id, "carrier": r.carrier, "service": r.service, "origin": r.origin,
          "destination": r.destination, "accepted_at": r.accepted.to_pydatetime(),
-         "delivered_at": r.delivered.to_pydatetime(), "transit_bd": int(r.transit_bd)}
-        for r in transit.itertuples()], update=["accepted_at", "delivered_at", "transit_bd"])
+         "delivered_at": r.delivered.to_pydatetime(), "transit_bd": int(r.transit_bd),
+         "max_gap_bd": None if pd.isna(r.max_gap_bd) else int(r.max_gap_bd),
+         "pickup_wait_bd": None if pd.isna(r.pickup_wait_bd) else int(r.pickup_wait_bd), "learned_at": as_of}
+        for r in transit.itertuples()], update=["accepted_at", "delivered_at", "transit_bd", "max_gap_bd",
+                                                "pickup_wait_bd"])
     errors = estimate_errors(shipments, scans, estimates, as_of)
     upsert(conn, schema.estimate_samples, [
         {"shipment_id": r.shipment_id, "est_delivery_date": pd.Timestamp(r.est_delivery_date).date(),
          "carrier": r.carrier, "service": r.service, "revision": bool(r.revision),
          "delivered_at": r.delivered_at.to_pydatetime(), "error_bd": int(r.error_bd)}
         for r in errors.itertuples()], update=["revision", "delivered_at", "error_bd"])
-    return {"transit_samples_seen": len(transit), "estimate_samples_seen": len(errors)}
+    after = exception_history(found, transit)
+    upsert(conn, schema.exception_samples, [
+        {"shipment_id": r.shipment_id, "exception_type": r.exception_type, "carrier": r.carrier,
+         "service": r.service, "origin": r.origin, "destination": r.destination,
+         "evidence_at": r.evidence_at.to_pydatetime(), "delivered_at": r.delivered_at.to_pydatetime(),
+         "remaining_bd": int(r.remaining_bd)}
+        for r in after.itertuples()], update=["evidence_at", "delivered_at", "remaining_bd"])
+    return {"transit_samples_seen": len(transit), "estimate_samples_seen": len(errors),
+            "exception_samples_seen": len(after)}

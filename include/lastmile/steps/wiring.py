@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from lastmile.carriers.accounts import SIMULATED, TrackingAccount
+from lastmile.carriers.accounts import EXPORT, SIMULATED, TrackingAccount
 from lastmile.carriers.tracking import TrackingSource
 from lastmile.config import ConfigError, Settings
+from lastmile.shop.export import ExportCarrier, ExportShop
 from lastmile.shop.records import OrderSource
 from lastmile.shop.sources import FileShop, SqlShop
 from lastmile.sim.shop import SimulatedShop
@@ -23,6 +24,9 @@ def order_source(settings: Settings, watermarks: Mapping[str, datetime] | None =
     if settings.source == "files":
         assert settings.orders_path is not None  # Settings.from_env insists
         return FileShop(settings.orders_path)
+    if settings.source == "export":  # a history export replayed as of each run (backtest --history)
+        assert settings.orders_path is not None
+        return ExportShop(settings.orders_path)
     return SimulatedShop(settings.sim_dir, settings.sim_seed, settings.sim_orders, watermarks)
 
 
@@ -30,6 +34,10 @@ def tracking_source(settings: Settings, account: TrackingAccount | None = None) 
     """The carrier feed behind one tracking account; the simulator's when none is named."""
     if account is None or account.vendor == SIMULATED:
         return SimulatedShop(settings.sim_dir, settings.sim_seed, settings.sim_orders)
+    if account.vendor == EXPORT:
+        if settings.orders_path is None:
+            raise ConfigError("the export tracking account replays a history export: set LASTMILE_ORDERS_PATH")
+        return ExportCarrier(settings.orders_path)
     if account.vendor == "easypost":
         from lastmile.carriers.easypost_client import DEFAULT_BASE_URL, EasyPostClient, EasyPostConfig
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -104,3 +104,30 @@ def previous_detection(conn: Connection, batch: str) -> datetime | None:
     value = conn.execute(select(func.max(rs.as_of)).where(
         rs.step == "detect_exceptions", rs.batch_key < batch)).scalar()
     return utc(value)
+
+
+def samples_before(conn: Connection, table: Any, carriers: Iterable[str], cutoffs: Mapping[str, datetime],
+                   limit: int, when: str = "learned_at") -> dict[str, pd.DataFrame]:
+    """For each cutoff (e.g. the start of a time zone's day): the latest `limit` samples per carrier
+    learned (`when`) before it. One read per carrier, however many cutoffs: the latest before the
+    newest cutoff, plus as many as were learned between the oldest and the newest."""
+    if not cutoffs:
+        return {}
+    newest, oldest = max(cutoffs.values()), min(cutoffs.values())
+    c = table.c
+    at = c[when]
+    frames = []
+    for carrier in sorted(set(carriers)):
+        between = conn.execute(select(func.count()).select_from(table).where(
+            c.carrier == carrier, at >= oldest, at < newest)).scalar_one()
+        frames.append(pd.read_sql(select(table).where(c.carrier == carrier, at < newest)
+                                  .order_by(at.desc(), c[table.primary_key.columns.keys()[0]])
+                                  .limit(limit + between), conn))
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return {key: pd.read_sql(select(table).limit(0), conn) for key in cutoffs}
+    read = pd.concat(frames, ignore_index=True)
+    read[when] = pd.to_datetime(read[when], utc=True)
+    return {key: read[read[when] < pd.Timestamp(cutoff)].groupby("carrier", sort=False).head(limit)
+            for key, cutoff in cutoffs.items()}
+

@@ -256,7 +256,11 @@ transit_samples = Table(
     Column("accepted_at", TS, nullable=False),
     Column("delivered_at", TS, nullable=False),
     Column("transit_bd", Integer, nullable=False),
+    Column("max_gap_bd", Integer),  # the longest silence once moving (NULL: no two scans to measure)
+    Column("pickup_wait_bd", Integer),  # label to the first acceptance scan
+    Column("learned_at", TS),  # the run that first saw the delivery
     Index("ix_transit_samples_carrier_delivered", "carrier", "delivered_at"),
+    Index("ix_transit_samples_carrier_learned", "carrier", "learned_at"),
 )
 estimate_samples = Table(
     "estimate_samples", metadata,  # one per carrier estimate of a delivered parcel: how far it missed
@@ -268,6 +272,20 @@ estimate_samples = Table(
     Column("delivered_at", TS, nullable=False),
     Column("error_bd", Integer, nullable=False),
     Index("ix_estimate_samples_carrier_delivered", "carrier", "delivered_at"),
+)
+exception_samples = Table(
+    "exception_samples", metadata,  # one per delivered parcel and exception: evidence to delivery
+    Column("shipment_id", String(64), primary_key=True),
+    Column("exception_type", String(32), primary_key=True),
+    Column("carrier", String(32), nullable=False),
+    Column("service", String(64), nullable=False),
+    Column("origin", String(64), nullable=False),
+    Column("destination", String(64), nullable=False),
+    Column("evidence_at", TS, nullable=False),
+    Column("delivered_at", TS, nullable=False),
+    Column("remaining_bd", Integer, nullable=False),
+    Index("ix_exception_samples_type_carrier_delivered", "exception_type", "carrier", "delivered_at"),
+    Index("ix_exception_samples_type_delivered", "exception_type", "delivered_at"),
 )
 batch_changes = Table(
     "batch_changes", metadata,  # the shipments a batch's load_orders wrote: detection looks again

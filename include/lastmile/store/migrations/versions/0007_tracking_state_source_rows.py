@@ -1,4 +1,4 @@
-"""Per-shipment tracking state and per-row digests of what the shop sent.
+"""Per-shipment tracking state, per-row digests of what the shop sent, what exceptions took.
 
 - tracking_state: one row per shipment, `finished_at` = its first terminal scan (NULL while in
   flight). "Which parcels are in flight at T" is then an index range (finished_at IS NULL or
@@ -28,6 +28,12 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("transit_samples") as batch:
+        batch.add_column(sa.Column("max_gap_bd", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("pickup_wait_bd", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("learned_at", TS, nullable=True))
+    op.execute("UPDATE transit_samples SET learned_at = delivered_at")
+    op.create_index("ix_transit_samples_carrier_learned", "transit_samples", ["carrier", "learned_at"])
     op.create_table(
         "tracking_state",
         sa.Column("shipment_id", sa.String(64), nullable=False),
@@ -49,9 +55,33 @@ def upgrade() -> None:
         sa.Column("batch_key", sa.String(40), nullable=False),
         sa.PrimaryKeyConstraint("source", "entity", "record_id"),
     )
+    op.create_table(
+        "exception_samples",
+        sa.Column("shipment_id", sa.String(64), nullable=False),
+        sa.Column("exception_type", sa.String(32), nullable=False),
+        sa.Column("carrier", sa.String(32), nullable=False),
+        sa.Column("service", sa.String(64), nullable=False),
+        sa.Column("origin", sa.String(64), nullable=False),
+        sa.Column("destination", sa.String(64), nullable=False),
+        sa.Column("evidence_at", TS, nullable=False),
+        sa.Column("delivered_at", TS, nullable=False),
+        sa.Column("remaining_bd", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("shipment_id", "exception_type"),
+    )
+    op.create_index("ix_exception_samples_type_carrier_delivered", "exception_samples",
+                    ["exception_type", "carrier", "delivered_at"])
+    op.create_index("ix_exception_samples_type_delivered", "exception_samples", ["exception_type", "delivered_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_exception_samples_type_delivered", "exception_samples")
+    op.drop_index("ix_exception_samples_type_carrier_delivered", "exception_samples")
+    op.drop_table("exception_samples")
     op.drop_table("source_rows")
+    op.drop_index("ix_transit_samples_carrier_learned", "transit_samples")
+    with op.batch_alter_table("transit_samples") as batch:
+        batch.drop_column("learned_at")
+        batch.drop_column("pickup_wait_bd")
+        batch.drop_column("max_gap_bd")
     op.drop_index("ix_tracking_state_finished_at", "tracking_state")
     op.drop_table("tracking_state")
