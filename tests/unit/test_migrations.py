@@ -52,7 +52,8 @@ ADDED_AFTER_BASELINE = {"tables": {"message_events", "current_detections", "tran
                                    "exception_samples"},
                         "indexes": {"ix_detections_shipment_type", "ix_scans_first_seen_at", "ix_scans_occurred_at", "ix_scans_status_occurred",
                                     "ix_shipments_created_at", "ix_estimates_observed_at", "ix_outbox_planned_at"},
-                        "columns": {("orders", "status"), ("quarantine", "file"), ("quarantine", "row_no")},
+                        "columns": {("orders", "status"), ("quarantine", "file"), ("quarantine", "row_no"),
+                                    ("shipments", "dest_country")},
                         "constraints": {"uq_case_event_batch": ("uq_case_event", ("case_id", "event", "detail"))}}
 
 

@@ -1,34 +1,83 @@
-"""Business days per destination country: weekends and public holidays (the `holidays` package)."""
+"""Business days per destination country: its weekend and public holidays (the `holidays` package),
+and the country a time zone lies in (the time zone database's zone.tab)."""
 
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
 from functools import lru_cache
+from importlib import resources
 from zoneinfo import ZoneInfo
 
 import holidays
 
-TZ_COUNTRY = {
-    "America/New_York": "US",
-    "America/Chicago": "US",
-    "America/Denver": "US",
-    "America/Los_Angeles": "US",
-    "Europe/London": "GB",
-    "Europe/Berlin": "DE",
-    "Europe/Paris": "FR",
-    "Europe/Madrid": "ES",
-    "Europe/Amsterdam": "NL",
-}
+
+@lru_cache(maxsize=1)
+def _zone_countries() -> dict[str, str]:
+    """IANA time zone → ISO 3166 country, from the time zone database's own zone.tab (tzdata)."""
+    text = resources.files("tzdata").joinpath("zoneinfo", "zone.tab").read_text(encoding="utf-8")
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            code, _where, zone, *_ = line.split("\t")
+            out[zone] = code
+    return out
 
 
-@lru_cache(maxsize=64)
+def zone_country(tz: str) -> str | None:
+    """The country a time zone lies in (None for UTC, Etc/… and names the database does not list)."""
+    return _zone_countries().get(tz)
+
+
+def country_for(dest_country: object, tz: str) -> str:
+    """A shipment's destination country: the one the shop gave, else its time zone's ('' if none)."""
+    if isinstance(dest_country, str) and dest_country:
+        return dest_country
+    return zone_country(tz) or ""
+
+
+# The zones the simulator's customers live in (and bench/detect generates).
+TZ_COUNTRY = {tz: zone_country(tz) or "" for tz in (
+    "America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles", "Europe/London",
+    "Europe/Berlin", "Europe/Paris", "Europe/Madrid", "Europe/Amsterdam")}
+
+
+@lru_cache(maxsize=256)
+def weekend(country: str) -> frozenset[int]:
+    """The country's weekend days (Monday = 0), as the `holidays` package knows them; else Sat-Sun."""
+    try:
+        return frozenset(holidays.country_holidays(country).weekend)
+    except (NotImplementedError, KeyError, AttributeError):
+        return frozenset({5, 6})
+
+
+def weekmask(country: str) -> str:
+    """numpy's busday weekmask for the country ("1111100": Monday to Friday)."""
+    off = weekend(country)
+    return "".join("0" if d in off else "1" for d in range(7))
+
+
+def has_calendar(country: str) -> bool:
+    """Whether the `holidays` package knows the country's public holidays."""
+    try:
+        holidays.country_holidays(country)
+    except (NotImplementedError, KeyError):
+        return False
+    return True
+
+
+@lru_cache(maxsize=512)
 def _holidays(country: str, year: int) -> frozenset[date]:
-    return frozenset(holidays.country_holidays(country, years=year).keys())
+    """The country's public holidays in `year` (none for a country the package does not know:
+    validation flags those, docs/detection-rules.md)."""
+    try:
+        return frozenset(holidays.country_holidays(country, years=year).keys())
+    except (NotImplementedError, KeyError):
+        return frozenset()
 
 
 def is_business_day(day: date, country: str) -> bool:
-    """True on a weekday that is not a public holiday in `country`."""
-    return day.weekday() < 5 and day not in _holidays(country, day.year)
+    """True on a day that is neither the country's weekend nor one of its public holidays."""
+    return day.weekday() not in weekend(country) and day not in _holidays(country, day.year)
 
 
 def add_business_days(day: date, n: int, country: str) -> date:

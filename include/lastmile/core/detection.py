@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from lastmile.core.calendar import TZ_COUNTRY, _holidays
+from lastmile.core.calendar import _holidays, country_for, weekmask
 from lastmile.core.thresholds import Thresholds, ThresholdTable, ZonedThresholds  # noqa: F401 -- Thresholds re-exported
 
 # Gravity of each exception; a case shows its gravest open one.
@@ -64,8 +64,18 @@ def business_days(start: pd.Series, end: pd.Series, country: pd.Series) -> pd.Se
         e = end.loc[idx].to_numpy(dtype="datetime64[D]")
         years = tuple(range(int(str(min(s.min(), e.min()))[:4]), int(str(max(s.max(), e.max()))[:4]) + 1))
         # busday_count counts [start, end); shift by one day to count (start, end].
-        out.loc[idx] = np.busday_count(s + 1, e + 1, holidays=_holiday_array(str(ctry), years))
+        out.loc[idx] = np.busday_count(s + 1, e + 1, weekmask=weekmask(str(ctry)),
+                                       holidays=_holiday_array(str(ctry), years))
     return out
+
+
+def countries(shipments: pd.DataFrame) -> pd.Series:
+    """Each shipment's destination country (calendar.country_for), for business-day counts."""
+    by_zone = shipments["dest_tz"].map({tz: country_for(None, tz) for tz in shipments["dest_tz"].unique()})
+    if "dest_country" not in shipments:
+        return by_zone.astype("object")
+    given = shipments["dest_country"].where(shipments["dest_country"].astype("string").str.len() > 0)
+    return given.fillna(by_zone).astype("object")
 
 
 def local_dates(instants: pd.Series, tz: pd.Series) -> pd.Series:
@@ -100,7 +110,7 @@ def shipment_facts(shipments: pd.DataFrame, scans: pd.DataFrame, as_of: datetime
     ships = shipments[pd.to_datetime(shipments["created_at"], utc=True) <= as_of_ts].copy()
     if ships.empty:
         return ships
-    ships["country"] = ships["dest_tz"].map(TZ_COUNTRY).fillna("US")
+    ships["country"] = countries(ships)
     ships["promised_date"] = pd.to_datetime(ships["promised_date"])
     sc = scans.copy()
     sc["occurred_at"] = pd.to_datetime(sc["occurred_at"], utc=True)

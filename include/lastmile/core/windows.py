@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
-from lastmile.core.calendar import TZ_COUNTRY, add_business_days, business_days_between, is_business_day
+from lastmile.core.calendar import add_business_days, business_days_between, country_for, is_business_day
+from lastmile.core.detection import business_days, countries, local_dates
 
 # Exceptions after which the parcel is still on its way to the customer, so a date can be given.
 # Lost, damaged and returned parcels are not coming: a person decides what happens next.
@@ -51,11 +52,12 @@ def transit_history(shipments: pd.DataFrame, scans: pd.DataFrame, as_of: datetim
     moving = sc[sc["status"] != "pre_transit"].groupby("shipment_id")["occurred_at"].min()
     delivered = sc[sc["status"] == "delivered"].groupby("shipment_id")["occurred_at"].min()
     both = pd.DataFrame({"accepted": moving, "delivered": delivered}).dropna().reset_index()
-    both = both.merge(shipments[["shipment_id", "carrier", "service", "origin", "destination", "dest_tz"]],
-                      on="shipment_id")
+    ships = shipments[["shipment_id", "carrier", "service", "origin", "destination", "dest_tz"]].assign(
+        country=countries(shipments))
+    both = both.merge(ships, on="shipment_id")
     both["transit_bd"] = [
-        business_days_between(_local(a, tz), _local(d, tz), TZ_COUNTRY.get(tz, "US"))
-        for a, d, tz in zip(both["accepted"], both["delivered"], both["dest_tz"], strict=True)
+        business_days_between(_local(a, tz), _local(d, tz), c)
+        for a, d, tz, c in zip(both["accepted"], both["delivered"], both["dest_tz"], both["country"], strict=True)
     ]
     return both
 
@@ -67,16 +69,16 @@ def exception_history(detections: pd.DataFrame, transit: pd.DataFrame) -> pd.Dat
             "delivered_at", "remaining_bd"]
     d = detections[detections["exception_type"].isin(STILL_COMING)][["shipment_id", "exception_type",
                                                                      "first_evidence_at"]]
-    m = d.merge(transit[["shipment_id", "carrier", "service", "origin", "destination", "dest_tz", "delivered"]],
-                on="shipment_id")
+    m = d.merge(transit[["shipment_id", "carrier", "service", "origin", "destination", "dest_tz", "country",
+                         "delivered"]], on="shipment_id")
     if m.empty:
         return pd.DataFrame(columns=cols)
     m["evidence_at"] = pd.to_datetime(m["first_evidence_at"], utc=True)
     m["delivered_at"] = pd.to_datetime(m["delivered"], utc=True)
     m = m[m["evidence_at"] <= m["delivered_at"]]
     m["remaining_bd"] = [
-        business_days_between(_local(e, tz), _local(dl, tz), TZ_COUNTRY.get(tz, "US"))
-        for e, dl, tz in zip(m["evidence_at"], m["delivered_at"], m["dest_tz"], strict=True)]
+        business_days_between(_local(e, tz), _local(dl, tz), c)
+        for e, dl, tz, c in zip(m["evidence_at"], m["delivered_at"], m["dest_tz"], m["country"], strict=True)]
     return m[cols].reset_index(drop=True)
 
 
@@ -84,8 +86,6 @@ def estimate_errors(shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.
                     as_of: datetime) -> pd.DataFrame:
     """Signed business days from each carrier estimate to the actual delivery, for parcels delivered
     by `as_of` (estimates published on the delivery day itself are left out: they cannot miss)."""
-    from lastmile.core.detection import business_days, local_dates
-
     cols = ["shipment_id", "est_delivery_date", "carrier", "service", "revision", "delivered_at", "error_bd"]
     if estimates.empty:
         return pd.DataFrame(columns=cols)
@@ -93,7 +93,8 @@ def estimate_errors(shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.
                                                    <= pd.Timestamp(as_of))]
     delivered = pd.to_datetime(sc.groupby("shipment_id")["occurred_at"].min(), utc=True).rename("delivered_at")
     e = estimates.merge(delivered.reset_index(), on="shipment_id").merge(
-        shipments[["shipment_id", "carrier", "service", "dest_tz"]], on="shipment_id")
+        shipments[["shipment_id", "carrier", "service", "dest_tz"]].assign(country=countries(shipments)),
+        on="shipment_id")
     e["observed_at"] = pd.to_datetime(e["observed_at"], utc=True)
     # The estimate printed with the label and the carrier's later revisions miss by different
     # amounts: each is calibrated on its own kind.
@@ -102,8 +103,7 @@ def estimate_errors(shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.
     e = e[local_dates(e["observed_at"], e["dest_tz"]) < e["delivered_local"]]
     if e.empty:
         return pd.DataFrame(columns=cols)
-    country = e["dest_tz"].map(TZ_COUNTRY).fillna("US")
-    e["error_bd"] = business_days(pd.to_datetime(e["est_delivery_date"]), e["delivered_local"], country)
+    e["error_bd"] = business_days(pd.to_datetime(e["est_delivery_date"]), e["delivered_local"], e["country"])
     return e[cols].reset_index(drop=True)
 
 
@@ -158,7 +158,7 @@ def revised_window(
     if exception_type not in STILL_COMING:
         return None
     tz = str(shipment["dest_tz"])
-    country = TZ_COUNTRY.get(tz, "US")
+    country = country_for(shipment.get("dest_country"), tz)
     today = pd.Timestamp(as_of).tz_convert(ZoneInfo(tz)).date()
     first_day = add_business_days(today + timedelta(days=1), 0, country)  # never today, never the past
     elapsed = business_days_between(_local(accepted_at, tz), today, country) if accepted_at is not None else 0

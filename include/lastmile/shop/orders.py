@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Connection, String, Table, select
 
-from lastmile.core.calendar import TZ_COUNTRY
+from lastmile.core.calendar import zone_country
 from lastmile.core.countries import alpha2
 from lastmile.core.rejections import Rejection
 from lastmile.core.timestamps import parse_timestamp
@@ -161,7 +161,7 @@ def check_email(address: str) -> str:
 
 def check_country(given: str, tz: str) -> tuple[str, str | None]:
     """(alpha-2 code, None), or the time zone's country and why the given one was not used."""
-    fallback = TZ_COUNTRY.get(tz, "")
+    fallback = zone_country(tz) or ""
     if not given.strip():
         return fallback, None
     code = alpha2(given)
@@ -207,6 +207,23 @@ def _line(row: dict[str, Any]) -> dict[str, Any]:
             "quantity": _int(row, "quantity", minimum=1)}
 
 
+def _dest_country(row: dict[str, Any]) -> str:
+    """The country whose calendar counts the parcel's business days: the shop's `dest_country`, else
+    the country its time zone lies in. Never a guess: without either the shipment is quarantined."""
+    given = str(row.get("dest_country") or "").strip()
+    tz = str(row.get("dest_tz") or "").strip()
+    if given:
+        code = alpha2(given)
+        if not code:
+            raise _Invalid("dest_country", f"dest_country {given!r} is not an ISO 3166 code or English country name")
+        return code
+    code = zone_country(tz)
+    if not code:
+        raise _Invalid("dest_country", f"no destination country: the time zone {tz!r} names none; give dest_country "
+                                       f"(ISO 3166), whose weekend and public holidays count the business days")
+    return code
+
+
 def _shipment(row: dict[str, Any]) -> dict[str, Any]:
     return {"shipment_id": _required(row, "shipment_id"), "order_line_id": _required(row, "order_line_id"),
             "order_id": _required(row, "order_id"), "customer_id": _required(row, "customer_id"),
@@ -214,6 +231,7 @@ def _shipment(row: dict[str, Any]) -> dict[str, Any]:
             "tracking_code": _required(row, "tracking_code"), "created_at": _instant(row, "created_at"),
             "promised_date": _date(row, "promised_date"), "origin": _required(row, "origin"),
             "destination": _required(row, "destination"), "dest_tz": _tz(row, "dest_tz"),
+            "dest_country": _dest_country(row),
             # Optional: without them the chain is numbered by creation time (number_shipments).
             "sequence": _int(row, "sequence", minimum=1) if str(row.get("sequence") or "").strip() else None,
             "replaces_shipment_id": row.get("replaces_shipment_id") or None,

@@ -62,7 +62,7 @@ KEYS = {"customers": "customer_id", "subscriptions": "subscription_id", "orders"
 # `_date`, `_int` on them): a source whose file or table lacks one fails before reading a row.
 # `email` is a column every customers file must have, although a row's value may be empty.
 # The others (docs/order-sources.md) are optional: `country`, `locale`, `status`, `subscription_id`,
-# `sequence`, `replaces_shipment_id`, `tracking_account`, `updated_at` (files).
+# `sequence`, `replaces_shipment_id`, `tracking_account`, `dest_country`, `updated_at` (files).
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "customers": ("customer_id", "name", "email", "tz"),
     "subscriptions": ("subscription_id", "customer_id", "cadence", "sku", "next_delivery_date"),
@@ -79,7 +79,7 @@ OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
     "subscriptions": ("status",),
     "orders": ("subscription_id", "status"),
     "order_lines": (),
-    "shipments": ("sequence", "replaces_shipment_id", "tracking_account"),
+    "shipments": ("sequence", "replaces_shipment_id", "tracking_account", "dest_country"),
 }
 COLUMNS_READ: dict[str, frozenset[str]] = {
     entity: frozenset((*REQUIRED_COLUMNS[entity], *OPTIONAL_COLUMNS[entity], "updated_at"))

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pandas as pd
 from sqlalchemy import Connection, select, update
 
 from lastmile.config import Settings
+from lastmile.core.calendar import start_of_local_day
 from lastmile.core.windows import MIN_SAMPLES, estimate_is_fresh, revised_window
 from lastmile.steps.common import record_step, utc_instant
 from lastmile.store import schema
@@ -89,8 +89,9 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
 
 def _before(samples: pd.DataFrame, tz: str, as_of: datetime) -> pd.DataFrame:
     """The samples delivered before the start of `as_of`'s day in `tz`."""
-    midnight = pd.Timestamp(as_of).tz_convert(ZoneInfo(tz)).normalize()
-    return samples[pd.to_datetime(samples["delivered_at"], utc=True) < midnight]
+    # (not Timestamp.normalize(): where DST starts at midnight, as in Brazil until 2019, that
+    # midnight does not exist)
+    return samples[pd.to_datetime(samples["delivered_at"], utc=True) < pd.Timestamp(start_of_local_day(as_of, tz))]
 
 
 def _samples(conn: Connection, table: Any, carriers: set[str], as_of: datetime) -> pd.DataFrame:

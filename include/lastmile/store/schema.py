@@ -73,6 +73,7 @@ shipments = Table(
     Column("origin", String(64), nullable=False),
     Column("destination", String(64), nullable=False),
     Column("dest_tz", String(64), nullable=False),
+    Column("dest_country", String(2)),  # ISO 3166: whose weekend and holidays count (NULL: from dest_tz)
     Column("sequence", Integer, nullable=False),
     Column("replaces_shipment_id", String(64)),
     Column("tracking_account", String(64)),  # NULL: the first configured account

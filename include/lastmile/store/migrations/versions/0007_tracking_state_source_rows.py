@@ -1,4 +1,5 @@
-"""Per-shipment tracking state, per-row digests of what the shop sent, what exceptions took.
+"""Per-shipment tracking state, per-row digests of what the shop sent, what exceptions took,
+each shipment's destination country.
 
 - tracking_state: one row per shipment, `finished_at` = its first terminal scan (NULL while in
   flight). "Which parcels are in flight at T" is then an index range (finished_at IS NULL or
@@ -28,6 +29,10 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    # The destination country whose calendar counts a parcel's business days (NULL on older rows:
+    # the country of its time zone, as the code reads it).
+    with op.batch_alter_table("shipments") as batch:
+        batch.add_column(sa.Column("dest_country", sa.String(2), nullable=True))
     with op.batch_alter_table("transit_samples") as batch:
         batch.add_column(sa.Column("max_gap_bd", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("pickup_wait_bd", sa.Integer(), nullable=True))
@@ -74,6 +79,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # (not batch: a rebuilt shipments table would break the views that read it; SQLite drops natively)
+    op.drop_column("shipments", "dest_country")
     op.drop_index("ix_exception_samples_type_delivered", "exception_samples")
     op.drop_index("ix_exception_samples_type_carrier_delivered", "exception_samples")
     op.drop_table("exception_samples")
