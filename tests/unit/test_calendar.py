@@ -6,7 +6,13 @@ from datetime import UTC, date, datetime
 
 import pandas as pd
 
-from lastmile.core.calendar import add_business_days, is_business_day, start_of_local_day, weekend, zone_country
+from lastmile.core.calendar import (
+    add_business_days,
+    is_business_day,
+    start_of_local_day,
+    weekend,
+    zone_country,
+)
 from lastmile.core.detection import countries
 from lastmile.shop.orders import validate
 from lastmile.shop.records import RawOrders

@@ -113,3 +113,31 @@ def test_a_case_closed_by_a_refund_gets_no_good_news_note():
     f = facts(state="resolved", previous=[sent("CASE-O1-1/notice/late")])
     f.case["resolution"] = "refunded"
     assert decide(f, AS_OF, "b6", BRAND).message is None
+
+
+def test_a_wide_window_says_so_gives_the_latest_date_and_a_date_we_will_write_again_by():
+    # 23 Nov to 11 Dec is 13 business days: wider than the brand's 7.
+    d = decide(facts(window=(date(2026, 11, 23), date(2026, 12, 11))), AS_OF, "b1", BRAND)
+    text = d.message["body_text"]
+    assert "can't honestly give you a narrow window" in text and "latest date we can stand behind" in text
+    assert d.message["check_in_by"] == date(2026, 11, 30)  # five business days from Friday 20 Nov (26th: Thanksgiving)
+    assert "we will write to you again by Mon, Nov 30" in text
+    narrow = decide(facts(), AS_OF, "b1", BRAND).message
+    assert narrow["check_in_by"] is None and "write to you again" not in narrow["body_text"]
+
+
+def test_the_check_in_date_is_kept_whatever_happens_once_and_only_if_nothing_else_went_out():
+    promise = {**sent("CASE-O1-1/notice/late", window_latest=date(2026, 12, 11)), "window_earliest": date(2026, 11, 16),
+               "planned_at": utc("2026-11-13T14:00:00+00:00"), "check_in_by": date(2026, 11, 20)}
+    d = decide(facts(state="told", previous=[promise], window=(date(2026, 11, 23), date(2026, 12, 11))),
+               AS_OF, "b5", BRAND)
+    assert d.message["message_key"] == "CASE-O1-1/check_in/2026-11-20" and d.message["kind"] == "check_in"
+    assert "As promised" in d.message["body_text"] and "Dec 11" in d.message["body_text"]
+    assert d.message["subject"] == "An update on your order O1, as promised"
+    kept = {**d.message, "state": "sent", "planned_at": AS_OF}
+    assert decide(facts(state="told", previous=[promise, kept]), AS_OF, "b6", BRAND).message is None
+    not_yet = {**promise, "check_in_by": date(2026, 11, 24)}
+    assert decide(facts(state="told", previous=[not_yet]), AS_OF, "b5", BRAND).message is None
+    news_since = {**sent("CASE-O1-1/update/out_for_delivery@S1", kind="update"),
+                  "planned_at": utc("2026-11-19T14:00:00+00:00")}
+    assert decide(facts(state="told", previous=[promise, news_since]), AS_OF, "b5", BRAND).message is None

@@ -45,7 +45,7 @@ from lastmile.store.schema import metadata
 ROOT = Path(__file__).resolve().parents[2]
 VIEWS = {"v_shipment_outcomes", "v_exceptions_weekly", "v_late_rate_monthly", "v_promises", "v_promises_kept",
          "v_time_to_email", "v_time_to_resolution", "v_reshipment_chains", "v_messages", "v_message_delivery",
-         "v_runs", "v_open_cases"}
+         "v_runs", "v_open_cases", "v_check_ins"}
 # Objects schema.py gained after the baseline: the old create_all never built them.
 ADDED_AFTER_BASELINE = {"tables": {"message_events", "current_detections", "transit_samples", "estimate_samples",
                                    "batch_changes", "tracking_state", "source_rows",
@@ -53,7 +53,7 @@ ADDED_AFTER_BASELINE = {"tables": {"message_events", "current_detections", "tran
                         "indexes": {"ix_detections_shipment_type", "ix_scans_first_seen_at", "ix_scans_occurred_at", "ix_scans_status_occurred",
                                     "ix_shipments_created_at", "ix_estimates_observed_at", "ix_outbox_planned_at"},
                         "columns": {("orders", "status"), ("quarantine", "file"), ("quarantine", "row_no"),
-                                    ("shipments", "dest_country")},
+                                    ("shipments", "dest_country"), ("outbox", "check_in_by")},
                         "constraints": {"uq_case_event_batch": ("uq_case_event", ("case_id", "event", "detail"))}}
 
 

@@ -19,12 +19,18 @@ class Policy:
     quiet_start: time = time(21, 0)
     quiet_end: time = time(8, 0)
     max_schedule_ahead: timedelta = timedelta(hours=72)  # SendGrid's send_at limit
+    # A window wider than this many business days is said to be wide, with the latest date we can
+    # stand behind and a date by which we write again whatever happens (check_in_business_days on).
+    wide_window_business_days: int = 7
+    check_in_business_days: int = 5
 
     @classmethod
     def from_dict(cls, raw: dict[str, object]) -> Policy:
         start, _, end = str(raw.get("quiet_hours", "21:00-08:00")).partition("-")
         return cls(max_per_order_per_day=int(raw.get("max_emails_per_order_per_day", 2)),  # type: ignore[arg-type]
-                   quiet_start=time.fromisoformat(start.strip()), quiet_end=time.fromisoformat(end.strip()))
+                   quiet_start=time.fromisoformat(start.strip()), quiet_end=time.fromisoformat(end.strip()),
+                   wide_window_business_days=int(raw.get("wide_window_business_days", 7)),  # type: ignore[arg-type]
+                   check_in_business_days=int(raw.get("check_in_business_days", 5)))  # type: ignore[arg-type]
 
     def in_quiet_hours(self, local: time) -> bool:
         if self.quiet_start <= self.quiet_end:

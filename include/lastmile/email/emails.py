@@ -63,6 +63,8 @@ def subject_for(kind: str, context: dict[str, Any]) -> str:
     if kind == "update":
         what = "is out for delivery" if context.get("update") == "out_for_delivery" else "is moving again"
         return f"Good news: your order {order} {what}"
+    if kind == "check_in":
+        return f"An update on your order {order}, as promised"
     if kind == "escalated":
         return f"Your order {order}: {context['owner']} is now looking after it personally"
     if context["exception_type"] == "reshipped" and context["shipments_in_chain"] >= 3:
@@ -71,7 +73,7 @@ def subject_for(kind: str, context: dict[str, Any]) -> str:
 
 
 def render(kind: str, context: dict[str, Any]) -> Rendered:
-    """Subject, text and HTML for one message kind ('notice', 'update', 'escalated', 'resolved')."""
+    """Subject, text and HTML for one message kind ('notice', 'update', 'check_in', 'escalated', 'resolved')."""
     ctx = {**context, "kind": kind, "headline": HEADLINES.get(context["exception_type"], "")}
     env = _env()
     # The shared copy is rendered as plain text once; HTML templates then escape it like any data,

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from lastmile.core.brand import Brand
+from lastmile.core.calendar import add_business_days, business_days_between, country_for
 from lastmile.core.detection import SEVERITY
 from lastmile.core.privacy import one_line
 from lastmile.email.emails import render
@@ -87,7 +88,25 @@ def decide(facts: CaseFacts, as_of: datetime, batch_key: str, brand: Brand) -> D
     if update is not None and message_key(case_id, "update", update) not in keys:
         return Decision(_message(facts, "update", message_key(case_id, "update", update), as_of, batch_key,
                                  brand, case["owner"], update=update.split("@")[0]))
+    due = _check_in_due(live, today)
+    if due is not None:
+        key = message_key(case_id, "check_in", due.isoformat())
+        if key not in keys:
+            return Decision(_message(facts, "check_in", key, as_of, batch_key, brand, case["owner"]))
     return Decision(None)
+
+
+def _check_in_due(live: list[dict[str, Any]], today: date) -> date | None:
+    """The date we promised to write again by, when it has come and nothing went out since the
+    promise: we keep it whatever happens (the check-in e-mail)."""
+    for promise in sorted((m for m in live if m["state"] == "sent" and m.get("check_in_by") is not None),
+                          key=lambda m: _aware(m["planned_at"])):
+        by = _as_date(promise["check_in_by"])
+        since = [m for m in live if m["message_key"] != promise["message_key"]
+                 and _aware(m["planned_at"]) > _aware(promise["planned_at"])]
+        if by <= today and not since:
+            return by
+    return None
 
 
 def _detail(message: dict[str, Any]) -> str:
@@ -137,11 +156,14 @@ def _message(facts: CaseFacts, kind: str, key: str, as_of: datetime, batch_key: 
     window: tuple[Any, Any] = (None, None)
     if kind == "notice":
         window = (case["window_earliest"], case["window_latest"])
-    elif kind == "update":  # repeat the promise we made, never a quietly different one
+    elif kind in ("update", "check_in"):  # repeat the promise we made, never a quietly different one
         promised = [m for m in facts.previous if m["state"] == "sent" and m.get("window_latest") is not None]
         if promised:
             last = max(promised, key=lambda m: str(m["planned_at"]))
             window = (last["window_earliest"], last["window_latest"])
+    today = as_of.astimezone(ZoneInfo(shipment["dest_tz"])).date()
+    country = country_for(shipment.get("dest_country"), shipment["dest_tz"])
+    check_in_by = _check_in_by(_maybe_date(window[0]), _maybe_date(window[1]), today, country, brand)
     context = {
         "customer_name": one_line(customer["name"]),
         "locale": customer["locale"],
@@ -166,6 +188,8 @@ def _message(facts: CaseFacts, kind: str, key: str, as_of: datetime, batch_key: 
                            if facts.delivered_at else None),
         "broken_window_latest": broken_window_latest,
         "update": update,
+        "check_in_by": check_in_by,
+        "last_scan_status": facts.last_scan_status,
     }
     rendered = render(kind, context)
     email = customer.get("email")
@@ -184,6 +208,7 @@ def _message(facts: CaseFacts, kind: str, key: str, as_of: datetime, batch_key: 
         "body_html": rendered.html,
         "window_earliest": context["window_earliest"],
         "window_latest": context["window_latest"],
+        "check_in_by": check_in_by,
         "planned_at": as_of,
         "planned_batch": batch_key,
         "sent_at": None,
@@ -191,6 +216,18 @@ def _message(facts: CaseFacts, kind: str, key: str, as_of: datetime, batch_key: 
         "transport_ref": None,
         "attempts": 0,
     }
+
+
+def _check_in_by(earliest: date | None, latest: date | None, today: date, country: str, brand: Brand) -> date | None:
+    """For a window too wide to be a real promise: the date by which we write again, whatever
+    happens (while it still comes before the window's last day). None for a narrow window."""
+    if earliest is None or latest is None:
+        return None
+    policy = brand.policy
+    if business_days_between(earliest, latest, country) <= policy.wide_window_business_days:
+        return None
+    by = add_business_days(today, policy.check_in_business_days, country)
+    return by if by < latest else None
 
 
 def _goodwill(kind: str, chain: int, standing_order: bool, exception_type: str) -> str | None:

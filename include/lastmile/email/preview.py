@@ -20,12 +20,13 @@ SAMPLE_EVIDENCE = {"business_days_silent": 4, "last_scan": "Departed facility", 
 
 def _facts(kind: str, *, chain: int = 1, state: str = "open", previous: list[dict[str, Any]] | None = None,
            name: str = "Zoë O'Brien", subscription: bool = False, delivered: datetime | None = None,
-           last_scan: tuple[str, datetime] | None = None, window: bool = True) -> CaseFacts:
+           last_scan: tuple[str, datetime] | None = None, window: bool = True,
+           latest: date = date(2026, 11, 27)) -> CaseFacts:
     case = {"case_id": f"CASE-SAMPLE-{kind}-{chain}", "order_id": "O123456", "order_line_id": "O123456-1",
             "customer_id": "C-SAMPLE", "shipment_id": "SH-SAMPLE", "exception_type": kind,
             "severity": SEVERITY.get(kind, 1), "state": state, "shipments_in_chain": chain,
             "window_earliest": date(2026, 11, 24) if window else None,
-            "window_latest": date(2026, 11, 27) if window else None,
+            "window_latest": latest if window else None,
             "evidence": json.dumps({kind: {"rule": kind, **SAMPLE_EVIDENCE}}),
             "owner": load_brand().escalation_owner if not window or chain >= 3 else load_brand().owner_team}
     return CaseFacts(
@@ -55,6 +56,9 @@ def samples() -> list[tuple[str, CaseFacts]]:
                                        last_scan=("in_transit", datetime(2026, 11, 20, 9, tzinfo=UTC)))),
         ("update-out-for-delivery", _facts("late", state="told", previous=told,
                                            last_scan=("out_for_delivery", datetime(2026, 11, 20, 9, tzinfo=UTC)))),
+        ("notice-late-wide-window", _facts("late", latest=date(2026, 12, 11))),
+        ("check-in-as-promised", _facts("late", state="told", latest=date(2026, 12, 11), previous=[
+            {**told[0], "window_latest": date(2026, 12, 11), "check_in_by": date(2026, 11, 20)}])),
         ("escalated-window-passed", _facts("late", state="told", previous=[
             {**told[0], "window_latest": date(2026, 11, 19)}])),
         ("resolved-delivered", _facts("late", state="resolved", previous=told,

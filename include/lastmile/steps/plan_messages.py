@@ -61,11 +61,13 @@ def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
 def _cases_to_consider(conn: Connection, batch: str, as_of: datetime) -> list[dict[str, Any]]:
     """The cases that may owe an e-mail now: changed by this batch, on an order line this batch
     re-detected (a scan may be news: out for delivery, moving again), or holding a promise whose
-    last day has come (a window we gave that may have passed). Nothing else can owe one."""
+    day has come (a window we gave that may have passed, a date we said we would write again by).
+    Nothing else can owe one."""
     ca, ob, d = schema.cases.c, schema.outbox.c, schema.detections.c
     live = ca.state != "resolved"
     lines = select(d.order_line_id).where(d.batch_key == batch)
-    promised = select(ob.case_id).where(ob.state == "sent", ob.window_latest < as_of.date() + timedelta(days=1))
+    tomorrow = as_of.date() + timedelta(days=1)
+    promised = select(ob.case_id).where(ob.state == "sent", or_(ob.window_latest < tomorrow, ob.check_in_by <= tomorrow))
     return [dict(r) for r in conn.execute(select(schema.cases).where(or_(
         ca.last_batch == batch, and_(live, ca.order_line_id.in_(lines)), and_(live, ca.case_id.in_(promised))
     ))).mappings()]

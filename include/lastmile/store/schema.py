@@ -169,6 +169,7 @@ outbox = Table(
     Column("body_html", Text, nullable=False),
     Column("window_earliest", Date),
     Column("window_latest", Date),
+    Column("check_in_by", Date),  # a wide window's promise: we write again by this date, whatever happens
     Column("planned_at", TS, nullable=False, index=True),
     Column("planned_batch", String(40), nullable=False),
     Column("sent_at", TS),

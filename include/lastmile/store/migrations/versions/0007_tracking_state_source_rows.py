@@ -1,5 +1,5 @@
 """Per-shipment tracking state, per-row digests of what the shop sent, what exceptions took,
-each shipment's destination country.
+each shipment's destination country, a wide window's check-in date.
 
 - tracking_state: one row per shipment, `finished_at` = its first terminal scan (NULL while in
   flight). "Which parcels are in flight at T" is then an index range (finished_at IS NULL or
@@ -29,6 +29,9 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    # A wide window's promise: the date by which we write again, whatever happens.
+    with op.batch_alter_table("outbox") as batch:
+        batch.add_column(sa.Column("check_in_by", sa.Date(), nullable=True))
     # The destination country whose calendar counts a parcel's business days (NULL on older rows:
     # the country of its time zone, as the code reads it).
     with op.batch_alter_table("shipments") as batch:
@@ -76,9 +79,36 @@ def upgrade() -> None:
     op.create_index("ix_exception_samples_type_carrier_delivered", "exception_samples",
                     ["exception_type", "carrier", "delivered_at"])
     op.create_index("ix_exception_samples_type_delivered", "exception_samples", ["exception_type", "delivered_at"])
+    op.execute(f"CREATE VIEW v_check_ins AS {_CHECK_INS[op.get_context().dialect.name]}")
+
+
+# Every check-in date we promised (a wide window), and whether we kept it: the next e-mail to the
+# case after the promise went out by the end of that day (UTC). Pending while the day has not come.
+_CHECK_INS = {
+    "sqlite": """
+SELECT p.case_id, p.message_key AS promised_in, p.check_in_by, n.next_sent_at,
+       CASE WHEN n.next_sent_at IS NOT NULL AND n.next_sent_at < date(p.check_in_by, '+1 day') THEN 1
+            WHEN date('now') > p.check_in_by THEN 0 END AS kept
+FROM outbox p
+LEFT JOIN (SELECT q.message_key, MIN(f.sent_at) AS next_sent_at FROM outbox q
+           JOIN outbox f ON f.case_id = q.case_id AND f.state = 'sent' AND f.planned_at > q.planned_at
+           WHERE q.check_in_by IS NOT NULL GROUP BY q.message_key) n ON n.message_key = p.message_key
+WHERE p.check_in_by IS NOT NULL AND p.state = 'sent'""",
+    "postgresql": """
+SELECT p.case_id, p.message_key AS promised_in, p.check_in_by, n.next_sent_at,
+       CASE WHEN n.next_sent_at IS NOT NULL AND n.next_sent_at < ((p.check_in_by + 1)::timestamp AT TIME ZONE 'UTC')
+            THEN 1 WHEN (now() AT TIME ZONE 'UTC')::date > p.check_in_by THEN 0 END AS kept
+FROM outbox p
+LEFT JOIN (SELECT q.message_key, MIN(f.sent_at) AS next_sent_at FROM outbox q
+           JOIN outbox f ON f.case_id = q.case_id AND f.state = 'sent' AND f.planned_at > q.planned_at
+           WHERE q.check_in_by IS NOT NULL GROUP BY q.message_key) n ON n.message_key = p.message_key
+WHERE p.check_in_by IS NOT NULL AND p.state = 'sent'""",
+}
 
 
 def downgrade() -> None:
+    op.execute("DROP VIEW v_check_ins")
+    op.drop_column("outbox", "check_in_by")
     # (not batch: a rebuilt shipments table would break the views that read it; SQLite drops natively)
     op.drop_column("shipments", "dest_country")
     op.drop_index("ix_exception_samples_type_delivered", "exception_samples")
