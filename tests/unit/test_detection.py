@@ -124,3 +124,10 @@ def test_quiet_days_during_a_customs_hold_are_not_a_stall_but_still_end_in_lost(
     hits = found(ships, scans, "2026-11-09T16:00:00+00:00")
     assert ("S1", "customs_hold") in hits and ("S1", "stalled") not in hits
     assert ("S1", "lost") in found(ships, scans, "2026-11-16T16:00:00+00:00")
+
+
+def test_a_carrier_that_gives_up_on_a_parcel_is_never_a_quiet_end():
+    # EasyPost failure/failure: the carrier stopped trying. Tracking ends, and a person must take it.
+    scans = [*moving(), scan("S1", "2026-11-04T15:00:00+00:00", "failed", "failure", "Unable to deliver")]
+    hits = found([shipment(created=LABEL, promised="2026-11-09")], scans, "2026-11-04T16:00:00+00:00")
+    assert ("S1", "returned") in hits and hits[("S1", "returned")].open

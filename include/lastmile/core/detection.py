@@ -41,6 +41,8 @@ REASON_EXCEPTIONS = {
     "damaged": "damaged",
     "lost": "lost",
     "return_to_sender": "returned",
+    # The carrier gave up on delivering it (EasyPost failure): a person takes the case, as for a return.
+    "failure": "returned",
 }
 # A carrier-explained hold: the parcel is waiting for a known reason, so quiet days are expected.
 # Only the lost threshold applies to it.

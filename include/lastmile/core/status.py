@@ -20,6 +20,19 @@ STATUSES = (
     "exception", "returned", "failed", "cancelled", "unknown", "unmapped",
 )
 TERMINAL = frozenset({"delivered", "returned", "failed", "cancelled"})
+# Our reasons: why a parcel has its status (None when the status says it all).
+REASONS = (
+    "failed_attempt", "address_problem", "customs_hold", "delayed", "delivery_exception", "refused", "held",
+    "lost", "damaged", "return_to_sender", "failure", "pending", "expired", "carrier_error",
+)
+
+# ------------------------------------------------------------------------------------------- EasyPost
+#
+# EasyPost's published codes: the Tracker object's `status` and `status_detail` lists
+# (https://docs.easypost.com/docs/trackers; the same lists in EasyPost/easypost-csharp,
+# EasyPost/Models/API/Tracker.cs). Copies are kept in tests/unit/vendor_lists/, and a test maps every
+# documented (status, status_detail) pair. `failed_attempt` and `held_for_payment` are not in EasyPost's
+# list; they are mapped anyway (our simulator sends `failed_attempt`).
 
 _IN_TRANSIT_DETAILS = frozenset({
     "arrived_at_facility", "departed_facility", "departed_origin_facility", "in_transit",
@@ -43,6 +56,7 @@ _EASYPOST_DETAIL: dict[str, Status] = {
     "awaiting_information": Status("exception", "held"),
     "lost": Status("failed", "lost"),
     "damaged": Status("failed", "damaged"),
+    "failure": Status("failed", "failure"),
     "return": Status("returned", "return_to_sender"),
     "cancelled": Status("cancelled"),
     "expired": Status("unknown", "expired"),
@@ -62,6 +76,26 @@ _EASYPOST_STATUS: dict[str, Status] = {
 }
 
 
+# A failed delivery attempt. EasyPost has no published `status_detail` for it: "a single failed delivery
+# with a retry will still be classified as in_transit. It will also have a message detailing the specific
+# failed delivery attempt" (easypost.com/how-do-you-handle-failed-deliveries-second-attempts-final-details),
+# and when the carrier stops trying the status becomes `failure`. So the carrier's message decides, but
+# only where the codes say nothing more precise: a generic detail (`_ATTEMPT_DETAILS`) under a status
+# where a parcel can still be at the door (`_ATTEMPT_STATUSES`). A message containing one of these
+# phrases, case-insensitive, says an attempt was made, e.g. "Delivery attempted - no access to delivery
+# location", "Attempted delivery", "No one available to sign", "Business closed".
+ATTEMPT_PHRASES = ("attempt", "no one available", "nobody home", "no access", "business closed",
+                   "customer not available", "receiver not available")
+_ATTEMPT_STATUSES = frozenset({"in_transit", "out_for_delivery", "failure"})
+_ATTEMPT_DETAILS = frozenset({"delivery_exception", "failure", "status_update", "unknown", ""})
+
+
+def says_attempted(message: str | None) -> bool:
+    """True when a carrier's message says a delivery was attempted (see ATTEMPT_PHRASES)."""
+    text = (message or "").lower()
+    return any(phrase in text for phrase in ATTEMPT_PHRASES)
+
+
 def from_easypost(status: str | None, status_detail: str | None, message: str | None = None) -> Status:
     """Map an EasyPost (status, status_detail) pair, and the message where the codes are too coarse."""
     status = (status or "").strip().lower()
@@ -70,14 +104,17 @@ def from_easypost(status: str | None, status_detail: str | None, message: str | 
         return Status("unmapped", f"easypost:{status}/{detail}")
     if status in ("delivered", "return_to_sender", "cancelled"):
         return _EASYPOST_STATUS[status]
+    if status in _ATTEMPT_STATUSES and detail in _ATTEMPT_DETAILS and says_attempted(message):
+        return Status("exception", "failed_attempt")
     if detail == "unknown":  # no detail given: the status itself says where the parcel is
         return _EASYPOST_STATUS[status]
     if detail in _EASYPOST_DETAIL:
         mapped = _EASYPOST_DETAIL[detail]
         if mapped.reason == "held" and "custom" in (message or "").lower():
             return Status("exception", "customs_hold")
-        if status == "failure" and mapped.status != "failed":
-            return Status("failed", mapped.reason or detail)
+        if status == "failure" and mapped.status not in ("failed", "returned", "cancelled"):
+            # The carrier has given up; the detail may still say why (delayed, refused, held ...).
+            return Status("failed", mapped.reason or "failure")
         return mapped
     if detail in _IN_TRANSIT_DETAILS or not detail:
         return _EASYPOST_STATUS[status]
