@@ -156,7 +156,8 @@ def score(result: HistoryReplay) -> dict[str, Any]:
     on_time = {sid for sid, day in delivered_day.items() if day <= truth.at[sid, "promised_date"]}
     out: dict[str, Any] = {"shipments": len(truth), "delivered": len(delivered), "on_time": len(on_time),
                            "never_delivered": int((truth["delivered_at"].isna() & ~truth["cancelled"]).sum())}
-    calls = result.calls.merge(result.truth[["shipment_id", "delivered_at"]], on="shipment_id", how="left")
+    calls = result.calls.merge(result.truth[["shipment_id", "delivered_at", "cancelled"]], on="shipment_id",
+                               how="left")
     per_type: dict[str, dict[str, Any]] = {}
     for kind, group in calls.groupby("exception_type"):
         before = group[group["delivered_at"].isna() | (group["first_called_at"] < group["delivered_at"])]
@@ -169,7 +170,9 @@ def score(result: HistoryReplay) -> dict[str, Any]:
             "share_of_delivered_called": len(later_delivered) / len(delivered) if len(delivered) else float("nan"),
             "share_of_on_time_called": (len(set(before["shipment_id"]) & on_time) / len(on_time)
                                         if on_time else float("nan")),
-            "never_delivered_called": int(before["delivered_at"].isna().sum()),
+            # never delivered, and not because the order was cancelled: the real losses
+            "never_delivered_called": int((before["delivered_at"].isna() & ~before["cancelled"].fillna(False)
+                                           .astype(bool)).sum()),
             "lag_median_h": float(lag.median()) if len(lag) else float("nan"),
             "lag_p95_h": float(lag.quantile(0.95)) if len(lag) else float("nan"),
         }
