@@ -51,6 +51,8 @@ def ops_snapshot(
     """
     from sqlalchemy import inspect
 
+    from lastmile.store.queries import unmapped_codes
+
     as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
     with engine.connect() as conn:
         tables = set(inspect(conn).get_table_names())
@@ -63,6 +65,10 @@ def ops_snapshot(
             [_never_fetched(a) for a in accounts],
             "messages": _messages(conn, limit) if "outbox" in tables else _no_messages(),
             "runs": _runs(conn, runs) if "run_steps" in tables else [],
+            # Carrier codes our vocabulary does not know, seen in the last 7 days (never guessed).
+            "unmapped": ([{"code": k, "scans": n} for k, n in
+                          unmapped_codes(conn, as_of - timedelta(days=7), as_of).items()]
+                         if "scans" in tables else []),
         }
 
 

@@ -30,6 +30,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"outbox in all        {kv(summary['outbox_by_state'])}; sent by kind {kv(summary['sent_by_kind'])}",
         f"quarantined records  new this run: {kv(summary.get('quarantined_this_run', {}))}; "
         f"in all: {kv(summary['quarantined_by_source'])}",
+        f"unmapped carrier codes  new this run: {kv(summary.get('unmapped_codes_this_run', {}))}; "
+        f"last 7 days: {kv(summary.get('unmapped_codes_last_7_days', {}))}"
+        + ("   ALERT: scans our vocabulary does not know (docs/status-taxonomy.md)"
+           if summary.get("unmapped_codes_this_run") else ""),
         f"read the e-mails     {summary['outbox_index']}",
         f"exception history    {summary['history_db']}  (tables: cases, case_events, outbox, quarantine, feed_health)",
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, select
@@ -13,7 +13,7 @@ from lastmile.config import Settings
 from lastmile.steps.common import utc_instant
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, masked_url
-from lastmile.store.queries import feed_states
+from lastmile.store.queries import feed_states, unmapped_codes
 
 if TYPE_CHECKING:
     pass
@@ -41,6 +41,8 @@ def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:
         this_run = dict(conn.execute(select(schema.outbox.c.state, func.count()).where(
             and_(schema.outbox.c.planned_batch == batch)).group_by(schema.outbox.c.state)).all())
         feeds = feed_states(conn, settings, as_of)
+        unmapped_now = unmapped_codes(conn, as_of - timedelta(microseconds=1), as_of)
+        unmapped_week = unmapped_codes(conn, as_of - timedelta(days=7), as_of)
     return {
         "batch": batch,
         "orders": steps.get("load_orders", {}).get("orders", 0),
@@ -59,6 +61,8 @@ def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:
         "sent_by_kind": dict(sorted(kinds.items())),
         "quarantined_by_source": dict(sorted(quarantined.items())),
         "quarantined_this_run": dict(sorted(quarantined_now.items())),
+        "unmapped_codes_this_run": unmapped_now,
+        "unmapped_codes_last_7_days": unmapped_week,
         "ran": bool(steps),
         "outbox_index": str(settings.outbox_dir / "index.html"),
         "history_db": masked_url(settings.db_url),

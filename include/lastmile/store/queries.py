@@ -131,3 +131,12 @@ def samples_before(conn: Connection, table: Any, carriers: Iterable[str], cutoff
     return {key: read[read[when] < pd.Timestamp(cutoff)].groupby("carrier", sort=False).head(limit)
             for key, cutoff in cutoffs.items()}
 
+
+def unmapped_codes(conn: Connection, since: datetime, until: datetime) -> dict[str, int]:
+    """Carrier codes our vocabulary does not know, first seen in (since, until]: the raw
+    vendor:status/detail and how many scans carried it (ops and the run summary show them)."""
+    c = schema.scans.c
+    return dict(conn.execute(select(c.reason, func.count()).where(
+        c.status == "unmapped", c.first_seen_at > since, c.first_seen_at <= until)
+        .group_by(c.reason).order_by(func.count().desc(), c.reason)).all())
+
