@@ -54,7 +54,6 @@ from lastmile.carriers.vendor_http import (
     VendorUnauthorized,
     VendorUnavailable,
     json_body,
-    retry_after_seconds,
 )
 
 log = logging.getLogger(__name__)
@@ -167,16 +166,6 @@ class AfterShipClient(TrackingVendorClient):
     def _fault(self, response: requests.Response) -> VendorFault:
         return _meta_fault(response)
 
-    def _retry_after(self, response: requests.Response) -> float | None:
-        # AfterShip documents X-RateLimit-Reset (the Unix time the 1-second window resets) on every
-        # answer; Retry-After, when a proxy or AfterShip sends one, takes precedence.
-        waited = retry_after_seconds(response.headers.get("Retry-After"))
-        if waited is not None:
-            return waited
-        try:
-            return float(response.headers["X-RateLimit-Reset"]) - time.time()
-        except (KeyError, ValueError):
-            return None
 
     # -- endpoints
 

@@ -5,9 +5,10 @@ error message sits in an error body, how a page continues):
 
 - one pooled `requests.Session` with urllib3's own retries off (ours are classified and honour
   Retry-After; urllib3's would hide them),
-- `_request`: timeouts, 429 waits Retry-After (delta-seconds or an HTTP date, RFC 9110), 5xx /
-  timeouts / refused connections retried with capped exponential backoff and full jitter, no wait
-  after the last attempt, 4xx other than 429 raised at once with the vendor's own message,
+- `_request`: timeouts, then the shared retry policy (core/retry.py, tenacity): 429 waits what the
+  vendor asked (Retry-After, seconds or an HTTP date; else X-RateLimit-Reset), 5xx / timeouts /
+  refused connections back off exponentially with full jitter, capped, no wait after the last
+  attempt; 4xx other than 429 raised at once with the vendor's own message,
   401/403 as "unauthorized", a 2xx whose body is not JSON as "malformed",
 - the error classes, as one family per vendor (`ErrorFamily`) so that callers can catch either the
   vendor's own classes (`EasyPostUnavailable`) or every vendor's (`VendorUnavailable`),
@@ -22,17 +23,20 @@ never the query string (tracking codes) and never the key.
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 import requests
 from requests.adapters import HTTPAdapter
+
+from lastmile.core.retry import GaveUp, RetryLater, call_with_retries, wait_hint
+from lastmile.core.retry import (
+    retry_after_seconds as retry_after_seconds,  # re-exported for the clients' callers
+)
 
 # ------------------------------------------------------------------------------------------- errors
 
@@ -97,23 +101,6 @@ class VendorFault:
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110 allows both)."""
-    if value is None or not value.strip():
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return (when - datetime.now(UTC)).total_seconds()
-
-
 def json_body(response: requests.Response) -> Any:
     """The decoded body, or None when it is not JSON (5xx pages from a load balancer often are HTML)."""
     try:
@@ -174,55 +161,46 @@ class VendorHTTPClient:
         """The vendor's error code and message from a non-2xx answer; empty when there are none."""
         return VendorFault()
 
-    def _retry_after(self, response: requests.Response) -> float | None:
-        """Seconds a 429 asks us to wait; None falls back to backoff."""
-        return retry_after_seconds(response.headers.get("Retry-After"))
 
     # -- the loop
 
     def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                  body: dict[str, Any] | None = None) -> Any:
-        """One call with retries; returns the decoded JSON body of a 2xx answer."""
+        """One call under the shared retry policy (core/retry.py); returns the decoded JSON of a 2xx."""
         url = self.config.base_url.rstrip("/") + path
         where = f"{method} {path}"
-        last = "no attempt"
-        last_status: int | None = None
-        last_code: str | None = None
-        last_message: str | None = None
-        attempts = max(1, self.config.max_attempts)
-        for attempt in range(1, attempts + 1):
-            wait: float
+        faults: list[VendorFault] = []
+
+        def attempt() -> Any:
             try:
-                response = self.session.request(method, url, params=params, json=body,
-                                                timeout=self.config.timeout)
+                response = self.session.request(method, url, params=params, json=body, timeout=self.config.timeout)
             except requests.Timeout:
-                last, last_status = f"no answer within {self.config.timeout:g} s", None
-                wait = self._backoff(attempt)
+                raise RetryLater(f"no answer within {self.config.timeout:g} s") from None
             except requests.ConnectionError as err:
                 # The exception text holds the URL only (never the auth header).
-                last, last_status = f"connection failed ({type(err).__name__})", None
-                wait = self._backoff(attempt)
-            else:
-                status = response.status_code
-                if 200 <= status < 300:
-                    return self._decode(response, where, path)
-                fault = self._fault(response)
-                last_status, last_code, last_message = status, fault.code, fault.message
-                last = (f"HTTP {status}" + (f" {fault.code}" if fault.code else "")
-                        + (f": {fault.message}" if fault.message else ""))
-                if status == 429:
-                    retry_after = self._retry_after(response)
-                    wait = retry_after if retry_after is not None else self._backoff(attempt)
-                elif status >= 500:
-                    wait = self._backoff(attempt)
-                else:
-                    kind = self.errors.unauthorized if status in (401, 403) else self.errors.client
-                    raise kind(f"{where}: {last}", status=status, code=fault.code, message=fault.message,
-                               path=path, errors=fault.errors, body=fault.body)
-            if attempt < attempts:  # no point waiting after the last attempt
-                self.sleep(min(max(wait, 0.0), self.config.max_wait))
-        raise self.errors.unavailable(f"{where}: gave up after {attempts} attempts; last: {last}",
-                                      status=last_status, code=last_code, message=last_message, path=path)
+                raise RetryLater(f"connection failed ({type(err).__name__})") from None
+            status = response.status_code
+            if 200 <= status < 300:
+                return self._decode(response, where, path)
+            fault = self._fault(response)
+            faults.append(fault)
+            last = (f"HTTP {status}" + (f" {fault.code}" if fault.code else "")
+                    + (f": {fault.message}" if fault.message else ""))
+            if status == 429:
+                raise RetryLater(last, wait_hint(response.headers), status)
+            if status >= 500:
+                raise RetryLater(last, None, status)
+            kind = self.errors.unauthorized if status in (401, 403) else self.errors.client
+            raise kind(f"{where}: {last}", status=status, code=fault.code, message=fault.message,
+                       path=path, errors=fault.errors, body=fault.body)
+
+        try:
+            return call_with_retries(attempt, max_attempts=self.config.max_attempts, max_wait=self.config.max_wait,
+                                     sleep=self.sleep)
+        except GaveUp as gave_up:
+            fault = faults[-1] if faults and gave_up.last.status is not None else VendorFault()
+            raise self.errors.unavailable(f"{where}: {gave_up}", status=gave_up.last.status, code=fault.code,
+                                          message=fault.message, path=path) from None
 
     def _decode(self, response: requests.Response, where: str, path: str) -> Any:
         try:
@@ -233,9 +211,6 @@ class VendorHTTPClient:
                 f"({len(response.content)} bytes, content-type {response.headers.get('Content-Type')!r})",
                 status=response.status_code, path=path) from None
 
-    def _backoff(self, attempt: int) -> float:
-        """Capped exponential backoff with full jitter: spreads retries of many workers apart."""
-        return random.uniform(0, min(self.config.max_wait, 0.5 * 2 ** (attempt - 1)))
 
 
 # ----------------------------------------------------------------------------------- TrackingSource

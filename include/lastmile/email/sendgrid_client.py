@@ -19,7 +19,6 @@ import io
 import json
 import logging
 import os
-import random
 import time
 import urllib.error
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +34,7 @@ from requests.adapters import HTTPAdapter
 from sendgrid import SendGridAPIClient
 
 from lastmile.config import base_url
+from lastmile.core.retry import GaveUp, RetryLater, call_with_retries, wait_hint
 from lastmile.email.outgoing import Ambiguous, Rejected, TryLater, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -260,23 +260,19 @@ class SendGridSender:
         pooled session (the library's own client builds a urllib opener and re-reads the proxy
         environment for every message, a third of the send step's time).
         """
-        last = "no attempt"
         data = json.dumps(body).encode("utf-8")
-        for attempt in range(1, self.config.max_attempts + 1):
+
+        def attempt() -> str:
             try:
                 response = self._session.post(self._mail_url, data=data, headers=self._headers,
                                               timeout=self.config.timeout)
             except requests.Timeout as err:
                 if isinstance(err, requests.ConnectTimeout):
-                    last = "connect timeout"
-                    self.sleep(self._backoff(attempt))
-                    continue
+                    raise RetryLater("connect timeout") from None
                 raise Ambiguous(f"no answer within {self.config.timeout:g} s after sending") from None
             except requests.ConnectionError as err:
                 if _never_connected(err):
-                    last = f"cannot connect: {type(err).__name__}"
-                    self.sleep(self._backoff(attempt))
-                    continue
+                    raise RetryLater(f"cannot connect: {type(err).__name__}") from None
                 raise Ambiguous(f"connection dropped after sending: {type(err).__name__}") from None
             status = response.status_code
             if status < 300:
@@ -284,33 +280,17 @@ class SendGridSender:
             last = f"HTTP {status}: {response.content.decode('utf-8', 'replace')[:300]}"
             if status == 401:
                 raise Unauthorized(last, 401)
-            if status == 429:
-                self.sleep(self._wait_for(response.headers.get("Retry-After"), attempt))
-                continue
+            if status == 429:  # SendGrid documents X-RateLimit-Reset; a proxy may say Retry-After
+                raise RetryLater(last, wait_hint(response.headers), status)
             if status >= 500:
-                self.sleep(self._backoff(attempt))
-                continue
+                raise RetryLater(last, None, status)
             raise Rejected(last, status)
-        raise TryLater(f"gave up after {self.config.max_attempts} attempts; last: {last}")
 
-    def _wait_for(self, retry_after: str | None, attempt: int) -> float:
         try:
-            wait = float(retry_after) if retry_after is not None else self._backoff(attempt)
-        except ValueError:
-            wait = self._backoff(attempt)
-        return min(max(wait, 0.0), self.config.max_wait)
-
-    def _retry_after(self, err: HTTPError, attempt: int) -> float:
-        value = (err.headers or {}).get("Retry-After") if err.headers is not None else None
-        try:
-            wait = float(value) if value is not None else self._backoff(attempt)
-        except ValueError:
-            wait = self._backoff(attempt)
-        return min(max(wait, 0.0), self.config.max_wait)
-
-    def _backoff(self, attempt: int) -> float:
-        """Capped exponential backoff with full jitter."""
-        return random.uniform(0, min(self.config.max_wait, 0.5 * 2 ** (attempt - 1)))
+            return call_with_retries(attempt, max_attempts=self.config.max_attempts, max_wait=self.config.max_wait,
+                                     sleep=self.sleep)
+        except GaveUp as gave_up:
+            raise TryLater(str(gave_up)) from None
 
     def get_all(self, path: str, page_size: int = 500) -> Iterator[Any]:
         """Every item of a SendGrid list endpoint paged by limit/offset (e.g. suppression lists)."""
