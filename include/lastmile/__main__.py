@@ -106,13 +106,14 @@ def _main(argv: list[str] | None = None) -> int:
         from lastmile.evaluation.history import format_replay, replay
 
         out = args.out or settings.out_dir / "backtest"
-        print(format_replay(replay(args.history, out, step_hours=args.step_hours or 24)))
+        print(format_replay(replay(args.history, out, step_hours=24 if args.step_hours is None else args.step_hours)))
         print(f"== calls, windows and this report: {out}/calls.csv, windows.csv, report.txt")
         return 0
     if args.command == "backtest":
         from lastmile.evaluation.backtest import format_result, run
 
-        print(format_result(run(seed=args.seed, n_orders=args.orders, step_hours=args.step_hours or 6)))
+        print(format_result(run(seed=args.seed, n_orders=args.orders,
+                                step_hours=6 if args.step_hours is None else args.step_hours)))
         return 0
     if args.command == "preview":
         from lastmile.email.preview import render_all

@@ -58,3 +58,33 @@ def test_a_history_export_is_replayed_day_by_day_and_scored(tmp_path):
     first = windows[windows["shipment_id"] == "SO2-1-1"].sort_values("as_of").iloc[0]
     assert first["earliest"] <= day(4).date().isoformat() <= first["latest"], "the first window held"
     assert (out / "report.txt").read_text().startswith("history replay:")
+
+
+def _replay(tmp_path, folder, *args):
+    return subprocess.run([sys.executable, "-m", "lastmile", "backtest", "--history", str(folder),
+                           "--out", str(tmp_path / "out"), *args], capture_output=True, text=True,
+                          env={"LASTMILE_OUT_DIR": str(tmp_path / "lastmile"), "PATH": "/usr/bin:/bin"}, timeout=600)
+
+
+def test_one_bad_row_is_quarantined_with_its_place_and_the_replay_goes_on(tmp_path):
+    folder = tmp_path / "export"
+    _export(folder)
+    scans = (folder / "scans.csv").read_bytes()
+    at = scans.rfind(b"Delivered")  # the late parcel's delivery scan, in bytes that are not UTF-8
+    (folder / "scans.csv").write_bytes(scans[:at] + b"Entr\xe9gue" + scans[at + len(b"Delivered"):])
+    ships = (folder / "shipments.csv").read_text().replace(day(1).date().isoformat(), "", 1)  # a promise lost
+    (folder / "shipments.csv").write_text(ships)
+    done = _replay(tmp_path, folder)
+    assert done.returncode == 0, done.stderr
+    assert "quarantined records" in done.stdout and "export 1" in done.stdout and "shipments 1" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_what_no_run_could_read_fails_at_once_in_one_line_naming_the_file(tmp_path):
+    folder = tmp_path / "export"
+    _export(folder)
+    (folder / "scans.csv").unlink()
+    done = _replay(tmp_path, folder)
+    assert done.returncode == 1 and "no scans.csv" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    _export(folder)
+    assert _replay(tmp_path, folder, "--step-hours", "0").returncode == 1

@@ -141,3 +141,14 @@ def test_the_check_in_date_is_kept_whatever_happens_once_and_only_if_nothing_els
     news_since = {**sent("CASE-O1-1/update/out_for_delivery@S1", kind="update"),
                   "planned_at": utc("2026-11-19T14:00:00+00:00")}
     assert decide(facts(state="told", previous=[promise, news_since]), AS_OF, "b5", BRAND).message is None
+
+
+def test_a_check_in_after_the_window_opened_says_by_when_not_a_first_day_already_gone():
+    # Promised 16 Nov: 17 Nov to 27 Nov, check in by 20 Nov. On 20 Nov no further check-in fits
+    # before the 27th, and the 17th is gone: "by Fri, Nov 27 at the latest".
+    promise = {**sent("CASE-O1-1/notice/late", window_latest=date(2026, 11, 27)), "window_earliest": date(2026, 11, 17),
+               "planned_at": utc("2026-11-16T14:00:00+00:00"), "check_in_by": date(2026, 11, 20)}
+    d = decide(facts(state="told", previous=[promise]), AS_OF, "b5", BRAND)
+    text = d.message["body_text"]
+    assert "by Fri, Nov 27 at the latest" in text and "Nov 17" not in text
+    assert d.message["check_in_by"] is None and "write to you again" not in text

@@ -103,11 +103,18 @@ def _parse(payloads: Iterable[tuple[str, dict[str, Any]]], observed_at: datetime
         out.trackers_ok += 1
         details = list(payload[events_field])
         for index, detail in enumerate(details):
+            # A history export's row says where it was read, and what was wrong with it then.
+            place = tuple(detail.get("_origin") or ("", 0)) if isinstance(detail, dict) else ("", 0)
+            flaw = detail.get("_flaw") if isinstance(detail, dict) else None
+            if flaw:
+                out.rejections.append(Rejection.of(source, f"{code}#{index}", flaw[0], flaw[1], detail).at(*place))
+                continue
             event = shape.event(detail)
             try:
                 occurred_at, offset = parse_timestamp(event.when)
             except ValueError as err:
-                out.rejections.append(Rejection.of(source, f"{code}#{index}", shape.time_field, str(err), detail))
+                out.rejections.append(Rejection.of(source, f"{code}#{index}", shape.time_field, str(err),
+                                                   detail).at(*place))
                 stand_in = shape.stand_in_time(payload, detail)
                 if index == len(payload[events_field]) - 1 and stand_in:
                     # The newest scan is unreadable but the vendor says where the parcel is (and

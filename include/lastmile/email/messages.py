@@ -190,6 +190,7 @@ def _message(facts: CaseFacts, kind: str, key: str, as_of: datetime, batch_key: 
         "update": update,
         "check_in_by": check_in_by,
         "last_scan_status": facts.last_scan_status,
+        "today": today,  # a follow-up never repeats a window's first day once it has come
     }
     rendered = render(kind, context)
     email = customer.get("email")

@@ -18,21 +18,22 @@ Runs happen at the hour that is midday where most parcels go, so quiet hours hol
 from __future__ import annotations
 
 import csv
+import logging
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import func, select
 
-from lastmile.config import Settings
+from lastmile.config import ConfigError, Settings
 from lastmile.core.timestamps import parse_timestamp
-from lastmile.shop.sources import read_csv_rows
+from lastmile.shop import export
 from lastmile.steps import pipeline
 from lastmile.store import schema
 from lastmile.store.db import engine_for
@@ -50,6 +51,7 @@ class HistoryReplay:
     truth: pd.DataFrame  # shipment_id, delivered_at, promised_date, dest_tz, cancelled
     emails: int
     cases: int
+    quarantined: dict[str, int] = field(default_factory=dict)  # records refused, per source
     scores: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,20 +64,31 @@ def _instant(text: str) -> datetime | None:
 
 def _span(folder: Path) -> tuple[datetime, datetime, str]:
     """(first order, last scan, the time zone most parcels go to) of an export."""
-    _h, orders, _o = read_csv_rows(folder / "orders.csv")
-    _h, scans, _o = read_csv_rows(folder / "scans.csv")
-    _h, shipments, _o = read_csv_rows(folder / "shipments.csv")
-    placed = [t for t in (_instant(r.get("placed_at", "")) for r in orders) if t]
-    seen = [t for t in (_instant(r.get("occurred_at", "")) for r in scans) if t]
+    shop = export.tables(folder)
+    scans, _estimates = export.events(folder)
+    placed = [t for t in (_instant(r.get("placed_at", "")) for r in shop["orders"]) if t]
+    seen = [at for events in scans.values() for at, _row in events if at]
     if not placed or not seen:
-        raise ValueError(f"{folder}: the export has no readable orders or scans")
-    zone = Counter(r.get("dest_tz") for r in shipments if r.get("dest_tz")).most_common(1)
-    return min(placed), max(seen), zone[0][0] if zone else "UTC"
+        raise ConfigError(f"{folder}: no order with a readable placed_at, or no scan with a readable "
+                          f"occurred_at: nothing to replay (see docs/backtest.md)")
+    zones = Counter(r.get("dest_tz") for r in shop["shipments"] if _zone_ok(r.get("dest_tz")))
+    return min(placed), max(seen), zones.most_common(1)[0][0] if zones else "UTC"
+
+
+def _zone_ok(name: Any) -> bool:
+    try:
+        ZoneInfo(str(name))
+    except (ValueError, ZoneInfoNotFoundError):
+        return False
+    return bool(name)
 
 
 def replay(folder: Path, out: Path, step_hours: int = 24, workdir: Path | None = None) -> HistoryReplay:
     """Run the production steps over the export every `step_hours`, write calls.csv and windows.csv."""
+    if step_hours < 1:
+        raise ConfigError(f"--step-hours {step_hours}: give a whole number of hours, 1 or more")
     folder = folder.resolve()
+    export.check(folder)  # a missing table or column fails here, naming the file, before any run
     first, last, zone = _span(folder)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="lastmile-history-") as tmp:
@@ -87,13 +100,20 @@ def replay(folder: Path, out: Path, step_hours: int = 24, workdir: Path | None =
         midday = datetime.combine(first.astimezone(ZoneInfo(zone)).date() + timedelta(days=1), time(12),
                                   ZoneInfo(zone)).astimezone(ZoneInfo("UTC"))
         t, steps = midday, 0
-        while t <= last + timedelta(hours=step_hours):
-            pipeline.run_all(settings, t)
-            t += timedelta(hours=step_hours)
-            steps += 1
+        # Each run would log every quarantined record again: the report counts them once instead.
+        quiet = logging.getLogger("lastmile")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            while t <= last + timedelta(hours=step_hours):
+                pipeline.run_all(settings, t)
+                t += timedelta(hours=step_hours)
+                steps += 1
+        finally:
+            quiet.setLevel(level)
         calls, windows, emails, cases = _heard(settings)
-    truth = _truth(folder)
-    result = HistoryReplay(steps, calls, windows, truth, emails, cases)
+        truth, quarantined = _truth(settings)
+    result = HistoryReplay(steps, calls, windows, truth, emails, cases, quarantined=quarantined)
     result.scores = score(result)
     _write(out, result)
     return result
@@ -122,25 +142,24 @@ def _heard(settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
     return calls, windows, int(emails), int(cases)
 
 
-def _truth(folder: Path) -> pd.DataFrame:
-    """What happened, in hindsight: each shipment's first delivery, its promise, cancelled orders."""
-    _h, shipments, _o = read_csv_rows(folder / "shipments.csv")
-    _h, orders, _o = read_csv_rows(folder / "orders.csv")
-    _h, scans, _o = read_csv_rows(folder / "scans.csv")
-    delivered: dict[str, datetime] = {}
-    for scan in scans:
-        at = _instant(scan.get("occurred_at", ""))
-        if scan.get("status") == "delivered" and at is not None:
-            sid = scan["shipment_id"]
-            delivered[sid] = min(delivered.get(sid, at), at)
-    cancelled = {o["order_id"] for o in orders if (o.get("status") or "").lower() in ("cancelled", "refunded")}
-    return pd.DataFrame({
-        "shipment_id": [s["shipment_id"] for s in shipments],
-        "delivered_at": pd.to_datetime([delivered.get(s["shipment_id"]) for s in shipments], utc=True),
-        "promised_date": [date.fromisoformat(s["promised_date"]) if s.get("promised_date") else None
-                          for s in shipments],
-        "dest_tz": [s.get("dest_tz") or "UTC" for s in shipments],
-        "cancelled": [s.get("order_id") in cancelled for s in shipments]})
+def _truth(settings: Settings) -> tuple[pd.DataFrame, dict[str, int]]:
+    """What happened, in hindsight, to every shipment the replay accepted (a quarantined row is not
+    judged): its first delivery, its promise, whether its order was cancelled; and what was
+    quarantined, per source."""
+    sh, sc, od, q = schema.shipments.c, schema.scans.c, schema.orders.c, schema.quarantine.c
+    with engine_for(settings.db_url).connect() as conn:
+        ships = pd.read_sql(select(sh.shipment_id, sh.promised_date, sh.dest_tz, od.status).join(
+            schema.orders, od.order_id == sh.order_id), conn)
+        delivered = dict(conn.execute(select(sc.shipment_id, func.min(sc.occurred_at)).where(
+            sc.status == "delivered").group_by(sc.shipment_id)).all())
+        quarantined = dict(conn.execute(select(q.source, func.count()).group_by(q.source)).all())
+    truth = pd.DataFrame({
+        "shipment_id": ships["shipment_id"],
+        "delivered_at": pd.to_datetime([delivered.get(s) for s in ships["shipment_id"]], utc=True),
+        "promised_date": [pd.Timestamp(d).date() for d in ships["promised_date"]],
+        "dest_tz": ships["dest_tz"],
+        "cancelled": ships["status"].isin(["cancelled", "refunded"]).to_numpy()})
+    return truth, {str(k): int(v) for k, v in sorted(quarantined.items())}
 
 
 def _local_day(instant: Any, tz: str) -> date:
@@ -178,6 +197,7 @@ def score(result: HistoryReplay) -> dict[str, Any]:
         }
     out["calls"] = per_type
     out["windows"] = _score_windows(result.windows, delivered_day, truth)
+    out["quarantined"] = result.quarantined
     out["emails"] = result.emails
     out["cases"] = result.cases
     out["emails_per_case"] = result.emails / result.cases if result.cases else float("nan")
@@ -237,6 +257,8 @@ def format_replay(result: HistoryReplay) -> str:
     lines = [f"history replay: {result.steps} runs, {s['shipments']} shipments ({s['delivered']} delivered, "
              f"{s['on_time']} by their promised date, {s['never_delivered']} never delivered), "
              f"{s['emails']} e-mails to {s['cases']} cases ({s['emails_per_case']:.2f} per case)", "",
+             "quarantined records (see the quarantine table; judged nowhere below): "
+             + (", ".join(f"{k} {v}" for k, v in s["quarantined"].items()) or "none"), "",
              "calls (before delivery)   calls  later delivered  % of delivered  % of on-time  never delivered"
              "  lag med h  lag p95 h"]
     for kind, c in sorted(s["calls"].items()):

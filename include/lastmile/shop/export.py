@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,12 @@ def _read(path: Path, _stamp: tuple[int, int], entity: str) -> _Table:
     """One export file, parsed once per version of it (a replay reads it at every step)."""
     rows, origins = FileShop._read(entity, path)  # noqa: SLF001 -- the same checks as the files source
     return _Table(rows, origins)
+
+
+def tables(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """The export's shop tables as read (every row), for what a replay needs to know of its span."""
+    files = FileShop(folder)
+    return {e: _table(p, e).rows for e in ENTITIES if (p := files._file(e)) is not None}  # noqa: SLF001
 
 
 def _table(path: Path, entity: str) -> _Table:
@@ -97,20 +103,30 @@ class ExportCarrier:
         self.folder = folder
 
     def trackers(self, shipments: list[dict[str, Any]], as_of: datetime) -> Any:
-        scans, estimates = _events(self.folder)
+        scans, estimates = events(self.folder)
         for shipment in shipments:
             sid = shipment["shipment_id"]
             happened = [row for at, row in scans.get(sid, ()) if at is None or at <= as_of]
             if not happened:
                 continue  # the carrier does not know the parcel yet
-            known = [row for at, row in estimates.get(sid, ()) if at is not None and at <= as_of]
+            known = [row for at, row in estimates.get(sid, ())
+                     if at is not None and at <= as_of and not row["_flaw"]]
             yield sid, {"tracking_code": shipment.get("tracking_code") or sid,
                         "status": happened[-1].get("status") or "unknown", "scans": happened,
                         "est_delivery_date": known[-1]["est_delivery_date"] if known else None}
 
 
-def _events(folder: Path) -> tuple[dict[str, list[tuple[datetime | None, dict[str, Any]]]],
-                                   dict[str, list[tuple[datetime | None, dict[str, Any]]]]]:
+def check(folder: Path) -> None:
+    """Fail at once, naming the file, on what no run could read: a missing table or column."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: no such folder (a history export: see docs/backtest.md)")
+    ExportShop(folder).load(datetime(9999, 1, 1, tzinfo=UTC))
+    events(folder)
+
+
+def events(folder: Path) -> tuple[dict[str, list[tuple[datetime | None, dict[str, Any]]]],
+                                  dict[str, list[tuple[datetime | None, dict[str, Any]]]]]:
+    """(scans, estimates) per shipment id, each with its instant (None: unreadable), oldest first."""
     scans_file, estimates_file = folder / "scans.csv", folder / "estimates.csv"
     if not scans_file.exists():
         raise ConfigError(f"{folder}: no scans.csv (a history export: see docs/backtest.md)")
@@ -127,12 +143,16 @@ def _grouped(folder: Path, _stamp: tuple[int, ...]) -> tuple[dict[str, list[tupl
         grouped: dict[str, list[tuple[datetime | None, dict[str, Any]]]] = defaultdict(list)
         path = folder / name
         if path.exists():
-            header, rows, _origins = read_csv_rows(path)
+            header, rows, origins = read_csv_rows(path)
             missing = [c for c in columns if c not in header]
             if missing:
                 raise ConfigError(f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                                   f"(see docs/backtest.md)")
-            for row in rows:
+            for row, origin in zip(rows, origins, strict=True):
+                # Where it was read, and what was wrong with it while reading (bytes that are not
+                # UTF-8, a wrong number of fields): the parser quarantines such a row with its place.
+                row = {**row, "_origin": (origin.file, origin.row),
+                       "_flaw": origin.flaws[0] if origin.flaws else None}
                 grouped[row["shipment_id"]].append((_instant(row[time_column]), row))
             for events in grouped.values():
                 events.sort(key=lambda e: (e[0] is not None, e[0].timestamp() if e[0] else 0.0))
