@@ -32,7 +32,7 @@ class Settings:
     feed_stale_hours: float = 6.0  # no successful fetch for this long: the feed's parcels are "unknown"
     send_lock_wait_seconds: float = 120.0  # how long a sender waits for another run's sender to finish
     send_concurrency: int = 4  # e-mail requests in flight at once
-    full_detect: bool = False  # re-detect every shipment every run (a check on the incremental core)
+    full_detect: bool = False  # re-detect every parcel in flight every run (a check on the incremental core)
 
     @property
     def outbox_dir(self) -> Path:

@@ -180,6 +180,8 @@ def parse_behaviour(spec: Any, *, ok: int = 200, drop_names: tuple[str, ...] = (
         return Behaviour("normal")
     if not 400 <= status <= 599:
         raise ValueError(f"scripted status must be {ok} or 4xx/5xx, got {status}")
+    if status == 429 and len(rest) == 2:  # (429, code, message): a 429 the server words its own way
+        return Behaviour("status", 429, code=str(rest[0]), message=str(rest[1]))
     if status == 429:
         return Behaviour("status", 429, retry_after=float(rest[0]) if rest else 1.0)
     code, message = (list(rest) + [None, None])[:2]

@@ -221,6 +221,9 @@ class SendGridServer(ScriptedServer):
     def fault_headers(self, step: Behaviour) -> list[tuple[str, str]]:
         if step.status != 429:
             return []
+        if step.code == "rate-limit-reset":  # as SendGrid documents a 429: the X-RateLimit-* headers only
+            return [("X-RateLimit-Limit", "600"), ("X-RateLimit-Remaining", "0"),
+                    ("X-RateLimit-Reset", str(int(time.time()) + int(step.message or 0)))]
         seconds = int(step.retry_after or 0)
         return [("Retry-After", str(seconds)), ("X-RateLimit-Limit", "600"), ("X-RateLimit-Remaining", "0"),
                 ("X-RateLimit-Reset", str(int(time.time()) + seconds))]

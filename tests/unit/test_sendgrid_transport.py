@@ -65,6 +65,14 @@ def test_429_waits_as_long_as_retry_after_says_then_sends_once(sendgrid_server):
     assert sleeps == [3.0, 1.0] and len(sendgrid_server.accepted) == 1
 
 
+def test_a_429_with_only_x_ratelimit_reset_waits_until_then(sendgrid_server):
+    # SendGrid's documented 429 carries X-RateLimit-Reset (the Unix time the limit resets), no Retry-After.
+    sendgrid_server.script((429, "rate-limit-reset", "3"))
+    sleeps: list[float] = []
+    transport(sendgrid_server, sleeps).send(message())
+    assert len(sleeps) == 1 and 2.0 <= sleeps[0] <= 3.0 and len(sendgrid_server.accepted) == 1
+
+
 def test_5xx_is_retried_with_capped_backoff_then_gives_up_without_sending(sendgrid_server):
     sendgrid_server.script(500, 503)
     sleeps: list[float] = []
