@@ -45,11 +45,13 @@ def in_flight(as_of: datetime) -> Select[Any]:
 
 def rebuild(conn: Connection) -> None:
     """Every shipment's state from its scans (for a history written other than through the steps)."""
-    sc = schema.scans.c
+    sc, sh = schema.scans.c, schema.shipments.c
     conn.execute(ts.delete())
-    first = (select(func.min(sc.occurred_at)).where(sc.shipment_id == schema.shipments.c.shipment_id,
-                                                   sc.status.in_(sorted(TERMINAL))).scalar_subquery())
-    conn.execute(insert(ts).from_select(["shipment_id", "finished_at"],
-                                        select(schema.shipments.c.shipment_id, first)))
+    # One pass over the terminal scans, grouped (a subquery per shipment would let the planner walk
+    # every terminal scan for each shipment).
+    first = (select(sc.shipment_id, func.min(sc.occurred_at).label("finished_at"))
+             .where(sc.status.in_(sorted(TERMINAL))).group_by(sc.shipment_id).subquery())
+    conn.execute(insert(ts).from_select(["shipment_id", "finished_at"], select(sh.shipment_id, first.c.finished_at)
+                                        .select_from(schema.shipments.outerjoin(first, first.c.shipment_id == sh.shipment_id))))
 
 

@@ -50,10 +50,13 @@ def upgrade() -> None:
     )
     op.create_index("ix_tracking_state_finished_at", "tracking_state", ["finished_at"])
     # Terminal statuses as of this revision (lastmile.core.status.TERMINAL).
+    # One grouped pass over the terminal scans (a subquery per shipment can walk them all each time).
     op.execute(
         "INSERT INTO tracking_state (shipment_id, finished_at) "
-        "SELECT s.shipment_id, (SELECT MIN(c.occurred_at) FROM scans c WHERE c.shipment_id = s.shipment_id "
-        "AND c.status IN ('cancelled', 'delivered', 'failed', 'returned')) FROM shipments s")
+        "SELECT s.shipment_id, f.finished_at FROM shipments s LEFT JOIN ("
+        "SELECT shipment_id, MIN(occurred_at) AS finished_at FROM scans "
+        "WHERE status IN ('cancelled', 'delivered', 'failed', 'returned') GROUP BY shipment_id"
+        ") f ON f.shipment_id = s.shipment_id")
     op.create_table(
         "source_rows",
         sa.Column("source", sa.String(32), nullable=False),
