@@ -93,3 +93,21 @@ def test_learned_thresholds_judge_each_destination_by_its_own_day():
     cols = zoned.columns(ships)
     assert list(cols.index) == [7, 3]
     assert cols.loc[7, "stalled_after"] == 3 and cols.loc[3, "stalled_after"] == 9
+
+
+def test_a_slow_lane_learns_its_own_rhythm_and_a_thin_lane_follows_its_service():
+    import pandas as pd
+
+    from lastmile.core.thresholds import ThresholdTable, learned
+
+    def lane(destination, gaps):
+        return _delivered("Post", "standard", gaps).assign(origin="SP", destination=destination)
+
+    samples = pd.concat([lane("BR-NORTH", [12, 14, 16, 18] * 10), lane("BR-SOUTH", [2, 3] * 20),
+                         lane("BR-ISLAND", [30] * 5)], ignore_index=True)
+    table = learned(ThresholdTable(), samples)
+    north = table.for_shipment("Post", "standard", "SP", "BR-NORTH")
+    south = table.for_shipment("Post", "standard", "SP", "BR-SOUTH")
+    island = table.for_shipment("Post", "standard", "SP", "BR-ISLAND")
+    assert north.stalled_after >= 18 and south.stalled_after == 3, "each lane by its own parcels"
+    assert island == table.for_shipment("Post", "standard"), "five parcels are too few: the service decides"

@@ -30,22 +30,27 @@ class Thresholds:
 
 @dataclass(frozen=True)
 class ThresholdTable:
-    """The default and its overrides, keyed (carrier, service) or (carrier, None)."""
+    """The default and its overrides, keyed (carrier, service) or (carrier, None); learned ones may
+    also be keyed by lane (carrier, service, origin, destination), the most specific of all."""
 
     default: Thresholds = Thresholds()
     overrides: dict[tuple[str, str | None], Thresholds] = field(default_factory=dict)
+    lanes: dict[tuple[str, str, str, str], Thresholds] = field(default_factory=dict)
 
-    def for_shipment(self, carrier: str, service: str) -> Thresholds:
-        return self.overrides.get((carrier, service)) or self.overrides.get((carrier, None)) or self.default
+    def for_shipment(self, carrier: str, service: str, origin: str = "", destination: str = "") -> Thresholds:
+        return (self.lanes.get((carrier, service, origin, destination)) or self.overrides.get((carrier, service))
+                or self.overrides.get((carrier, None)) or self.default)
 
     def columns(self, shipments: pd.DataFrame) -> pd.DataFrame:
         """One row of thresholds per shipment row (same index), for vectorised rules."""
         names = [f.name for f in fields(Thresholds)]
-        if not self.overrides:
+        if not self.overrides and not self.lanes:
             return pd.DataFrame({n: getattr(self.default, n) for n in names}, index=shipments.index)
-        pairs = list(zip(shipments["carrier"], shipments["service"], strict=True))
-        chosen = {pair: self.for_shipment(*pair) for pair in set(pairs)}
-        return pd.DataFrame([[getattr(chosen[p], n) for n in names] for p in pairs], columns=names,
+        lane_cols = [shipments[c] if c in shipments else pd.Series("", index=shipments.index)
+                     for c in ("origin", "destination")]
+        keys = list(zip(shipments["carrier"], shipments["service"], *lane_cols, strict=True))
+        chosen = {key: self.for_shipment(*key) for key in set(keys)}
+        return pd.DataFrame([[getattr(chosen[k], n) for n in names] for k in keys], columns=names,
                             index=shipments.index)
 
 
@@ -59,35 +64,44 @@ MIN_SAMPLES = 30  # fewer delivered parcels than this: the configured values alo
 
 
 def learned(configured: ThresholdTable, samples: pd.DataFrame) -> ThresholdTable:
-    """`configured` with each carrier's and service's rhythm learned from `samples` (delivered
-    parcels: carrier, service, max_gap_bd, pickup_wait_bd). A learned threshold is the high
-    quantile of what delivered parcels lived through, never below the configured value (a floor)."""
+    """`configured` with each carrier's, service's and lane's rhythm learned from `samples`
+    (delivered parcels: carrier, service, origin, destination, max_gap_bd, pickup_wait_bd).
+
+    A learned threshold is the high quantile of what delivered parcels lived through, never below
+    the configured value (a floor). The most specific level with at least MIN_SAMPLES parcels
+    decides each threshold: lane, else service, else carrier, else the configured value alone."""
     if samples.empty:
         return configured
-    overrides = dict(configured.overrides)
 
-    def fit(base: Thresholds, group: pd.DataFrame) -> Thresholds:
+    def fit(floor: Thresholds, group: pd.DataFrame, fallback: Thresholds) -> Thresholds:
         gaps, waits = group["max_gap_bd"].dropna(), group["pickup_wait_bd"].dropna()
-        stalled, lost, pickup = base.stalled_after, base.lost_after, base.pickup_after
+        stalled, lost, pickup = fallback.stalled_after, fallback.lost_after, fallback.pickup_after
         if len(gaps) >= MIN_SAMPLES:
-            stalled = max(stalled, math.ceil(gaps.quantile(STALLED_QUANTILE)))
-            lost = max(lost, math.ceil(gaps.quantile(LOST_QUANTILE)), stalled + LOST_MARGIN)
+            stalled = max(floor.stalled_after, math.ceil(gaps.quantile(STALLED_QUANTILE)))
+            lost = max(floor.lost_after, math.ceil(gaps.quantile(LOST_QUANTILE)), stalled + LOST_MARGIN)
         if len(waits) >= MIN_SAMPLES:
-            pickup = max(pickup, math.ceil(waits.quantile(PICKUP_QUANTILE)))
-        return Thresholds(stalled, lost, pickup)
+            pickup = max(floor.pickup_after, math.ceil(waits.quantile(PICKUP_QUANTILE)))
+        return Thresholds(stalled, max(lost, stalled + 1), pickup)
 
+    overrides = dict(configured.overrides)
     carriers: dict[str, Thresholds] = {}
     for carrier, group in samples.groupby("carrier"):
-        carriers[str(carrier)] = fit(configured.for_shipment(str(carrier), ""), group)
-        overrides[(str(carrier), None)] = carriers[str(carrier)]
+        floor = configured.for_shipment(str(carrier), "")
+        carriers[str(carrier)] = overrides[(str(carrier), None)] = fit(floor, group, floor)
+    services: dict[tuple[str, str], Thresholds] = {}
     for (carrier, service), group in samples.groupby(["carrier", "service"]):
-        base = _at_least(configured.for_shipment(str(carrier), str(service)), carriers[str(carrier)])
-        overrides[(str(carrier), str(service))] = fit(base, group)
-    seen = set(zip(samples["carrier"].astype(str), samples["service"].astype(str), strict=True))
+        key = (str(carrier), str(service))
+        floor = configured.for_shipment(*key)
+        services[key] = overrides[key] = fit(floor, group, _at_least(floor, carriers[key[0]]))
     for (carrier, service), values in configured.overrides.items():  # a configured service not delivered yet
-        if service is not None and carrier in carriers and (carrier, service) not in seen:
+        if service is not None and carrier in carriers and (carrier, service) not in services:
             overrides[(carrier, service)] = _at_least(values, carriers[carrier])
-    return ThresholdTable(configured.default, overrides)
+    lanes: dict[tuple[str, str, str, str], Thresholds] = {}
+    if {"origin", "destination"} <= set(samples.columns):
+        for lane, group in samples.groupby(["carrier", "service", "origin", "destination"]):
+            key = tuple(str(v) for v in lane)
+            lanes[key] = fit(configured.for_shipment(key[0], key[1]), group, services[(key[0], key[1])])  # type: ignore[index]
+    return ThresholdTable(configured.default, overrides, lanes)  # type: ignore[arg-type]
 
 
 def _at_least(a: Thresholds, b: Thresholds) -> Thresholds:
