@@ -355,14 +355,16 @@ def test_a_byte_order_mark_is_tolerated(tmp_path):
 def test_a_row_with_the_wrong_number_of_fields_or_a_bad_updated_at_is_quarantined_alone(tmp_path):
     write_shop(tmp_path, order_lines=[raw_line(updated_at="2026-11-19T10:00:00Z"),
                                       raw_line(order_line_id="NW-10482-2", updated_at="last tuesday"),
-                                      raw_line(order_line_id="NW-10482-3", updated_at="")])
+                                      raw_line(order_line_id="NW-10482-3", updated_at=""),
+                                      raw_line(order_line_id="NW-10482-5", updated_at="2026-11-19T10:00:00")])
     path = tmp_path / "order_lines.csv"
     path.write_text(path.read_text().rstrip("\n") + "\nNW-10482-4,NW-10482,SKU,\"desc, with comma\",1,,extra\n")
     valid = orders.validate(FileShop(tmp_path).load(AS_OF), as_of=AS_OF)
 
     assert [ln["order_line_id"] for ln in valid.order_lines] == ["NW-10482-1", "NW-10482-3"]
     found = {(r.record_id, r.field, r.row) for r in valid.rejections}
-    assert found == {("NW-10482-2", "updated_at", 2), ("NW-10482-4", "(row)", 4)}
+    # a time without an offset is not taken as "no time": when it changed cannot be known
+    assert found == {("NW-10482-2", "updated_at", 2), ("NW-10482-5", "updated_at", 4), ("NW-10482-4", "(row)", 5)}
 
 
 # --------------------------------------------------------------------------- places

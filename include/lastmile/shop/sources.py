@@ -266,10 +266,15 @@ class FileShop:
 def _updated_at(row: dict[str, Any], origin: Origin) -> tuple[datetime | None, Origin]:
     """A file row's `updated_at` (None: absent or without offset); one that is no timestamp is a flaw."""
     try:
-        return _instant(row.get("updated_at")), origin
+        at = _instant(row.get("updated_at"))
     except (TypeError, ValueError):
-        if origin.flaws:  # already quarantined (e.g. not UTF-8): no second reason needed
-            return None, origin
-        return None, replace(origin, flaws=(("updated_at", "updated_at is not a timestamp (ISO 8601)"),))
+        at, reason = None, "updated_at is not a timestamp (ISO 8601)"
+    else:
+        if at is not None or not raw_text(row.get("updated_at")).strip():
+            return at, origin
+        reason = "updated_at has no UTC offset: when it changed cannot be known (add +00:00 or Z)"
+    if origin.flaws:  # already quarantined (e.g. not UTF-8): no second reason needed
+        return None, origin
+    return None, replace(origin, flaws=(("updated_at", reason),))
 
 
