@@ -8,9 +8,7 @@ answers for any instant (a rerun of an earlier hour sees the parcels in flight t
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from lastmile.shop import changes
@@ -20,15 +18,6 @@ from lastmile.store import progress, schema
 from lastmile.store.db import batch_key_for, engine_for
 
 from tiny_shop import TinyShop, day, run, store_scans
-
-DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(params=DATABASES)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'history.db'}"
-    return request.getfixturevalue("postgres_url")
 
 
 def _changed(settings, as_of) -> set[str]:

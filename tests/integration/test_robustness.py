@@ -25,15 +25,6 @@ from lastmile.store.db import engine_for
 
 from tiny_shop import START, TinyShop, day, run
 
-DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(params=DATABASES)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'history.db'}"
-    return request.getfixturevalue("postgres_url")
-
 
 def outbox_keys(settings: Settings) -> set[str]:
     with engine_for(settings.db_url).connect() as conn:
@@ -163,7 +154,7 @@ def test_the_run_summary_never_shows_the_database_password(postgres_url, tmp_pat
 
 # -- two senders at once ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("database", DATABASES)
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_two_senders_at_once_send_every_message_once(database, tmp_path, sendgrid_server, request):
     from lastmile.email.sendgrid_client import SendGridConfig
 
