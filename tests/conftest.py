@@ -85,6 +85,14 @@ def postgres_database() -> str:
     admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh history database: a SQLite file, and the real Postgres (its own schema)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'history.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     """A fresh Airflow metadata database, once per session (Airflow's own reset)."""

@@ -111,3 +111,25 @@ def test_a_slow_lane_learns_its_own_rhythm_and_a_thin_lane_follows_its_service()
     island = table.for_shipment("Post", "standard", "SP", "BR-ISLAND")
     assert north.stalled_after >= 18 and south.stalled_after == 3, "each lane by its own parcels"
     assert island == table.for_shipment("Post", "standard"), "five parcels are too few: the service decides"
+
+
+def test_before_a_carrier_s_rhythm_is_known_a_silence_is_never_called_lost():
+    import pandas as pd
+
+    from lastmile.core.thresholds import ThresholdTable, ZonedThresholds, learned
+
+    # A parcel silent for 8 business days with a carrier the shop has delivered only 5 parcels with.
+    ships = [shipment("S1", created=LABEL, promised="2026-11-20")]
+    scans = moving("S1")
+    as_of = "2026-11-16T16:00:00+00:00"
+    cold = learned(ThresholdTable(), _delivered("UPS", "Ground", [1, 2, 1, 2, 1]), carriers=["UPS"])
+    zoned = ZonedThresholds({"America/New_York": cold}, ThresholdTable())
+    types = set(detect(*frames(ships, scans), utc(as_of), zoned)["exception_type"])
+    assert "lost" not in types and "stalled" in types, "no wolf cried before the rhythm is known"
+    warm = learned(ThresholdTable(), _delivered("UPS", "Ground", [1, 2] * 20), carriers=["UPS"])
+    zoned = ZonedThresholds({"America/New_York": warm}, ThresholdTable())
+    assert "lost" in set(detect(*frames(ships, scans), utc(as_of), zoned)["exception_type"])
+    configured = ThresholdTable(overrides={("UPS", None): Thresholds()})  # ops set UPS's thresholds
+    zoned = ZonedThresholds({"America/New_York": learned(configured, pd.DataFrame(
+        columns=["carrier", "service", "max_gap_bd", "pickup_wait_bd"]), carriers=["UPS"])}, configured)
+    assert "lost" in set(detect(*frames(ships, scans), utc(as_of), zoned)["exception_type"])

@@ -207,12 +207,16 @@ def detect(
     heard = ~s["feed_unknown"].fillna(False).astype(bool) if "feed_unknown" in s else pd.Series(True, index=s.index)
     moving = s["accepted"].fillna(False).astype(bool) & ~s["terminal"] & heard
     explained = s["last_reason"].isin(EXPLAINED_SILENCE)
-    emit(moving & ~explained & (s["silent_bd"] >= th["stalled_after"]) & (s["silent_bd"] < th["lost_after"]),
+    # Before the shop's own deliveries show a carrier's rhythm (a cold start), silence alone never
+    # says "lost": only the carrier's word does, and a long silence stays "stalled".
+    silence_may_be_lost = th["lost_by_silence"].astype(bool)
+    emit(moving & ~explained & (s["silent_bd"] >= th["stalled_after"])
+         & ((s["silent_bd"] < th["lost_after"]) | ~silence_may_be_lost),
          "stalled", s["last_scan_at"], dict(business_days_silent=s["silent_bd"], last_scan=s["last_message"]))
     gap_stall = s["delivered"] & (s["max_gap_bd"].fillna(0) >= th["stalled_after"])
     emit(gap_stall, "stalled", s["gap_start_at"], dict(business_days_silent=s["max_gap_bd"]))
 
-    silent_lost = moving & (s["silent_bd"] >= th["lost_after"])
+    silent_lost = moving & (s["silent_bd"] >= th["lost_after"]) & silence_may_be_lost
     carrier_lost = s["reason_lost"].fillna(False).astype(bool) & ~s["delivered"]
     lost_at = s["last_scan_at"].where(silent_lost, s["lost_at"])
     emit(silent_lost | carrier_lost, "lost", lost_at,

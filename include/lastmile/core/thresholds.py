@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ class Thresholds:
     stalled_after: int = 3  # no scan for this many business days while moving
     lost_after: int = 7  # no scan for this many business days: we call it lost
     pickup_after: int = 2  # label created, no acceptance scan for this many business days
+    # False in a cold start: the carrier's rhythm is not known yet, so a silence is never called lost.
+    lost_by_silence: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.stalled_after < self.lost_after or self.pickup_after < 1:
@@ -63,15 +65,21 @@ LOST_MARGIN = 2  # and at least this many business days more than stalled
 MIN_SAMPLES = 30  # fewer delivered parcels than this: the configured values alone (a cold start)
 
 
-def learned(configured: ThresholdTable, samples: pd.DataFrame) -> ThresholdTable:
+def learned(configured: ThresholdTable, samples: pd.DataFrame, carriers: Iterable[str] = ()) -> ThresholdTable:
     """`configured` with each carrier's, service's and lane's rhythm learned from `samples`
     (delivered parcels: carrier, service, origin, destination, max_gap_bd, pickup_wait_bd).
 
     A learned threshold is the high quantile of what delivered parcels lived through, never below
     the configured value (a floor). The most specific level with at least MIN_SAMPLES parcels
-    decides each threshold: lane, else service, else carrier, else the configured value alone."""
+    decides each threshold: lane, else service, else carrier, else the configured value alone.
+
+    A carrier of `carriers` with fewer than MIN_SAMPLES delivered parcels, and no section of its own
+    in the thresholds file, is in a cold start: a silence is never called lost for it."""
+    cold = {c for c in carriers if (c, None) not in configured.overrides
+            and (samples.empty or samples.loc[samples["carrier"] == c, "max_gap_bd"].notna().sum() < MIN_SAMPLES)}
     if samples.empty:
-        return configured
+        return ThresholdTable(configured.default, {**configured.overrides, **{
+            (c, None): replace(configured.default, lost_by_silence=False) for c in cold}}, configured.lanes)
 
     def fit(floor: Thresholds, group: pd.DataFrame, fallback: Thresholds) -> Thresholds:
         gaps, waits = group["max_gap_bd"].dropna(), group["pickup_wait_bd"].dropna()
@@ -81,13 +89,17 @@ def learned(configured: ThresholdTable, samples: pd.DataFrame) -> ThresholdTable
             lost = max(floor.lost_after, math.ceil(gaps.quantile(LOST_QUANTILE)), stalled + LOST_MARGIN)
         if len(waits) >= MIN_SAMPLES:
             pickup = max(floor.pickup_after, math.ceil(waits.quantile(PICKUP_QUANTILE)))
-        return Thresholds(stalled, max(lost, stalled + 1), pickup)
+        return Thresholds(stalled, max(lost, stalled + 1), pickup,
+                          lost_by_silence=fallback.lost_by_silence if len(gaps) < MIN_SAMPLES else True)
 
     overrides = dict(configured.overrides)
     carriers: dict[str, Thresholds] = {}
+    for carrier in cold - set(samples["carrier"].astype(str)):
+        overrides[(carrier, None)] = replace(configured.default, lost_by_silence=False)
     for carrier, group in samples.groupby("carrier"):
         floor = configured.for_shipment(str(carrier), "")
-        carriers[str(carrier)] = overrides[(str(carrier), None)] = fit(floor, group, floor)
+        start = replace(floor, lost_by_silence=False) if str(carrier) in cold else floor
+        carriers[str(carrier)] = overrides[(str(carrier), None)] = fit(floor, group, start)
     services: dict[tuple[str, str], Thresholds] = {}
     for (carrier, service), group in samples.groupby(["carrier", "service"]):
         key = (str(carrier), str(service))
@@ -106,7 +118,7 @@ def learned(configured: ThresholdTable, samples: pd.DataFrame) -> ThresholdTable
 
 def _at_least(a: Thresholds, b: Thresholds) -> Thresholds:
     return Thresholds(max(a.stalled_after, b.stalled_after), max(a.lost_after, b.lost_after),
-                      max(a.pickup_after, b.pickup_after))
+                      max(a.pickup_after, b.pickup_after), a.lost_by_silence and b.lost_by_silence)
 
 
 @dataclass(frozen=True)
@@ -130,7 +142,7 @@ def _merge(base: Thresholds, values: dict[str, Any], where: str) -> Thresholds:
     unknown = set(values) - known - {"service"}
     if unknown:
         raise ValueError(f"{where}: unknown threshold(s) {sorted(unknown)}; known: {sorted(known)}")
-    return replace(base, **{k: int(v) for k, v in values.items() if k in known})
+    return replace(base, **{k: int(v) for k, v in values.items() if k in known and k != "lost_by_silence"})
 
 
 def load(path: Path | str | None = None) -> ThresholdTable:

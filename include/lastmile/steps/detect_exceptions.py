@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -66,6 +66,10 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
         # Missing scans from a feed we could not read say nothing about the parcel (no false "lost").
         shipments["feed_unknown"] = shipments["tracking_account"].isin(
             {a for a, f in feeds.items() if f["state"] != "ok"})
+        if ids is None:
+            # The first run: the history the shop already had is known before anything is called,
+            # so its carriers' rhythm applies from the start (not after a day of cold start).
+            _learn_transit(conn, shipments, scans, as_of, KNOWN_BEFORE_START)
         found = detection.detect(shipments, scans, estimates, as_of, _thresholds(conn, shipments, as_of))
         rows = found.assign(batch_key=batch, window_earliest=None, window_latest=None, window_basis=None)
         rows["first_evidence_at"] = [t.to_pydatetime() for t in pd.to_datetime(rows["first_evidence_at"], utc=True)]
@@ -124,6 +128,8 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
         select(sh.shipment_id).where(sh.order_line_id.in_(part))).scalars()}
 
 
+# What the first run learns from the shop's past counts as known before any destination's day began.
+KNOWN_BEFORE_START = datetime(1970, 1, 1, tzinfo=UTC)
 # Delivered parcels per carrier that the silence thresholds learn from: the latest ones.
 RHYTHM_SAMPLES = 5000
 
@@ -135,8 +141,9 @@ def _thresholds(conn: Connection, shipments: pd.DataFrame, as_of: datetime) -> t
     configured = thresholds.load()
     midnights = {tz: start_of_local_day(as_of, tz) for tz in set(shipments["dest_tz"])}
     per_zone = samples_before(conn, schema.transit_samples, set(shipments["carrier"]), midnights, RHYTHM_SAMPLES)
-    return thresholds.ZonedThresholds({tz: thresholds.learned(configured, frame) for tz, frame in per_zone.items()},
-                                      configured)
+    carriers = set(shipments["carrier"].astype(str))
+    return thresholds.ZonedThresholds({tz: thresholds.learned(configured, frame, carriers)
+                                       for tz, frame in per_zone.items()}, configured)
 
 
 def _new_day(tz: str, previous: datetime, as_of: datetime) -> bool:
@@ -151,10 +158,10 @@ def _shipments(conn: Connection, as_of: datetime, ids: set[str] | None) -> pd.Da
     return rows_of(conn, stmt, schema.shipments.c.shipment_id, ids)
 
 
-def _learn(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.DataFrame,
-           found: pd.DataFrame, as_of: datetime) -> dict[str, int]:
-    """What windows learn from, kept as parcels are delivered: one transit time per delivered parcel,
-    how far each of its carrier estimates missed, and how long it still took after each exception."""
+def _learn_transit(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, as_of: datetime,
+                   learned_at: datetime) -> pd.DataFrame:
+    """One sample per parcel delivered by `as_of`: its transit, longest silence and wait for pickup.
+    `learned_at` is kept from the first time a parcel is learned (later writes leave it)."""
     transit = transit_history(shipments, scans, as_of).merge(
         detection.rhythm(shipments, scans, as_of), on="shipment_id", how="left")
     upsert(conn, schema.transit_samples, [
@@ -162,9 +169,17 @@ def _learn(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, estim
          "destination": r.destination, "accepted_at": r.accepted.to_pydatetime(),
          "delivered_at": r.delivered.to_pydatetime(), "transit_bd": int(r.transit_bd),
          "max_gap_bd": None if pd.isna(r.max_gap_bd) else int(r.max_gap_bd),
-         "pickup_wait_bd": None if pd.isna(r.pickup_wait_bd) else int(r.pickup_wait_bd), "learned_at": as_of}
+         "pickup_wait_bd": None if pd.isna(r.pickup_wait_bd) else int(r.pickup_wait_bd), "learned_at": learned_at}
         for r in transit.itertuples()], update=["accepted_at", "delivered_at", "transit_bd", "max_gap_bd",
                                                 "pickup_wait_bd"])
+    return transit
+
+
+def _learn(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.DataFrame,
+           found: pd.DataFrame, as_of: datetime) -> dict[str, int]:
+    """What windows learn from, kept as parcels are delivered: one transit time per delivered parcel,
+    how far each of its carrier estimates missed, and how long it still took after each exception."""
+    transit = _learn_transit(conn, shipments, scans, as_of, as_of)
     errors = estimate_errors(shipments, scans, estimates, as_of)
     upsert(conn, schema.estimate_samples, [
         {"shipment_id": r.shipment_id, "est_delivery_date": pd.Timestamp(r.est_delivery_date).date(),
