@@ -30,7 +30,8 @@ from lastmile.carriers.aftership_client import (
     aftership_slug,
 )
 from lastmile.carriers.tracking import TrackingSource, parse_aftership
-from lastmile.carriers.vendor_http import VendorClientError, VendorUnavailable, retry_after_seconds
+from lastmile.carriers.vendor_http import VendorClientError, VendorUnavailable
+from lastmile.core.retry import retry_after_seconds
 
 OBSERVED_AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -34,9 +34,6 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from lastmile.core.retry import GaveUp, RetryLater, call_with_retries, wait_hint
-from lastmile.core.retry import (
-    retry_after_seconds as retry_after_seconds,  # re-exported for the clients' callers
-)
 
 # ------------------------------------------------------------------------------------------- errors
 

@@ -32,7 +32,6 @@ import pandas as pd
 from sqlalchemy import func, select
 
 from lastmile.config import ConfigError, Settings
-from lastmile.core.timestamps import parse_timestamp
 from lastmile.shop import export
 from lastmile.steps import pipeline
 from lastmile.store import schema
@@ -55,18 +54,11 @@ class HistoryReplay:
     scores: dict[str, Any] = field(default_factory=dict)
 
 
-def _instant(text: str) -> datetime | None:
-    try:
-        return parse_timestamp(text)[0]
-    except (TypeError, ValueError):
-        return None
-
-
 def _span(folder: Path) -> tuple[datetime, datetime, str]:
     """(first order, last scan, the time zone most parcels go to) of an export."""
     shop = export.tables(folder)
     scans, _estimates = export.events(folder)
-    placed = [t for t in (_instant(r.get("placed_at", "")) for r in shop["orders"]) if t]
+    placed = [t for t in (export.instant(r.get("placed_at", "")) for r in shop["orders"]) if t]
     seen = [at for events in scans.values() for at, _row in events if at]
     if not placed or not seen:
         raise ConfigError(f"{folder}: no order with a readable placed_at, or no scan with a readable "

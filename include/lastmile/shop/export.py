@@ -22,14 +22,15 @@ from typing import Any
 
 from lastmile.config import ConfigError
 from lastmile.core.timestamps import parse_timestamp
-from lastmile.shop.records import ENTITIES, OPTIONAL_ENTITIES, Origin, RawOrders
+from lastmile.shop.records import ENTITIES, Origin, RawOrders
 from lastmile.shop.sources import FileShop, read_csv_rows
 
 SCAN_COLUMNS = ("shipment_id", "occurred_at", "status", "message")
 ESTIMATE_COLUMNS = ("shipment_id", "est_delivery_date", "observed_at")
 
 
-def _instant(text: str) -> datetime | None:
+def instant(text: str) -> datetime | None:
+    """An export's timestamp (with its offset), or None when it cannot be read."""
     try:
         return parse_timestamp(text)[0]
     except (TypeError, ValueError):
@@ -70,11 +71,9 @@ class ExportShop:
 
     def load(self, as_of: datetime) -> RawOrders:
         tables = {e: _table(p, e) for e in ENTITIES if (p := self.files._file(e)) is not None}  # noqa: SLF001
-        for entity in set(ENTITIES) - set(tables) - OPTIONAL_ENTITIES:
-            raise ConfigError(f"{self.files.folder}: no {entity}.csv (a history export: see docs/backtest.md)")
 
         def seen(row: dict[str, Any], column: str) -> bool:
-            at = _instant(str(row.get(column) or ""))
+            at = instant(str(row.get(column) or ""))
             return at is None or at <= as_of
 
         orders = [i for i, r in enumerate(tables["orders"].rows) if seen(r, "placed_at")]
@@ -153,7 +152,7 @@ def _grouped(folder: Path, _stamp: tuple[int, ...]) -> tuple[dict[str, list[tupl
                 # UTF-8, a wrong number of fields): the parser quarantines such a row with its place.
                 row = {**row, "_origin": (origin.file, origin.row),
                        "_flaw": origin.flaws[0] if origin.flaws else None}
-                grouped[row["shipment_id"]].append((_instant(row[time_column]), row))
+                grouped[row["shipment_id"]].append((instant(row[time_column]), row))
             for events in grouped.values():
                 events.sort(key=lambda e: (e[0] is not None, e[0].timestamp() if e[0] else 0.0))
         out.append(dict(grouped))
