@@ -39,6 +39,43 @@ ESTIMATE_ERROR_QUANTILES = (0.02, 0.97)
 AFTER_EXCEPTION_QUANTILES = (0.015, 0.985)
 
 
+LANE = ("carrier", "service", "origin", "destination")
+# From the narrowest to the widest: the shipment's lane, service, carrier, everything.
+LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("lane", LANE), ("service", ("carrier", "service")), ("carrier", ("carrier",)), ("all", ()))
+
+
+class SampleLevels:
+    """Learned samples grouped once per run by lane, service and carrier (within `by`, such as the
+    exception type), so each of a batch's windows looks its samples up instead of filtering a frame."""
+
+    def __init__(self, frame: pd.DataFrame, value: str, by: tuple[str, ...] = (),
+                 levels: tuple[tuple[str, tuple[str, ...]], ...] = LEVELS, dtype: type | None = None) -> None:
+        values = frame[value].to_numpy(dtype=dtype)
+        self._levels = levels
+        self._groups: dict[str, dict[tuple[object, ...], np.ndarray]] = {}
+        for name, cols in levels:
+            keys = [*by, *cols]
+            indices = frame.groupby(keys, sort=False).indices if keys and len(frame) else {}
+            groups = {(k if isinstance(k, tuple) else (k,)): values[v] for k, v in indices.items()}
+            if not keys:
+                groups[()] = values
+            self._groups[name] = groups
+        self._empty = values[:0]
+
+    @classmethod
+    def of(cls, samples: SampleLevels | pd.DataFrame | None, value: str, by: tuple[str, ...] = (),
+           levels: tuple[tuple[str, tuple[str, ...]], ...] = LEVELS, dtype: type | None = None) -> SampleLevels | None:
+        if samples is None or isinstance(samples, SampleLevels):
+            return samples
+        return cls(samples, value, by, levels, dtype)
+
+    def levels(self, shipment: pd.Series, *within: object) -> list[tuple[str, np.ndarray]]:
+        """(level name, sample values) from the narrowest level to the widest."""
+        return [(name, self._groups[name].get((*within, *(shipment[c] for c in cols)), self._empty))
+                for name, cols in self._levels]
+
+
 @dataclass(frozen=True)
 class Window:
     earliest: date
@@ -143,9 +180,9 @@ def _local(instant: object, tz: str) -> date:
 
 def revised_window(
     shipment: pd.Series, exception_type: str, accepted_at: datetime | None, carrier_estimate: date | None,
-    history: pd.DataFrame, as_of: datetime, errors: pd.DataFrame | None = None,
+    history: pd.DataFrame | SampleLevels, as_of: datetime, errors: pd.DataFrame | SampleLevels | None = None,
     estimate_after_evidence: bool = False, estimate_is_revision: bool = False,
-    after: pd.DataFrame | None = None, evidence_at: object = None,
+    after: pd.DataFrame | SampleLevels | None = None, evidence_at: object = None,
 ) -> Window | None:
     """The window to tell the customer for one open shipment, or None when no date is honest.
 
@@ -153,10 +190,12 @@ def revised_window(
     window is built around that date, as wide as the carrier's record with such estimates needs;
     otherwise from how long parcels with the same exception still took once as many days had
     passed since its evidence (`after`: exception_history rows), and failing enough of those, from
-    the spread of real transit times; any older estimate only widens it.
+    the spread of real transit times; any older estimate only widens it. A batch passes each
+    kind of sample as SampleLevels built once (transit_levels, error_levels, after_levels).
     """
     if exception_type not in STILL_COMING:
         return None
+    history, errors, after = transit_levels(history), error_levels(errors), after_levels(after)
     tz = str(shipment["dest_tz"])
     country = country_for(shipment.get("dest_country"), tz)
     today = pd.Timestamp(as_of).tz_convert(ZoneInfo(tz)).date()
@@ -199,18 +238,34 @@ def revised_window(
     return Window(earliest, max(latest, add_business_days(earliest, 1, country)), basis)
 
 
+def transit_levels(history: pd.DataFrame | SampleLevels) -> SampleLevels:
+    """Transit times (transit_history's rows) grouped for revised_window."""
+    levels = SampleLevels.of(history, "transit_bd")
+    assert levels is not None
+    return levels
+
+
+def error_levels(errors: pd.DataFrame | SampleLevels | None) -> SampleLevels | None:
+    """Estimate errors (estimate_errors' rows) grouped by kind of estimate, for revised_window."""
+    return SampleLevels.of(errors, "error_bd", by=("revision",), levels=LEVELS[1:], dtype=float)
+
+
+def after_levels(after: pd.DataFrame | SampleLevels | None) -> SampleLevels | None:
+    """Times after an exception (exception_history's rows) grouped by exception, for revised_window."""
+    return SampleLevels.of(after, "remaining_bd", by=("exception_type",))
+
+
 def _after_exception(shipment: pd.Series, exception_type: str, evidence_at: object, today: date,
-                     after: pd.DataFrame | None, country: str) -> tuple[int, int, str] | None:
+                     after: SampleLevels | None, country: str) -> tuple[int, int, str] | None:
     """(earliest, latest) business days from today, from the parcels that had the same exception,
     given the days since its evidence; None when too few such parcels were still coming by then."""
-    if after is None or after.empty or evidence_at is None or pd.isna(evidence_at):
+    if after is None or evidence_at is None or pd.isna(evidence_at):
         return None
-    same = after[after["exception_type"] == exception_type]
-    if same.empty:
+    levels = after.levels(shipment, exception_type)
+    if not levels[-1][1].size:
         return None
     gone = business_days_between(_local(_utc_ts(evidence_at), str(shipment["dest_tz"])), today, country)
-    for name, mask in _levels(shipment, same):
-        values = same.loc[mask, "remaining_bd"].to_numpy()
+    for name, values in levels:
         values = values[values > gone] - gone  # parcels not yet delivered after as many days
         if values.size >= MIN_SAMPLES:
             lo, hi = np.quantile(values, AFTER_EXCEPTION_QUANTILES)
@@ -218,16 +273,11 @@ def _after_exception(shipment: pd.Series, exception_type: str, evidence_at: obje
     return None
 
 
-def _around_estimate(shipment: pd.Series, estimate: date, errors: pd.DataFrame | None,
+def _around_estimate(shipment: pd.Series, estimate: date, errors: SampleLevels | None,
                      country: str, revision: bool) -> tuple[date, date, str] | None:
-    if errors is None or errors.empty:
+    if errors is None:
         return None
-    errors = errors[errors["revision"] == revision]
-    for name, mask in (("service", (errors["carrier"] == shipment["carrier"])
-                        & (errors["service"] == shipment["service"])),
-                       ("carrier", errors["carrier"] == shipment["carrier"]),
-                       ("all", pd.Series(True, index=errors.index))):
-        values = errors.loc[mask, "error_bd"].to_numpy(dtype=float)
+    for name, values in errors.levels(shipment, revision):
         if values.size >= MIN_SAMPLES:
             lo, hi = np.quantile(values, ESTIMATE_ERROR_QUANTILES)
             return (shift_business_days(estimate, int(np.floor(lo)), country),
@@ -236,20 +286,8 @@ def _around_estimate(shipment: pd.Series, estimate: date, errors: pd.DataFrame |
     return None
 
 
-def _levels(shipment: pd.Series, history: pd.DataFrame) -> list[tuple[str, pd.Series]]:
-    """From the narrowest to the widest: the shipment's lane, service, carrier, everything."""
-    return [
-        ("lane", (history["carrier"] == shipment["carrier"]) & (history["service"] == shipment["service"])
-         & (history["origin"] == shipment["origin"]) & (history["destination"] == shipment["destination"])),
-        ("service", (history["carrier"] == shipment["carrier"]) & (history["service"] == shipment["service"])),
-        ("carrier", history["carrier"] == shipment["carrier"]),
-        ("all", pd.Series(True, index=history.index)),
-    ]
-
-
-def _samples(shipment: pd.Series, history: pd.DataFrame) -> tuple[np.ndarray, str]:
-    for name, mask in _levels(shipment, history):
-        values = history.loc[mask, "transit_bd"].to_numpy()
+def _samples(shipment: pd.Series, history: SampleLevels) -> tuple[np.ndarray, str]:
+    for name, values in history.levels(shipment):
         if values.size >= MIN_SAMPLES or name == "all":
             return values, f"history:{name}(n={values.size})"
     raise AssertionError("unreachable")

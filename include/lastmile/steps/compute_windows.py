@@ -13,11 +13,18 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from lastmile.config import Settings
 from lastmile.core.calendar import start_of_local_day
-from lastmile.core.windows import MIN_SAMPLES, estimate_is_fresh, revised_window
+from lastmile.core.windows import (
+    MIN_SAMPLES,
+    after_levels,
+    error_levels,
+    estimate_is_fresh,
+    revised_window,
+    transit_levels,
+)
 from lastmile.steps.common import record_step, utc_instant
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, writing
@@ -57,9 +64,11 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
         by_id = shipments.set_index("shipment_id")
         # What was learned by the start of the destination's day: a window changes once a day (or
         # when its parcel's facts change), not every hour as other parcels arrive.
-        learned = {tz: (_before(history, tz, as_of), _before(errors, tz, as_of), _before(after, tz, as_of))
+        # Grouped once per zone, so each window looks its samples up.
+        learned = {tz: (transit_levels(_before(history, tz, as_of)), error_levels(_before(errors, tz, as_of)),
+                        after_levels(_before(after, tz, as_of)))
                    for tz in set(shipments["dest_tz"])}
-        given = 0
+        windows: list[dict[str, Any]] = []
         for det in dets.itertuples():
             shipment = by_id.loc[det.shipment_id]
             history_then, errors_then, after_then = learned[shipment["dest_tz"]]
@@ -71,17 +80,19 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
                 estimate_after_evidence=est is not None and estimate_is_fresh(est["at"], det.first_evidence_at, acc),
                 estimate_is_revision=est is not None and est["n"] > 1,
                 after=after_then, evidence_at=det.first_evidence_at)
-            if window is None:
-                continue
-            given += 1
-            values = {"window_earliest": window.earliest, "window_latest": window.latest,
-                      "window_basis": window.basis}
+            if window is not None:
+                windows.append({"sid": det.shipment_id, "kind": det.exception_type, "earliest": window.earliest,
+                                "latest": window.latest, "basis": window.basis})
+        if windows:
+            # One statement per table, executed for every window at once (executemany).
             for table in (schema.detections, cd):
-                stmt = update(table).where(table.c.shipment_id == det.shipment_id,
-                                           table.c.exception_type == det.exception_type)
+                stmt = update(table).where(table.c.shipment_id == bindparam("sid"),
+                                           table.c.exception_type == bindparam("kind"))
                 if table is schema.detections:
                     stmt = stmt.where(table.c.batch_key == batch)
-                conn.execute(stmt.values(**values))
+                conn.execute(stmt.values(window_earliest=bindparam("earliest"), window_latest=bindparam("latest"),
+                                         window_basis=bindparam("basis")), windows)
+        given = len(windows)
         return record_step(conn, as_of, "compute_windows", {
             "open_detections": len(dets), "windows_given": given, "no_honest_date": len(dets) - given,
             "delivered_history": len(history)})
