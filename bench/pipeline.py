@@ -67,10 +67,10 @@ def _scan_rows(scans: pd.DataFrame, seen_at: Any) -> list[dict[str, Any]]:
 def seed(frames: synth.Frames, url: str) -> None:
     """The history as hourly runs would have left it: shop records and every scan and estimate so far."""
     from lastmile.store import progress, schema
-    from lastmile.store.db import engine_for
+    from lastmile.store.db import prepare
 
     s = frames.shipments
-    engine = engine_for(url)
+    engine = prepare(url)
     customers = pd.DataFrame({"customer_id": s["customer_id"].unique()})
     customers = customers.assign(name="Bench Customer", email=[f"{c.lower()}@example.com" for c in customers.customer_id],
                                  tz="America/New_York", country="US", locale="en_US")

@@ -37,7 +37,7 @@ from lastmile.email.sendgrid_client import SendGridConfig, SendGridSender  # noq
 from lastmile.email.transport import SendGridTransport  # noqa: E402
 from lastmile.steps import pipeline  # noqa: E402
 from lastmile.store import schema  # noqa: E402
-from lastmile.store.db import engine_for, upsert  # noqa: E402
+from lastmile.store.db import prepare, upsert  # noqa: E402
 
 AS_OF = datetime(2026, 11, 20, 14, tzinfo=UTC)  # 09:00 in New York: no quiet hours
 
@@ -92,7 +92,7 @@ def main() -> None:
         cfg = SendGridConfig(api_key=server.api_key, host=server.url)
         settings = Settings(db_url=args.db_url or f"sqlite:///{tmp}/bench.db", source="simulated", email_transport="sendgrid",
                             out_dir=Path(tmp), sim_dir=Path(tmp) / "sim", sim_seed=7)
-        with engine_for(settings.db_url).begin() as conn:
+        with prepare(settings.db_url).begin() as conn:
             upsert(conn, schema.customers, customers)
             upsert(conn, schema.outbox, outbox)
         start = time.perf_counter()

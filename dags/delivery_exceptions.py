@@ -17,7 +17,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import TriggerRule, chain, dag, task
 
-from lastmile_airflow.alerts import OpsAlert
+from lastmile_airflow.alerts import OpsAlert, run_deadline
 from lastmile_airflow.steps import CARRIER_POOL, carrier_accounts, fetch_account, run_step
 
 DEFAULT_ARGS = {
@@ -28,7 +28,7 @@ DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": pendulum.duration(minutes=2),
     "retry_exponential_backoff": True,
-    "on_failure_callback": OpsAlert(),  # webhook from Connection lastmile_ops_webhook, and an ALERT log line
+    "on_failure_callback": OpsAlert(),  # an ALERT log line, and Apprise through Connection lastmile_ops_webhook
 }
 
 
@@ -39,6 +39,8 @@ DEFAULT_ARGS = {
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    # A run not finished 45 minutes after it was queued alerts ops like a failure (run by the triggerer).
+    deadline=run_deadline(),
     tags=["lastmile", "customer-care"],
     doc_md=__doc__,
 )

@@ -4,17 +4,20 @@
 Every day: check the exception history's data quality (a case with no evidence, a message sent for
 a case never opened, a carrier feed silent for a day, an ambiguous e-mail waiting over a day, a
 window already past when planned) and build the KPI report (HTML and CSV) analysts and ops read.
-A failed check fails its task, which alerts ops (webhook Connection `lastmile_ops_webhook`).
+Each check is a common-sql check task (group `quality_checks`) on the history Connection
+`lastmile_history`; a failed check fails its own task, which alerts ops.
 See docs/analyst-cookbook.md for the same KPIs in SQL.
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import TaskGroup, dag, task
 
+from lastmile.reporting.quality import CHECKS
 from lastmile_airflow.alerts import OpsAlert
-from lastmile_airflow.steps import build_report, check_quality
+from lastmile_airflow.quality_checks import check_operator
+from lastmile_airflow.steps import build_report
 
 DEFAULT_ARGS = {
     "owner": "lastmile-ops",
@@ -38,7 +41,9 @@ DEFAULT_ARGS = {
     doc_md=__doc__,
 )
 def exception_report() -> None:
-    task(check_quality, task_id="quality_checks")()
+    with TaskGroup("quality_checks"):
+        for check in CHECKS:
+            check_operator(check)
     task(build_report, task_id="build_report")()  # independent: a failed check must not hide the KPIs
 
 

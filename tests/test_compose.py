@@ -107,7 +107,9 @@ def test_required_services_exist(config):
     assert config["services"]["airflow-scheduler"]["command"] == ["scheduler"]
     assert config["services"]["airflow-dag-processor"]["command"] == ["dag-processor"]
     assert config["services"]["airflow-triggerer"]["command"] == ["triggerer"]
-    assert "airflow db migrate" in " ".join(config["services"]["airflow-init"]["command"])
+    init = " ".join(config["services"]["airflow-init"]["command"])
+    assert "airflow db migrate" in init
+    assert "python -m lastmile_airflow.migrate" in init  # the history's migrations: an explicit step
 
 
 def test_every_airflow_service_uses_the_pinned_image(config):
@@ -136,8 +138,12 @@ def test_airflow_services_environment(config):
         assert env.get("AIRFLOW__CORE__EXECUTOR") == "LocalExecutor", name
         assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://"), name
         assert "@postgres:5432/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], name
-        assert env["LASTMILE_DB_URL"].startswith("postgresql+psycopg://"), name
-        assert env["LASTMILE_DB_URL"].endswith("@postgres:5432/lastmile"), name
+        assert "/opt/airflow/plugins" in env.get("PYTHONPATH", "").split(":"), name
+        # The history is a Connection inside Airflow (no URL with a password in LASTMILE_DB_URL).
+        history = json.loads(env["AIRFLOW_CONN_LASTMILE_HISTORY"])
+        assert {k: history[k] for k in ("conn_type", "host", "port", "login", "schema")} == {
+            "conn_type": "postgres", "host": "postgres", "port": 5432, "login": "lastmile", "schema": "lastmile"}, name
+        assert "LASTMILE_DB_URL" not in env, name
         assert env["LASTMILE_SOURCE"] and env["LASTMILE_EMAIL_TRANSPORT"], name
         assert "AIRFLOW_CONN_SENDGRID_DEFAULT" in env, name
         assert "_PIP_ADDITIONAL_REQUIREMENTS" not in env, name

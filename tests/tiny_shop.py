@@ -17,7 +17,7 @@ from lastmile.carriers.tracking import scan_id
 from lastmile.config import Settings
 from lastmile.steps import pipeline
 from lastmile.store import progress, schema
-from lastmile.store.db import batch_key_for, engine_for, upsert
+from lastmile.store.db import batch_key_for, engine_for, prepare, upsert
 
 START = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)  # a Monday
 COLUMNS = {
@@ -100,6 +100,7 @@ class TinyShop:
                 writer.writerows(self.rows[entity])
 
     def settings(self, db_url: str, out_dir: Path) -> Settings:
+        prepare(db_url)  # migrations are an explicit step, here the test's
         return Settings.from_env({"LASTMILE_SOURCE": "files", "LASTMILE_ORDERS_PATH": str(self.folder),
                                   "LASTMILE_DB_URL": db_url, "LASTMILE_OUT_DIR": str(out_dir),
                                   "LASTMILE_SEND_LOCK_WAIT_SECONDS": "30"})

@@ -60,6 +60,8 @@ def _main(argv: list[str] | None = None) -> int:
     sim = sub.add_parser("simulate", help="generate the seeded simulated shop into LASTMILE_SIM_DIR")
     sim.add_argument("--if-missing", action="store_true", help="keep an existing data set for the same seed")
     sub.add_parser("preview", help="render every kind of e-mail with sample data into out/preview/")
+    sub.add_parser("migrate", help="bring the history database (LASTMILE_DB_URL) to the newest migration; "
+                                   "every other process only checks it")
     bt = sub.add_parser("backtest", help="replay a shop's history export (--history) or an unseen simulated "
                                          "history through the production steps; score detection and windows")
     bt.add_argument("--history", type=Path, metavar="DIR",
@@ -83,6 +85,8 @@ def _main(argv: list[str] | None = None) -> int:
     box = sub.add_parser("outbox", help="messages that need a person: ambiguous or failed; reconcile one")
     box.add_argument("--mark-sent", metavar="KEY", help="the provider did deliver it (seen in its activity log)")
     box.add_argument("--resend", metavar="KEY", help="the provider never got it: plan it again")
+    box.add_argument("--drop", metavar="KEY", help="it must never go: drop it (recorded as dropped by you)")
+    box.add_argument("--by", metavar="NAME", help="who decides, for the case history (default: your login)")
     for name, text in (("run", "run every step in-process (no Airflow) for one instant"),
                        ("summary", "print what the run for one instant found"),
                        ("score", "score that run's detections against the simulator's ground truth")):
@@ -102,6 +106,13 @@ def _main(argv: list[str] | None = None) -> int:
               f"(seed {manifest['seed']}, {manifest['n_orders']} orders, {manifest['shipments']} shipments)")
         return 0
 
+    if args.command == "migrate":
+        from lastmile.store.db import prepare
+        from lastmile.store.migrate import shipped_head
+
+        prepare(settings.db_url)
+        print(f"== history database at migration {shipped_head()}")
+        return 0
     if args.command == "backtest" and args.history is not None:
         from lastmile.evaluation.history import format_replay, replay
 
@@ -136,11 +147,22 @@ def _main(argv: list[str] | None = None) -> int:
     from lastmile.steps import pipeline
 
     if args.command == "outbox":
-        for row in pipeline.reconcile(settings, mark_sent=args.mark_sent, resend=args.resend):
-            print(f"{row['state']:<10} {row['message_key']:<55} {row['state_reason'] or ''}")
+        import getpass
+
+        from lastmile.core.privacy import mask_emails_in
+
+        try:
+            by = args.by or f"{getpass.getuser()} (CLI)"
+        except (OSError, KeyError):  # no login name (a container's numeric user): say where it came from
+            by = "ops (CLI)"
+        for row in pipeline.reconcile(settings, mark_sent=args.mark_sent, resend=args.resend, drop=args.drop, by=by):
+            print(f"{row['state']:<10} {row['message_key']:<55} {mask_emails_in(row['state_reason']) or ''}")
         return 0
     if args.command == "run":
+        from lastmile.store.db import prepare
+
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+        prepare(settings.db_url)  # the in-process run is its own deployment: it migrates first, explicitly
         print(format_summary(pipeline.run_all(settings, args.as_of)))
     elif args.command == "summary":
         print(format_summary(pipeline.summarise(settings, args.as_of)))

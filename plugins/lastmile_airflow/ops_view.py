@@ -238,10 +238,10 @@ def _history_engine(url: str) -> Engine:
 
 
 def current_snapshot() -> dict[str, Any]:
-    """The snapshot of the history database the environment names (LASTMILE_DB_URL), as of now."""
-    from lastmile.config import Settings
+    """The snapshot of the history database (Connection `lastmile_history`, else LASTMILE_DB_URL), as of now."""
+    from lastmile_airflow.connections import airflow_settings
 
-    settings = Settings.from_env()
+    settings = airflow_settings()
     return ops_snapshot(_history_engine(settings.db_url), accounts=settings.tracking_accounts,
                         stale_hours=settings.feed_stale_hours)
 
@@ -419,7 +419,6 @@ async def _read_capped(request: Any, limit: int) -> bytes | None:
 def _verify_and_record(key: str, body: bytes, headers: Any, now: datetime) -> Any:
     from fastapi.responses import JSONResponse
 
-    from lastmile.config import Settings
     from lastmile.email.provider_events import (
         SIGNATURE_HEADER,
         TIMESTAMP_HEADER,
@@ -427,6 +426,7 @@ def _verify_and_record(key: str, body: bytes, headers: Any, now: datetime) -> An
         record,
     )
     from lastmile.store.db import engine_for
+    from lastmile_airflow.connections import airflow_settings
 
     if not is_signed_by_sendgrid(key, headers[SIGNATURE_HEADER], headers[TIMESTAMP_HEADER], body):
         return JSONResponse({"detail": "missing or invalid SendGrid signature"}, status_code=403)
@@ -434,7 +434,7 @@ def _verify_and_record(key: str, body: bytes, headers: Any, now: datetime) -> An
         events = json.loads(body)
     except ValueError:
         return JSONResponse({"detail": "body is not JSON"}, status_code=400)
-    counts = record(engine_for(Settings.from_env().db_url), events, now)
+    counts = record(engine_for(airflow_settings().db_url), events, now)
     return JSONResponse(counts)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import importlib
 import json
 import logging
@@ -77,14 +76,9 @@ def classified(step: str) -> Iterator[None]:
 
 
 def _settings() -> Settings:
-    from lastmile.config import Settings
+    from lastmile_airflow.connections import airflow_settings
 
-    settings = Settings.from_env()
-    if settings.source == "sql" and not settings.orders_db_url:
-        from lastmile_airflow.connections import orders_db_url
-
-        settings = dataclasses.replace(settings, orders_db_url=orders_db_url())
-    return settings
+    return airflow_settings()
 
 
 def _done(step: str, as_of: datetime, counts: dict[str, Any]) -> dict[str, Any]:
@@ -138,25 +132,6 @@ def fetch_account(account: str, **context: Any) -> dict[str, Any]:
         except pipeline.FeedDown as err:  # never retried by Airflow, whatever caused it
             raise AirflowFailException(describe(err, step)) from None
         return _done(step, as_of, counts)
-
-
-def check_quality(**context: Any) -> dict[str, int]:
-    """Run the history's data-quality checks; any failure fails the task (and alerts ops)."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from lastmile.reporting.quality import run_checks
-    from lastmile.store.db import engine_for
-
-    as_of = as_of_from_context(context)
-    with classified("check_quality"):
-        results = run_checks(engine_for(_settings().db_url), as_of)
-    for result in results:
-        (log.info if result.ok else log.error)("%s", result.line())
-    failed = [r.check.name for r in results if not r.ok]
-    if failed:
-        # Data will not fix itself by retrying: fail now, ops are alerted by the callback.
-        raise AirflowFailException(f"data-quality checks failed: {', '.join(failed)}")
-    return {r.check.name: r.offending for r in results}
 
 
 def build_report(**context: Any) -> dict[str, str]:

@@ -72,10 +72,10 @@ def test_dag_file_parses_fast_without_heavy_imports(path: Path):
     assert "pandas" not in heavy and "sendgrid" not in heavy, f"{path.name} imports {heavy} at parse time"
 
 
-def _failing_checks(err: BaseException):
-    def run_checks(*args, **kwargs):
+def _failing_report(err: BaseException):
+    def write(*args, **kwargs):
         raise err
-    return run_checks
+    return write
 
 
 @pytest.mark.slow
@@ -91,12 +91,16 @@ def test_only_transient_failures_are_retried_by_airflow(airflow_db, monkeypatch,
     from servers.webhook import WebhookServer
     from sqlalchemy import exc as sa
 
-    import lastmile.reporting.quality
+    import lastmile.reporting.report
 
     dag = DagBag(dag_folder=str(ROOT / "dags" / "exception_report.py")).dags["exception_report"]
-    task = dag.get_task("quality_checks")
+    task = dag.get_task("build_report")
     task.retry_delay, task.retry_exponential_backoff = timedelta(0), False
     monkeypatch.setenv("LASTMILE_OUT_DIR", str(tmp_path))
+    from lastmile.config import Settings
+    from lastmile.store.db import prepare
+
+    prepare(Settings.from_env().db_url)
     row = {"email": "zoe@example.com", "name": "Zoë Example"}
     cases = {
         "integrity": (sa.IntegrityError("INSERT ...", row, pg.UniqueViolation("duplicate key")), 1),
@@ -106,14 +110,14 @@ def test_only_transient_failures_are_retried_by_airflow(airflow_db, monkeypatch,
     with WebhookServer() as ops:
         monkeypatch.setenv("AIRFLOW_CONN_LASTMILE_OPS_WEBHOOK", json.dumps({"conn_type": "http", "host": ops.url}))
         for day, (name, (err, tries)) in enumerate(cases.items(), start=1):
-            monkeypatch.setattr(lastmile.reporting.quality, "run_checks", _failing_checks(err))
-            run = dag.test(logical_date=pendulum.datetime(2026, 10, day, tz="UTC"), mark_success_pattern="build_report")
-            (ti,) = [t for t in run.get_task_instances() if t.task_id == "quality_checks"]
+            monkeypatch.setattr(lastmile.reporting.report, "write", _failing_report(err))
+            run = dag.test(logical_date=pendulum.datetime(2026, 10, day, tz="UTC"), mark_success_pattern=r"quality_checks\..*")
+            (ti,) = [t for t in run.get_task_instances() if t.task_id == "build_report"]
             assert (ti.state, ti.try_number) == ("failed", tries), name
         alerts = ops.texts()
     assert len(alerts) == 2  # one alert per failed task, after its last try
-    assert "IntegrityError (psycopg UniqueViolation, SQLSTATE 23505) in check_quality" in alerts[0]
-    assert "OperationalError (psycopg OperationalError) in check_quality" in alerts[1]
+    assert "IntegrityError (psycopg UniqueViolation, SQLSTATE 23505) in build_report" in alerts[0]
+    assert "OperationalError (psycopg OperationalError) in build_report" in alerts[1]
     assert not any("zoe@example.com" in a or "Zoë" in a for a in alerts)
     # The task log: the failure named (class chain at ERROR), the row it failed on nowhere.
     logged = caplog.text + capsys.readouterr().out

@@ -15,14 +15,14 @@ from lastmile.shop import changes
 from lastmile.shop.records import Origin, RawOrders
 from lastmile.steps import pipeline
 from lastmile.store import progress, schema
-from lastmile.store.db import batch_key_for, engine_for
+from lastmile.store.db import batch_key_for, prepare
 
 from tiny_shop import TinyShop, day, run, store_scans
 
 
 def _changed(settings, as_of) -> set[str]:
     bc = schema.batch_changes.c
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         return set(conn.execute(select(bc.shipment_id).where(bc.batch_key == batch_key_for(as_of))).scalars())
 
 
@@ -54,7 +54,7 @@ def test_a_quarantined_row_is_judged_again_when_its_parent_arrives(db_url, tmp_p
     shop.rows["orders"].append(orphan_parent)
     shop.write()
     pipeline.load_orders(settings, day(1))
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         assert "SO2-1-1" in set(conn.execute(select(schema.shipments.c.shipment_id)).scalars())
 
 
@@ -68,15 +68,15 @@ def test_in_flight_answers_for_any_instant_whatever_order_scans_arrive(db_url, t
     store_scans(settings, shop.scans, day(5))
 
     def flying(at):
-        with engine_for(settings.db_url).connect() as conn:
+        with prepare(settings.db_url).connect() as conn:
             return set(conn.execute(progress.in_flight(at)).scalars())
 
     assert flying(day(5)) == {"SO2-1-1"}
     assert flying(day(2) - timedelta(minutes=1)) == {"SO1-1-1", "SO2-1-1"}, "an earlier hour sees it in flight"
-    with engine_for(settings.db_url).begin() as conn:
+    with prepare(settings.db_url).begin() as conn:
         progress.rebuild(conn)  # the same state, rebuilt from the scans in one pass
     assert flying(day(5)) == {"SO2-1-1"} and flying(day(2) - timedelta(minutes=1)) == {"SO1-1-1", "SO2-1-1"}
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         finished = conn.execute(select(schema.tracking_state.c.finished_at).where(
             schema.tracking_state.c.shipment_id == "SO1-1-1")).scalar_one()
     assert finished.replace(tzinfo=day(2).tzinfo) == day(2)

@@ -15,7 +15,7 @@ from sqlalchemy import select, text
 
 from lastmile.core.brand import load_brand
 from lastmile.store import schema
-from lastmile.store.db import engine_for
+from lastmile.store.db import prepare
 
 from tiny_shop import TinyShop, day, run
 
@@ -32,7 +32,7 @@ def brand(monkeypatch):
 
 def _outbox(settings):
     ob = schema.outbox.c
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         return [dict(r) for r in conn.execute(select(ob.message_key, ob.kind, ob.state, ob.check_in_by,
                                                      ob.window_latest).order_by(ob.planned_at)).mappings()]
 
@@ -56,7 +56,7 @@ def test_a_wide_window_promises_a_check_in_and_the_pipeline_keeps_it(brand, tmp_
     kinds = [(m["kind"], m["state"]) for m in _outbox(settings)]
     assert kinds[:2] == [("notice", "sent"), ("check_in", "sent")]
     assert kinds.count(("check_in", "sent")) == 1, "kept once, not every run of the day"
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         kept = conn.execute(text("SELECT check_in_by, kept FROM v_check_ins WHERE promised_in = :k"),
                             {"k": notice["message_key"]}).one()
     assert kept.kept == 1

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, func, select
 from lastmile.evaluation.scoring import score
 from lastmile.sim import simulator
 from lastmile.store import schema
+from lastmile.store.db import prepare
 
 from conftest import ROOT
 
@@ -47,6 +48,7 @@ def outbox_fingerprint(folder: Path) -> dict[str, str]:
 
 def run_twice(dag, monkeypatch, tmp_path: Path, sim_dir: Path, db_url: str) -> None:
     monkeypatch.setenv("LASTMILE_DB_URL", db_url)
+    prepare(db_url)  # what `python -m lastmile migrate` does before a deployment's first run
     monkeypatch.setenv("LASTMILE_OUT_DIR", str(tmp_path))
     monkeypatch.setenv("LASTMILE_SIM_DIR", str(sim_dir))
     first = dag.test(logical_date=LOGICAL_DATE)

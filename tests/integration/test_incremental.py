@@ -17,7 +17,7 @@ from sqlalchemy import select
 from lastmile.config import Settings
 from lastmile.steps import pipeline
 from lastmile.store import schema
-from lastmile.store.db import engine_for
+from lastmile.store.db import prepare
 
 START = datetime(2026, 11, 18, 20, tzinfo=UTC)
 RUNS = [START + timedelta(hours=3 * n) for n in range(14)]  # 20:00Z to 11:00Z two days later
@@ -34,7 +34,7 @@ def sim_400(tmp_path_factory) -> Path:
 
 def _state(settings: Settings) -> dict[str, object]:
     cd, ca, ob = schema.current_detections.c, schema.cases.c, schema.outbox.c
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         return {
             "detections": sorted(conn.execute(select(
                 cd.shipment_id, cd.exception_type, cd.open, cd.window_earliest, cd.window_latest)).tuples()),
@@ -52,12 +52,13 @@ def test_changed_only_equals_everything_every_run(tmp_path, sim_400):
                                       out_dir=tmp_path / "incremental")
     full = dataclasses.replace(base, db_url=f"sqlite:///{tmp_path / 'full.db'}", out_dir=tmp_path / "full",
                                full_detect=True)
+    prepare(incremental.db_url), prepare(full.db_url)
     checked: list[int] = []
     for as_of in RUNS:
         pipeline.run_all(incremental, as_of)
         pipeline.run_all(full, as_of)
         assert _state(incremental) == _state(full), f"differs after the run at {as_of.isoformat()}"
-        with engine_for(incremental.db_url).connect() as conn:
+        with prepare(incremental.db_url).connect() as conn:
             checked.append(conn.execute(select(schema.run_steps.c.counts).where(
                 schema.run_steps.c.step == "detect_exceptions",
                 schema.run_steps.c.as_of == as_of)).scalar_one().count('"mode": "changed"'))

@@ -24,6 +24,7 @@ from sqlalchemy import create_engine, select
 from lastmile.core import detection
 from lastmile.sim import simulator
 from lastmile.store import schema
+from lastmile.store.db import prepare
 
 from conftest import ROOT
 
@@ -98,6 +99,7 @@ def test_sql_orders_and_two_easypost_accounts_one_down(dag, monkeypatch, tmp_pat
     monkeypatch.setenv("LASTMILE_SOURCE", "sql")
     monkeypatch.setenv("LASTMILE_TRACKING_ACCOUNTS", "easypost_default,easypost_eu")
     monkeypatch.setenv("LASTMILE_DB_URL", postgres_url)
+    prepare(postgres_url)
     monkeypatch.setenv("LASTMILE_OUT_DIR", str(tmp_path))
     monkeypatch.setenv("LASTMILE_SIM_DIR", str(small_sim))
 

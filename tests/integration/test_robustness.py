@@ -21,19 +21,19 @@ from lastmile.config import Settings
 from lastmile.reporting.summary import format_summary
 from lastmile.steps import pipeline
 from lastmile.store import schema
-from lastmile.store.db import engine_for
+from lastmile.store.db import prepare
 
 from tiny_shop import START, TinyShop, day, run
 
 
 def outbox_keys(settings: Settings) -> set[str]:
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         return set(conn.execute(select(schema.outbox.c.message_key)).scalars())
 
 
 def case_states(settings: Settings) -> dict[str, tuple]:
     c = schema.cases.c
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         return {r.case_id: (r.state, r.exception_type, r.shipment_id, r.resolution)
                 for r in conn.execute(select(c.case_id, c.state, c.exception_type, c.shipment_id, c.resolution))}
 
@@ -62,7 +62,7 @@ def test_a_case_that_comes_back_to_an_earlier_state_never_jams_the_history(db_ur
     for n in range(0, 7):
         run(settings, shop, day(n))
     ev = schema.case_events.c
-    with engine_for(db_url).connect() as conn:
+    with prepare(db_url).connect() as conn:
         resolved = conn.execute(select(ev.batch_key).where(ev.case_id == "CASE-O1-1", ev.event == "resolved")
                                 .order_by(ev.batch_key)).scalars().all()
     assert len(resolved) == 2, "delivered, reshipped, delivered again: two resolutions, each in its own batch"
@@ -98,7 +98,7 @@ def test_an_older_run_neither_moves_cases_back_nor_sends(db_url, tmp_path):
     summary = run(settings, shop, day(0))  # an earlier date after a later one
     assert (outbox_keys(settings), case_states(settings)) == before
     assert summary["emails_sent_this_run"] == 0
-    with engine_for(db_url).connect() as conn:  # it says so, and current detections stay the newest run's
+    with prepare(db_url).connect() as conn:  # it says so, and current detections stay the newest run's
         counts = conn.execute(select(schema.run_steps.c.counts).where(
             schema.run_steps.c.batch_key == "2026-11-02T14:00:00Z",
             schema.run_steps.c.step == "detect_exceptions")).scalar_one()
@@ -131,11 +131,11 @@ def test_a_case_whose_order_vanished_is_set_aside_and_the_others_are_told(db_url
     store_scans(settings, shop.scans, day(2))
     for step in ("detect_exceptions", "compute_windows", "record_history"):
         getattr(pipeline, step)(settings, day(2))
-    with engine_for(db_url).begin() as conn:  # a history from before parents were checked
+    with prepare(db_url).begin() as conn:  # a history from before parents were checked
         conn.execute(delete(schema.orders).where(schema.orders.c.order_id == "O1"))
     counts = pipeline.plan_messages(settings, day(2))
     assert counts["cases_without_records"] == 1
-    with engine_for(db_url).connect() as conn:
+    with prepare(db_url).connect() as conn:
         q = schema.quarantine.c
         assert conn.execute(select(q.record_id, q.field).where(q.source == "cases")).all() == [
             ("CASE-O1-1", "order_id")]
@@ -192,7 +192,7 @@ def test_two_senders_at_once_send_every_message_once(database, tmp_path, sendgri
     sent = Counter(r.body["personalizations"][0]["custom_args"]["message_key"] for r in sendgrid_server.accepted)
     assert len(sent) == 12 and set(sent.values()) == {1}, "every message reached SendGrid exactly once"
     assert sorted(r["sent"] for r in results) == [0, 12]
-    with engine_for(db_url).connect() as conn:
+    with prepare(db_url).connect() as conn:
         states = Counter(conn.execute(select(schema.outbox.c.state)).scalars())
     assert states == Counter({"sent": 12})
 
@@ -211,7 +211,7 @@ def test_a_sender_that_cannot_get_the_lock_says_so_and_sends_nothing(tmp_path, c
     store_scans(settings, shop.scans, day(0))
     for step in ("detect_exceptions", "compute_windows", "record_history", "plan_messages"):
         getattr(pipeline, step)(settings, day(0))
-    with held(engine_for(settings.db_url), "send", 1):  # another run is sending
+    with held(prepare(settings.db_url), "send", 1):  # another run is sending
         counts = pipeline.send_messages(settings, day(0))
     assert counts["busy"] is True and counts["sent"] == 0
     assert "another run is sending e-mail right now" in caplog.text
@@ -310,12 +310,12 @@ def _failed_attempts_everywhere(shop: TinyShop) -> None:
 
 def _quarantined(settings: Settings) -> set[tuple[str, str, str, int]]:
     q = schema.quarantine.c
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         return set(conn.execute(select(q.source, q.record_id, q.field, q.row_no)).tuples())
 
 
 def _told(settings: Settings) -> set[str]:
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         return set(conn.execute(select(schema.outbox.c.case_id).where(schema.outbox.c.state == "sent")).scalars())
 
 
@@ -413,7 +413,7 @@ def test_two_whole_runs_of_the_same_instant_take_turns(db_url, tmp_path, sim_600
     for t in threads:
         t.join(180)
     assert errors == []
-    with engine_for(db_url).connect() as conn:
+    with prepare(db_url).connect() as conn:
         states = Counter(conn.execute(select(schema.outbox.c.state)).scalars())
     assert states["sent"] > 0 and set(states) == {"sent"}
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == states["sent"]

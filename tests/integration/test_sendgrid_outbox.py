@@ -25,7 +25,7 @@ from lastmile.config import Settings
 from lastmile.email.sendgrid_client import SendGridConfig
 from lastmile.steps import STEPS, pipeline
 from lastmile.store import schema
-from lastmile.store.db import engine_for
+from lastmile.store.db import prepare
 
 from conftest import ROOT
 
@@ -43,6 +43,7 @@ def small_shop(tmp_path_factory) -> Path:
 
 @pytest.fixture()
 def settings(tmp_path, small_shop) -> Settings:
+    prepare(f"sqlite:///{tmp_path / 'history.db'}")
     return Settings(db_url=f"sqlite:///{tmp_path / 'history.db'}", source="simulated", email_transport="sendgrid",
                     out_dir=tmp_path, sim_dir=small_shop, sim_seed=7, sim_orders=600)
 
@@ -58,7 +59,7 @@ def plan(settings: Settings, as_of: datetime = AS_OF) -> None:
 
 
 def outbox(settings: Settings) -> list[dict]:
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         return [dict(r) for r in conn.execute(select(schema.outbox)).mappings()]
 
 
@@ -144,7 +145,7 @@ def test_suppressed_addresses_get_nothing_and_the_list_is_kept(settings, sendgri
     row = next(r for r in outbox(settings) if r["message_key"] == victim["message_key"])
     assert row["state"] == "suppressed" and "spam_reports" in row["state_reason"]
     assert victim["message_key"] not in keys_sent_to(sendgrid_server)
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         kept = conn.execute(select(schema.suppressions.c.kind).where(
             schema.suppressions.c.email == victim["recipient"].lower())).scalars().all()
     assert kept == ["spam_reports"]
@@ -153,7 +154,7 @@ def test_suppressed_addresses_get_nothing_and_the_list_is_kept(settings, sendgri
 def test_quiet_hours_schedule_the_message_in_the_customers_morning(settings, sendgrid_server):
     plan(settings)
     pipeline.send_messages(settings, AS_OF, sendgrid=sg(sendgrid_server))
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         tz = dict(conn.execute(select(schema.customers.c.customer_id, schema.customers.c.tz)).all())
     by_key = {r["message_key"]: r for r in outbox(settings)}
     zones = set()
@@ -175,7 +176,7 @@ def test_no_address_or_name_reaches_a_log_line(settings, sendgrid_server, caplog
     plan(settings)
     sendgrid_server.script(400, ("hang", 3))
     pipeline.send_messages(settings, AS_OF, sendgrid=sg(sendgrid_server, timeout=0.5))
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         people = conn.execute(select(schema.customers.c.name, schema.customers.c.email)).all()
     assert "send_messages" in caplog.text and "ambiguous" in caplog.text  # the log did say things
     leaked = [value for name, email in people for value in (name, email) if value and value in caplog.text]
@@ -187,6 +188,7 @@ def test_the_dag_sends_through_the_sendgrid_connection(airflow_db, monkeypatch, 
     from airflow.dag_processing.dagbag import DagBag
 
     monkeypatch.setenv("LASTMILE_DB_URL", f"sqlite:///{tmp_path / 'history.db'}")
+    prepare(f"sqlite:///{tmp_path / 'history.db'}")
     monkeypatch.setenv("LASTMILE_OUT_DIR", str(tmp_path))
     monkeypatch.setenv("LASTMILE_SIM_DIR", str(small_shop))
     monkeypatch.setenv("LASTMILE_SIM_ORDERS", "600")

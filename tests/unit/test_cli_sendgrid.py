@@ -19,7 +19,7 @@ from lastmile.email.sendgrid_client import (
 )
 from lastmile.email.transport import SendGridTransport, make_transport
 from lastmile.store import schema
-from lastmile.store.db import engine_for
+from lastmile.store.db import prepare
 
 VAR = "AIRFLOW_CONN_SENDGRID_DEFAULT"
 KEY = "SG.secret-key.do-not-leak"
@@ -42,7 +42,7 @@ def test_the_cli_run_sends_through_the_connection_in_the_environment(monkeypatch
     assert main(["run", "--as-of", "2026-11-20T14:00:00+00:00"]) == 0
 
     settings = Settings.from_env()
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         rows = [dict(r) for r in conn.execute(select(schema.outbox)).mappings()]
     sent = {r["message_key"] for r in rows if r["state"] == "sent"}
     assert len(sent) >= 3, f"the run sent only {len(sent)} messages"

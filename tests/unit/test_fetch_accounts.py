@@ -12,7 +12,7 @@ from lastmile.carriers.accounts import TrackingAccount
 from lastmile.config import Settings
 from lastmile.steps import pipeline
 from lastmile.store import progress, schema
-from lastmile.store.db import engine_for, upsert
+from lastmile.store.db import prepare, upsert
 
 AS_OF = datetime(2026, 11, 20, 14, tzinfo=UTC)
 
@@ -28,7 +28,7 @@ def shipment(sid: str, code: str, account: str) -> dict:
 @pytest.fixture()
 def settings(tmp_path) -> Settings:
     s = Settings.from_env({"LASTMILE_OUT_DIR": str(tmp_path), "LASTMILE_TRACKING_ACCOUNTS": "aftership_default"})
-    with engine_for(s.db_url).begin() as conn:
+    with prepare(s.db_url).begin() as conn:
         upsert(conn, schema.shipments, [shipment("S1", "AS1000000001", "aftership_default"),
                                         shipment("S2", "AS1000000002", "aftership_default")])
         progress.track(conn, ["S1", "S2"])
@@ -49,7 +49,7 @@ def test_an_aftership_account_feeds_the_history(aftership_server, settings):  # 
                               base_url=aftership_server.url)
     counts = pipeline.fetch_tracking(settings, AS_OF, account)
     assert counts["ok"] and counts["trackers_updated"] == 2 and counts["scans_new"] == 5
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         scans = pd.read_sql(schema.scans.select(), conn)
         health = pd.read_sql(schema.feed_health.select(), conn)
     by = {(r.shipment_id, r.carrier_status_detail): (r.status, r.reason, r.utc_offset_minutes)
@@ -59,7 +59,7 @@ def test_an_aftership_account_feeds_the_history(aftership_server, settings):  # 
     assert health.iloc[0]["ok"] and health.iloc[0]["vendor"] == "aftership"
     # the lost parcel is detected as lost from the carrier's word
     pipeline.detect_exceptions(settings, AS_OF)
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         dets = pd.read_sql(schema.detections.select(), conn)
     assert "lost" in set(dets.loc[dets["shipment_id"] == "S1", "exception_type"])
 
@@ -70,7 +70,7 @@ def test_an_aftership_outage_is_recorded_and_raised(aftership_server, settings):
                               base_url=aftership_server.url, timeout=2)
     with pytest.raises(pipeline.FeedDown, match="aftership_default"):
         pipeline.fetch_tracking(settings, AS_OF, account)
-    with engine_for(settings.db_url).connect() as conn:
+    with prepare(settings.db_url).connect() as conn:
         health = pd.read_sql(schema.feed_health.select(), conn)
     assert not health.iloc[0]["ok"] and "500" in health.iloc[0]["error"]
     assert aftership_server.api_key not in health.iloc[0]["error"]

@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 
 from lastmile.store import migrate, schema
-from lastmile.store.db import engine_for, upsert
+from lastmile.store.db import engine_for, prepare, upsert
 from lastmile.store.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -183,17 +183,41 @@ def test_a_failing_migration_leaves_the_database_as_it_was(engine: Engine, tmp_p
     assert tables(engine) == set() and views(engine) == set()
 
 
-def test_engine_for_migrates_and_keeps_the_sqlite_pragmas(tmp_path: Path) -> None:
-    engine = engine_for(f"sqlite:///{tmp_path / 'nested' / 'history.db'}")
-    assert revision(engine) == migrate.head_revision()
+def test_prepare_migrates_and_keeps_the_sqlite_pragmas(tmp_path: Path) -> None:
+    engine = prepare(f"sqlite:///{tmp_path / 'nested' / 'history.db'}")
+    assert revision(engine) == migrate.head_revision() == migrate.shipped_head()
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
 
 
+def test_no_process_migrates_on_first_use_it_names_the_command(db_url: str) -> None:
+    """A task, the api-server or a report against a database not yet migrated fails at once, saying
+    what to run, without touching the schema; after the explicit step it works."""
+    with pytest.raises(migrate.SchemaNotReady, match=r"not migrated; .*needs migration \d{4}: run "
+                                                     r"`python -m lastmile migrate`") as err:
+        engine_for(db_url)
+    assert "postgres@" not in str(err.value) and "history.db" not in str(err.value)  # no URL, no password
+    assert tables(create_engine(db_url)) == set()
+    prepare(db_url)
+    assert revision(engine_for(db_url)) == migrate.shipped_head()
+
+
+def test_a_database_one_migration_behind_is_refused_until_migrated(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    engine = create_engine(url)
+    previous = f"{int(migrate.shipped_head()) - 1:04d}"
+    command.upgrade(migrate.alembic_config(url=url), previous)
+    with pytest.raises(migrate.SchemaNotReady, match=f"at migration {previous}; this code needs"):
+        engine_for(url)
+    assert revision(engine) == previous
+    prepare(url)
+    assert revision(engine) == migrate.shipped_head()
+
+
 STARTER = """
 import logging, sys, time
-from lastmile.store.db import engine_for
+from lastmile.store.db import prepare as engine_for
 from lastmile.store.migrate import current_revision
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 time.sleep(max(0.0, float(sys.argv[2]) - time.time()))

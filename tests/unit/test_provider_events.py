@@ -23,7 +23,7 @@ from lastmile.email.provider_events import (
     sendgrid_event_rows,
 )
 from lastmile.store import schema
-from lastmile.store.db import engine_for, upsert
+from lastmile.store.db import prepare, upsert
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 KEY = ec.generate_private_key(ec.SECP256R1())
@@ -80,7 +80,7 @@ def history(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("LASTMILE_OUT_DIR", str(tmp_path))
     url = f"sqlite:///{tmp_path / 'lastmile.db'}"
     monkeypatch.setenv("LASTMILE_DB_URL", url)
-    with engine_for(url).begin() as conn:
+    with prepare(url).begin() as conn:
         upsert(conn, schema.outbox, [{
             "message_key": k, "case_id": "CASE-1", "order_id": "O1", "kind": "notice", "state": "sent",
             "customer_id": "C1", "subject": "s", "body_text": "t", "body_html": "h", "planned_at": NOW,
@@ -103,7 +103,7 @@ def test_the_webhook_endpoint_records_signed_events_once_and_analysts_see_them(h
     again = receive_sendgrid_events(body, signed(body), NOW)  # SendGrid retries deliveries
     assert first.status_code == 200 and json.loads(first.body)["stored"] == 3
     assert (json.loads(again.body)["stored"], json.loads(again.body)["duplicates"]) == (0, 3)
-    with engine_for(history).connect() as conn:
+    with prepare(history).connect() as conn:
         delivery = pd.read_sql(text("SELECT kind, sent, delivered, bounced, opened FROM v_message_delivery"), conn)
         status = dict(conn.execute(text("SELECT message_key, delivery_status FROM v_messages")).all())
     assert delivery.iloc[0][["sent", "delivered", "bounced", "opened"]].tolist() == [2, 1, 1, 1]
@@ -215,6 +215,6 @@ def test_a_fresh_signed_body_with_non_ascii_text_is_accepted(history, webhook_ke
     cut = body.index("ä".encode()) + 1  # the server may split a character across chunks
     status, answer, pulled = post([body[:cut], body[cut:]], {**fresh(body), "content-length": str(len(body))})
     assert (status, answer["stored"], pulled) == (200, 2, 2), answer
-    with engine_for(history).connect() as conn:
+    with prepare(history).connect() as conn:
         reason = conn.execute(text("SELECT reason FROM message_events WHERE provider_event_id = 'ev1'")).scalar()
     assert reason == "550 Empfänger unbekannt — 宛先不明 ✉"

@@ -8,7 +8,7 @@ import pytest
 
 from lastmile.reporting.quality import run_checks
 from lastmile.store import schema
-from lastmile.store.db import engine_for, upsert
+from lastmile.store.db import prepare, upsert
 
 AS_OF = datetime(2026, 11, 23, 6, tzinfo=UTC)
 
@@ -36,7 +36,7 @@ def feed(account: str, hours_ago: float, ok: bool) -> dict:
 
 
 def fill(url: str) -> None:
-    with engine_for(url).begin() as conn:
+    with prepare(url).begin() as conn:
         upsert(conn, schema.cases, [case("GOOD"), case("NO-EVIDENCE", evidence="{}"), case("NEVER-OPENED")])
         upsert(conn, schema.case_events, [
             {"case_id": c, "batch_key": "b", "at": AS_OF, "event": "opened", "detail": "late"}
@@ -55,7 +55,7 @@ def fill(url: str) -> None:
 def test_each_check_flags_exactly_the_rows_that_break_it(db, tmp_path, request):
     url = f"sqlite:///{tmp_path / 'h.db'}" if db == "sqlite" else request.getfixturevalue("postgres_url")
     fill(url)
-    results = {r.check.name: r.offending for r in run_checks(engine_for(url), AS_OF)}
+    results = {r.check.name: r.offending for r in run_checks(prepare(url), AS_OF)}
     assert results == {
         "case_without_evidence": 1,
         "message_for_a_case_never_opened": 1,

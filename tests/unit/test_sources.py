@@ -16,7 +16,7 @@ from lastmile.shop import orders
 from lastmile.shop.sources import FileShop, SqlShop
 from lastmile.sim import simulator
 from lastmile.store import queries, schema
-from lastmile.store.db import batch_key_for, engine_for, upsert
+from lastmile.store.db import batch_key_for, prepare, upsert
 
 from builders import raw_customer, raw_line, raw_order, raw_shipment, write_shop
 
@@ -162,7 +162,7 @@ def test_feed_states_down_stale_and_ok(tmp_path):
         return {"account": account, "batch_key": batch_key_for(at), "vendor": "easypost", "as_of": at,
                 "ok": ok, "shipments_asked": 1, "trackers_received": 1, "trackers_updated": 0, "scans_new": 0,
                 "error": None if ok else "EasyPostUnavailable: gave up"}
-    with engine_for(settings.db_url).begin() as conn:
+    with prepare(settings.db_url).begin() as conn:
         upsert(conn, schema.feed_health, [row("easypost_a", 1, True), row("easypost_b", 2, True),
                                           row("easypost_b", 0, False), row("easypost_c", 7, True)])
         states = queries.feed_states(conn, settings, AS_OF)

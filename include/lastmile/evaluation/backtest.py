@@ -27,7 +27,7 @@ from lastmile.core.windows import STILL_COMING
 from lastmile.sim import simulator
 from lastmile.steps import pipeline
 from lastmile.store import schema
-from lastmile.store.db import engine_for
+from lastmile.store.db import engine_for, prepare
 
 
 @dataclass
@@ -51,6 +51,7 @@ def run(seed: int = 11, n_orders: int = 3000, step_hours: int = 6, workdir: Path
         simulator.ensure(sim_dir, seed, n_orders)
         settings = Settings(db_url=f"sqlite:///{folder / 'history.db'}", source="simulated", email_transport="file",
                             out_dir=folder / "out", sim_dir=sim_dir, sim_seed=seed, sim_orders=n_orders)
+        prepare(settings.db_url)
         start = config.start + timedelta(days=7)
         end = config.start + timedelta(days=config.days)
         steps, t = 0, start

@@ -35,7 +35,7 @@ from lastmile.config import ConfigError, Settings
 from lastmile.shop import export
 from lastmile.steps import pipeline
 from lastmile.store import schema
-from lastmile.store.db import engine_for
+from lastmile.store.db import engine_for, prepare
 
 # The calls judged by what happened later, and how (docs/backtest.md).
 SILENCE_CALLS = ("stalled", "stuck_before_pickup")
@@ -88,6 +88,7 @@ def replay(folder: Path, out: Path, step_hours: int = 24, workdir: Path | None =
         settings = Settings(db_url=f"sqlite:///{work / 'history.db'}", source="export", email_transport="file",
                             out_dir=work / "out", sim_dir=work / "sim", sim_seed=0, orders_path=folder,
                             tracking_accounts=("export",))
+        prepare(settings.db_url)
         # Midday where most parcels go, the day after the first order.
         midday = datetime.combine(first.astimezone(ZoneInfo(zone)).date() + timedelta(days=1), time(12),
                                   ZoneInfo(zone)).astimezone(ZoneInfo("UTC"))

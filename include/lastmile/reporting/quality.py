@@ -1,26 +1,28 @@
 """Data-quality checks on the exception history: each is a SQL count of rows that should not exist.
 
-Run daily by the `exception_report` DAG; a failing check fails its task, which alerts ops. The SQL
-is plain and portable (SQLite and Postgres) so an analyst can paste it to see the offending rows
-(replace `count(*)` with `*`).
+Run daily by the `exception_report` DAG, each as a common-sql check operator against the history
+Connection (one task per check, with lineage); a failing check fails its task, which alerts ops.
+The SQL is plain and portable (SQLite and Postgres) so an analyst can paste it to see the offending
+rows (replace `count(*)` with `*`). `run_checks` runs the same SQL outside Airflow.
+
+This module stays light (no SQLAlchemy at import): the DAG file reads CHECKS while it is parsed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, bindparam, text
-
-from lastmile.store.schema import TS
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 @dataclass(frozen=True)
 class Check:
     name: str
     why: str  # what a failure means, for the person reading the alert
-    sql: str  # counts offending rows; may use :as_of and :day_before
+    sql: str  # counts offending rows; may use :day_before (the day before the run's instant)
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,10 @@ CHECKS = (
 
 def run_checks(engine: Engine, as_of: datetime) -> list[CheckResult]:
     """Every check as of `as_of` (the report's data-interval end)."""
+    from sqlalchemy import bindparam, text
+
+    from lastmile.store.schema import TS
+
     params: dict[str, Any] = {"as_of": as_of, "day_before": as_of - timedelta(days=1)}
     results = []
     with engine.connect() as conn:

@@ -1,19 +1,41 @@
 """The KPI report for ops and analysts: the analyst views, summarised, as one HTML page or CSV files.
 
 Every figure comes from the `v_*` views (docs/history-schema.md), so the report and an analyst's
-own SQL always agree. The HTML is self-contained (inline CSS and SVG): it opens from a file, a
-mail attachment or an artifact store without any network.
+own SQL always agree. The HTML is self-contained (inline CSS, and charts drawn by Altair and rendered
+to static SVG by vl-convert, no script): it opens from a file, a mail attachment or an artifact store
+without any network. Charts show aggregates only (carriers, weeks, exception types), never a customer.
+The HTML shows shares as percentages; the CSV keeps the raw numbers (0.875) for analysts to compute with.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 from sqlalchemy import Engine, text
+
+
+@dataclass(frozen=True)
+class Chart:
+    """What to draw, from aggregates only: one line per `series` over time (`x` holds ISO dates), or
+    one horizontal bar per category (`x` holds the categories). `percent`: `y` is a share (0..1)."""
+
+    title: str
+    data: pd.DataFrame
+    x: str
+    y: str
+    x_title: str
+    y_title: str
+    series: str | None = None  # one line per value of this column, e.g. the carrier
+    series_title: str = ""
+    kind: Literal["lines", "bars"] = "lines"
+    percent: bool = False
+    weekly: bool = False  # `x` holds the Monday of each week: one tick per week
 
 
 @dataclass(frozen=True)
@@ -22,7 +44,7 @@ class Section:
     title: str
     note: str
     table: pd.DataFrame
-    chart: tuple[pd.DataFrame, str, str] | None = None  # (rows, label column, value column) for a bar chart
+    charts: tuple[Chart, ...] = ()
 
 
 def _read(engine: Engine, sql: str, **params: object) -> pd.DataFrame:
@@ -46,10 +68,14 @@ def build(engine: Engine, since: date) -> list[Section]:
                          "FROM v_late_rate_monthly WHERE month >= :m ORDER BY month, carrier", m=month)
     kept = _read(engine, "SELECT carrier, month, windows_sent, kept, broken, pending, share_kept "
                          "FROM v_promises_kept WHERE month >= :m ORDER BY month, carrier", m=month)
-    weekly = _read(engine, "SELECT carrier, exception_type, sum(exceptions) AS exceptions, "
-                           "sum(shipments) AS shipments FROM v_exceptions_weekly WHERE week >= :d "
-                           "AND exception_type <> 'any' GROUP BY carrier, exception_type "
-                           "ORDER BY exceptions DESC", d=day)
+    # v_exceptions_weekly is the slowest view: read once, summed by type here and by week below.
+    per_week = _read(engine, "SELECT carrier, week, exception_type, sum(exceptions) AS exceptions, "
+                             "sum(shipments) AS shipments FROM v_exceptions_weekly WHERE week >= :d "
+                             "GROUP BY carrier, week, exception_type", d=day)
+    weekly = (per_week[per_week["exception_type"] != "any"]
+              .groupby(["carrier", "exception_type"], as_index=False)[["exceptions", "shipments"]].sum()
+              .sort_values(["exceptions", "carrier", "exception_type"], ascending=[False, True, True],
+                           ignore_index=True))
     by_type = weekly.groupby("exception_type", as_index=False)["exceptions"].sum().sort_values(
         "exceptions", ascending=False)
     to_email = _read(engine, "SELECT month, exception_type, hours_to_email FROM v_time_to_email WHERE month >= :m",
@@ -66,73 +92,176 @@ def build(engine: Engine, since: date) -> list[Section]:
                          "sum(scans_new) AS scans_new, max(detections) AS detections, "
                          "sum(messages_sent) AS messages_sent, sum(messages_failed) AS messages_failed "
                          "FROM v_runs WHERE batch_key >= :d GROUP BY substr(batch_key, 1, 10) ORDER BY day", d=day)
-    # "This month" is the month of the newest run, as in the views (never the wall clock).
-    current = _read(engine, "SELECT month FROM v_runs ORDER BY as_of DESC LIMIT 1")
-    newest = str(current.iloc[0, 0]) if not current.empty else None
-    this_month = late[late["month"] == newest]
+    weeks = _weekly_rates(per_week)
+    kept_weekly = _weekly_kept(engine, day)
+    emails = runs.melt(id_vars="day", value_vars=["messages_sent", "messages_failed"], var_name="what",
+                       value_name="messages").replace({"what": {"messages_sent": "sent",
+                                                                "messages_failed": "failed"}})
     return [
         Section("late_rate_monthly", "Late rate per carrier and month",
-                f"Shipments due in the month that were late; the bars are {newest or 'the newest run’s month'} "
-                "(provisional while parcels are still due). `change` is against the month before.",
-                late, (this_month, "carrier", "late_rate") if not this_month.empty else None),
+                "The chart: shipments that were late, per carrier and week shipped (the newest weeks are "
+                "provisional: parcels still on their way may yet be late). The table: shipments due in the "
+                "month that were late; `change` is against the month before, in percentage points.",
+                late, (Chart("Late rate per carrier, by week shipped", weeks, "week", "late_rate",
+                             "Week shipped (from Monday)", "Shipments late", series="carrier",
+                             series_title="Carrier", percent=True, weekly=True),)),
         Section("promises_kept", "Did we keep our promises?",
-                f"Windows we sent, by the month they ended: kept (delivered by the last day), broken, pending. "
-                f"The bars are the share kept in {newest or 'the newest run’s month'}.",
-                kept, (kept[kept["month"] == newest], "carrier", "share_kept") if not kept.empty else None),
+                "Windows we sent, by the month they ended: kept (delivered by the last day), broken, pending. "
+                "The chart: the share kept per carrier and week the window ended, of the windows already over.",
+                kept, (Chart("Promises kept per carrier, by week the window ended", kept_weekly, "week",
+                             "share_kept", "Week the window ended (from Monday)", "Windows kept",
+                             series="carrier", series_title="Carrier", percent=True, weekly=True),)),
         Section("exceptions_by_carrier", "Exceptions by carrier and type",
-                "Shipments (labelled since the date) that ever had each exception.", weekly,
-                None),
+                "Shipments (labelled since the date) that ever had each exception. The chart: the share of "
+                "shipments with any exception (a reshipment alone aside), per carrier and week shipped.", weekly,
+                (Chart("Shipments with an exception per carrier, by week shipped", weeks, "week",
+                       "exception_rate", "Week shipped (from Monday)", "Shipments with an exception",
+                       series="carrier", series_title="Carrier", percent=True, weekly=True),)),
         Section("exceptions_by_type", "Exceptions by type", "All carriers together.", by_type,
-                (by_type, "exception_type", "exceptions") if not by_type.empty else None),
+                (Chart("Exceptions by type, all carriers", by_type, "exception_type", "exceptions",
+                       "Exception type", "Shipments with the exception", kind="bars"),)),
         Section("time_to_email", "From first evidence to the customer's e-mail",
                 "Hours, per exception type; cases resolved before anyone needed telling are left out.",
-                _quantiles(to_email, "exception_type", "hours_to_email"), None),
+                _quantiles(to_email, "exception_type", "hours_to_email")),
         Section("time_to_resolution", "From first evidence to delivery", "Hours, per exception type.",
-                _quantiles(to_resolve, "exception_type", "hours_to_resolution"), None),
-        Section("reshipment_chains", "Reshipment chains", "Order lines by how many parcels it took.", chains,
-                None),
+                _quantiles(to_resolve, "exception_type", "hours_to_resolution")),
+        Section("reshipment_chains", "Reshipment chains", "Order lines by how many parcels it took.", chains),
         Section("message_delivery", "E-mail delivery", "Per ISO week and kind, from the provider's events.",
-                delivery, None),
+                delivery),
         Section("runs_per_day", "Runs per day", "Carrier feeds down, scans, detections and e-mails per day.",
-                runs, (runs, "day", "messages_sent") if not runs.empty else None),
+                runs, (Chart("E-mails sent and failed per day", emails, "day", "messages", "Day of the run",
+                             "E-mails", series="what", series_title="E-mails"),)),
     ]
 
 
-def _bars(frame: pd.DataFrame, label: str, value: str) -> str:
-    """A horizontal bar chart as inline SVG (no scripts, no network)."""
-    data = frame[[label, value]].dropna()
+def _weekly_rates(per_week: pd.DataFrame) -> pd.DataFrame:
+    """Per carrier and week shipped (its Monday): shipments, late ones, ones with any exception, and the rates.
+
+    A week's shipments are on its `any` row of v_exceptions_weekly (a type's own row sums only the
+    lanes where that type happened), so both rates divide by them."""
+    if per_week.empty:
+        return pd.DataFrame(columns=["carrier", "week", "shipments", "late", "with_exception", "late_rate",
+                                     "exception_rate"])
+    frame = per_week.assign(exceptions=pd.to_numeric(per_week["exceptions"]).astype(float),
+                            shipments=pd.to_numeric(per_week["shipments"]).astype(float),
+                            week=_iso_days(per_week["week"]))
+    counts = frame.pivot_table(index=["carrier", "week"], columns="exception_type", values="exceptions",
+                               aggfunc="sum", fill_value=0.0)
+    out = pd.DataFrame({
+        "shipments": frame[frame["exception_type"] == "any"].groupby(["carrier", "week"])["shipments"].sum(),
+        "late": counts["late"] if "late" in counts else 0.0,
+        "with_exception": counts["any"] if "any" in counts else 0.0,
+    }).reset_index()
+    shipments = out["shipments"].where(out["shipments"] > 0)
+    return out.assign(late_rate=out["late"] / shipments, exception_rate=out["with_exception"] / shipments
+                      ).sort_values(["week", "carrier"], ignore_index=True)
+
+
+def _weekly_kept(engine: Engine, day: str) -> pd.DataFrame:
+    """Per carrier and week the window ended (its Monday): windows over by the newest run, the share kept.
+
+    Only windows that are over count (as v_promises decides: their last day has ended everywhere, 36 h
+    after it began in UTC); a week still under way would otherwise show only its early deliveries."""
+    frame = _read(engine, "SELECT carrier, window_latest, kept FROM v_promises WHERE window_latest >= :d", d=day)
+    newest = _read(engine, "SELECT max(as_of) AS as_of FROM v_runs")["as_of"]
+    as_of = pd.to_datetime(newest, utc=True).iloc[0] if not newest.empty else pd.NaT
+    ended = pd.to_datetime(frame["window_latest"])
+    frame = frame[ended.dt.tz_localize("UTC") + pd.Timedelta(hours=36) <= as_of] if pd.notna(as_of) else frame[:0]
+    if frame.empty:
+        return pd.DataFrame(columns=["carrier", "week", "windows", "share_kept"])
+    ended = pd.to_datetime(frame["window_latest"])
+    frame = pd.DataFrame({"carrier": frame["carrier"].fillna("unknown"),
+                          "week": (ended - pd.to_timedelta(ended.dt.weekday, unit="D")).dt.strftime("%Y-%m-%d"),
+                          "kept": pd.to_numeric(frame["kept"]).astype(float)})
+    g = frame.groupby(["carrier", "week"])["kept"]
+    out = pd.DataFrame({"windows": g.count(), "share_kept": g.sum(min_count=1) / g.count()}).reset_index()
+    return out.sort_values(["week", "carrier"], ignore_index=True)
+
+
+def _iso_days(column: pd.Series) -> pd.Series:
+    """Dates as 'YYYY-MM-DD' text, whether the database gave text (SQLite) or dates (Postgres)."""
+    return pd.to_datetime(column).dt.strftime("%Y-%m-%d")
+
+
+def _svg(chart: Chart, data: pd.DataFrame, key: str) -> str:
+    """The chart as static SVG: Altair's spec, rendered by vl-convert in-process (no script, no network)."""
+    import altair as alt  # slow to import: only when a report is drawn
+    import vl_convert
+
+    value_axis = alt.Axis(format=".0%") if chart.percent else alt.Axis(format=",d", tickMinStep=1)
+    if chart.kind == "bars":
+        plot = alt.Chart(data).mark_bar(color="#2f6db0").encode(
+            y=alt.Y(f"{chart.x}:N", title=chart.x_title, sort="-x"),
+            x=alt.X(f"{chart.y}:Q", title=chart.y_title, axis=value_axis),
+        ).properties(width=420, height={"step": 20})
+    else:
+        ticks = ([int(pd.Timestamp(d, tz="UTC").timestamp() * 1000) for d in sorted(data[chart.x].unique())]
+                 if chart.weekly else alt.Undefined)
+        plot = alt.Chart(data).mark_line(point=data[chart.x].nunique() <= 20).encode(
+            x=alt.X(f"{chart.x}:T", title=chart.x_title, scale=alt.Scale(type="utc"),
+                    axis=alt.Axis(format="%-d %b", values=ticks, labelOverlap=True)),
+            y=alt.Y(f"{chart.y}:Q", title=chart.y_title, axis=value_axis),
+            color=alt.Color(f"{chart.series}:N", title=chart.series_title) if chart.series else alt.Undefined,
+        ).properties(width=520, height=220)
+    svg = vl_convert.vegalite_to_svg(plot.properties(title=chart.title).to_json())
+    # Several SVGs share one page: keep any ids they define (clips, gradients) apart.
+    return re.sub(r'(\sid="|url\(#|href="#)([^")]+)', rf"\g<1>{key}-\g<2>", svg)
+
+
+def _chart_html(chart: Chart, key: str) -> str:
+    columns = [chart.x, chart.y] + ([chart.series] if chart.series else [])
+    data = chart.data[columns].dropna() if not chart.data.empty else chart.data
     if data.empty:
-        return ""
-    data = data.groupby(label, as_index=False)[value].last()
-    top = float(data[value].max()) or 1.0
-    row, width = 22, 360
-    parts = [f'<svg role="img" aria-label="{html.escape(value)} by {html.escape(label)}" width="{width + 260}" '
-             f'height="{row * len(data) + 8}" xmlns="http://www.w3.org/2000/svg">']
-    for i, (name, v) in enumerate(zip(data[label], data[value], strict=True)):
-        y = i * row + 4
-        length = max(1.0, float(v) / top * width)
-        shown = f"{float(v):.1%}" if value.endswith(("rate", "kept")) else f"{float(v):g}"
-        parts.append(f'<text x="150" y="{y + 14}" text-anchor="end" font-size="12">{html.escape(str(name))}</text>'
-                     f'<rect x="158" y="{y}" width="{length:.1f}" height="16" fill="#2f6db0"/>'
-                     f'<text x="{164 + length:.1f}" y="{y + 13}" font-size="12">{shown}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+        return f"<p class=empty>No data in this period for the chart “{html.escape(chart.title)}”.</p>"
+    data = data.assign(**{chart.y: pd.to_numeric(data[chart.y]).astype(float)})
+    return f"<figure class=chart>{_svg(chart, data, key)}</figure>"
+
+
+def _is_share(column: str) -> bool:
+    return column.endswith("_rate") or column.startswith("share_")
+
+
+def _percent(value: object) -> str:
+    """A share as a percentage: 1 -> '100%', 0.875 -> '87.5%'; '100%' and '0%' only when exactly so."""
+    if pd.isna(value):
+        return "–"
+    share = float(value)
+    shown = f"{share * 100:.1f}".removesuffix(".0")
+    if shown == "100" and share < 1:
+        return ">99.9%"
+    if shown == "0" and share > 0:
+        return "<0.1%"
+    return f"{shown}%"
+
+
+def _points(value: object) -> str:
+    """A difference of two shares, in percentage points: 0.0799 -> '+8.0 pp'."""
+    return "–" if pd.isna(value) else f"{float(value) * 100 + 0.0:+.1f} pp"
+
+
+def _table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "<p class=empty>Nothing in this period.</p>"
+    formatters = {c: _percent for c in frame.columns if _is_share(c)} | (
+        {"change": _points} if "change" in frame.columns else {})
+    # As floats (Postgres gives Decimals, a column of NULLs is None): pandas shows NaN as na_rep.
+    frame = frame.assign(**{c: pd.to_numeric(frame[c]).astype(float) for c in formatters})
+    return frame.to_html(index=False, border=0, classes="kpi", na_rep="–", formatters=formatters,
+                         float_format=lambda x: f"{x:.4g}")
 
 
 def to_html(sections: list[Section], since: date, source: str) -> str:
     body = []
     for s in sections:
-        chart = _bars(*s.chart) if s.chart else ""
-        table = (s.table.to_html(index=False, border=0, classes="kpi", na_rep="–", float_format=lambda x: f"{x:.4g}")
-                 if not s.table.empty else "<p class=empty>Nothing in this period.</p>")
+        charts = "".join(_chart_html(c, f"{s.name}-{i}") for i, c in enumerate(s.charts))
         body.append(f"<section id='{s.name}'><h2>{html.escape(s.title)}</h2><p>{html.escape(s.note)}</p>"
-                    f"{chart}{table}</section>")
+                    f"{charts}{_table(s.table)}</section>")
     return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>lastmile — delivery exceptions since "
             f"{since.isoformat()}</title><style>body{{font-family:system-ui,sans-serif;margin:2rem;color:#1d2433}}"
             "h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:2rem}table.kpi{border-collapse:collapse;"
             "font-size:.85rem}table.kpi th,table.kpi td{padding:.25rem .6rem;border-bottom:1px solid #dde2ea;"
             "text-align:right}table.kpi th:first-child,table.kpi td:first-child{text-align:left}"
-            ".empty{color:#667}</style></head><body>"
+            ".empty{color:#667}figure.chart{margin:1rem 0}figure.chart svg{max-width:100%;height:auto}</style></head><body>"
             f"<h1>Delivery exceptions since {since.isoformat()}</h1><p>From the exception history "
             f"(<code>{html.escape(source)}</code>), views <code>v_*</code> — see docs/analyst-cookbook.md.</p>"
             + "".join(body) + "</body></html>")

@@ -1,31 +1,98 @@
-"""Settling the outbox by hand: ambiguous or failed messages a person confirms, resends or leaves."""
+"""Settling the outbox by hand: the ambiguous or failed messages a person confirms, resends or drops.
+
+One home for the rule, whoever asks: the CLI (`python -m lastmile outbox`) and the Airflow
+`reconcile_outbox` DAG (a person answers in the Airflow UI) both call `reconcile`.
+
+- mark sent: the provider did deliver it (seen in its activity log) → `sent`; never sent again.
+- resend: the provider never got it → `planned`; the next `send_messages` sends it, once.
+- drop: it must never go (no longer true, the customer was told another way) → `dropped`.
+
+Only a message still waiting for a person (`ambiguous` or `failed`) can be settled, and each
+settlement is also written to its case's history (`case_events`): what was done, by whom.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select, update
 
 from lastmile.config import Settings
+from lastmile.core.privacy import mask_emails_in, one_line
+from lastmile.steps.record_history import CASE_EVENT_KEY
 from lastmile.store import schema
-from lastmile.store.db import engine_for, writing
-
-if TYPE_CHECKING:
-    pass
+from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
 
 log = logging.getLogger("lastmile")
 
+NEEDS_PERSON = ("ambiguous", "failed")
+# choice -> (the message's new state, its state_reason, the case event that records it)
+SETTLEMENTS = {
+    "mark_sent": ("sent", "confirmed by {by}", "message_marked_sent"),
+    "resend": ("planned", "released by {by} for resending", "message_released"),
+    "drop": ("dropped", "dropped by {by}; never to be sent (was {was})", "message_dropped"),
+}
+LAST_ERROR_CHARS = 120
 
-def reconcile(settings: Settings, mark_sent: str | None = None, resend: str | None = None) -> list[dict[str, Any]]:
-    """Settle an ambiguous or failed message by hand; returns those still needing a person."""
+
+class NotWaiting(ValueError):
+    """The message is not (or no longer) ambiguous or failed: someone settled it already, or it never was."""
+
+
+def reconcile(settings: Settings, mark_sent: str | None = None, resend: str | None = None,
+              drop: str | None = None, *, by: str = "ops", at: datetime | None = None) -> list[dict[str, Any]]:
+    """Settle ambiguous or failed messages by hand; returns those still needing a person.
+
+    `by` names who decided (an ops user, never a customer); `at` is when (default: now).
+    Raises NotWaiting, and changes nothing, when a key is not an ambiguous or failed message.
+    """
     ob = schema.outbox
+    at = utc(at) if at is not None else datetime.now(UTC)
+    by = one_line(by)[:60] or "ops"
     with writing(engine_for(settings.db_url)) as conn:
-        needs_person = ob.c.state.in_(["ambiguous", "failed"])
-        for key, values in ((mark_sent, {"state": "sent", "state_reason": "confirmed by ops"}),
-                            (resend, {"state": "planned", "state_reason": "released by ops for resending"})):
-            if key and conn.execute(update(ob).where(ob.c.message_key == key, needs_person).values(**values)
-                                    ).rowcount != 1:
-                raise ValueError(f"{key!r} is not an ambiguous or failed message")
+        needs_person = ob.c.state.in_(NEEDS_PERSON)
+        for choice, key in (("mark_sent", mark_sent), ("resend", resend), ("drop", drop)):
+            if not key:
+                continue
+            row = conn.execute(select(ob.c.case_id, ob.c.state).where(ob.c.message_key == key, needs_person)
+                               ).mappings().first()
+            if row is None:
+                raise NotWaiting(f"{key!r} is not an ambiguous or failed message")
+            state, reason, event = SETTLEMENTS[choice]
+            conn.execute(update(ob).where(ob.c.message_key == key, needs_person).values(
+                state=state, state_reason=reason.format(by=by, was=row["state"])))
+            # the case's history: what happened to which of its messages, and who decided
+            upsert(conn, schema.case_events, [{
+                "case_id": row["case_id"], "batch_key": batch_key_for(at), "at": at, "event": event,
+                "detail": f"{key.removeprefix(row['case_id'] + '/')} by {by}"[:128]}], conflict=CASE_EVENT_KEY)
+            log.info("outbox %s: %s -> %s by %s", key, row["state"], state, by)
         return [dict(r) for r in conn.execute(select(ob.c.message_key, ob.c.state, ob.c.state_reason)
                                                .where(needs_person).order_by(ob.c.message_key)).mappings()]
+
+
+def waiting_for_a_person(settings: Settings) -> list[dict[str, Any]]:
+    """The ambiguous or failed messages, with only what a person needs to decide and may see anywhere
+    (a log, XCom, a prompt): ids, kind, state, when, tries and the last error's class. Never the
+    recipient, their name, the subject or the body."""
+    ob = schema.outbox.c
+    with engine_for(settings.db_url).connect() as conn:
+        rows = conn.execute(select(ob.message_key, ob.case_id, ob.order_id, ob.kind, ob.state, ob.state_reason,
+                                   ob.planned_at, ob.attempts).where(ob.state.in_(NEEDS_PERSON))
+                            .order_by(ob.planned_at, ob.message_key)).mappings().all()
+    return [{"message_key": r["message_key"], "case_id": r["case_id"], "order_id": r["order_id"],
+             "kind": r["kind"], "state": r["state"], "last_error": last_error(r["state_reason"]),
+             "planned_at": utc(r["planned_at"]).isoformat(), "attempts": r["attempts"]} for r in rows]
+
+
+def last_error(reason: str | None) -> str | None:
+    """What went wrong, safe to show anywhere: a provider's answer is cut to its status ('HTTP 400'),
+    since its body may echo the request; any other text is one line, addresses masked, shortened."""
+    if not reason:
+        return None
+    text = one_line(reason)
+    if text.startswith("HTTP ") and ":" in text:
+        return text.split(":", 1)[0]
+    text = mask_emails_in(text) or ""
+    return text if len(text) <= LAST_ERROR_CHARS else text[: LAST_ERROR_CHARS - 1] + "…"

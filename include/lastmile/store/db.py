@@ -21,17 +21,42 @@ from lastmile.store import migrate
 
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
-    """One engine per URL per process; migrates the schema to the newest version on first use.
+    """One engine per URL per process, for a database at the newest migration (else SchemaNotReady,
+    naming the command that migrates: migrations are an explicit step, see `prepare`)."""
+    engine = _create(url)
+    try:
+        migrate.require_head(engine)
+    except Exception:
+        engine.dispose()
+        raise
+    return engine
 
-    `hide_parameters`: a failing statement's error must not carry customers' names and addresses
-    into a task log or an alert.
-    """
+
+def prepare(url: str) -> Engine:
+    """Bring the history database to the newest migration (creating it if new), then its engine.
+
+    The explicit step: `python -m lastmile migrate`, the CLI's `run`, a backtest's temporary
+    database, the tests' fixtures. Safe when several processes do it at once (store.migrate)."""
+    try:
+        return engine_for(url)  # already at the newest migration: one small query
+    except migrate.SchemaNotReady:
+        pass
+    engine = _create(url)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    return engine_for(url)
+
+
+def _create(url: str) -> Engine:
+    """`hide_parameters`: a failing statement's error must not carry customers' names and addresses
+    into a task log or an alert."""
     engine = create_engine(url, future=True, hide_parameters=True)
     if engine.dialect.name == "sqlite":
         if engine.url.database and engine.url.database != ":memory:":
             Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
         event.listen(engine, "connect", _sqlite_pragmas)
-    migrate.upgrade(engine)  # Alembic itself loads here, when a task first touches the database
     return engine
 
 

@@ -1,4 +1,8 @@
-"""Run the history schema's Alembic migrations: on an engine's first use, and from the command line.
+"""Run the history schema's Alembic migrations: an explicit step, never on a process's first use.
+
+`python -m lastmile migrate` (the demo, compose's `airflow-init`, the tests' fixtures) runs them;
+every other process only checks that the database is at the newest migration (`require_head`,
+one small query, Alembic not even imported) and otherwise fails naming the command to run.
 
 `upgrade(engine)` brings any database to the newest migration: an empty one, one at an older
 migration, or one built by the old `metadata.create_all` (stamped as the baseline first). It is
@@ -50,6 +54,32 @@ def alembic_config(connection: Connection | None = None, url: str | None = None)
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg
+
+
+class SchemaNotReady(RuntimeError):
+    """The history database is not at the migration this code needs: nothing runs against it."""
+
+    def __init__(self, found: str | None, wanted: str) -> None:
+        at = f"at migration {found}" if found else "not migrated"
+        super().__init__(f"the history database is {at}; this code needs migration {wanted}: run "
+                         f"`python -m lastmile migrate` (docker compose: the airflow-init service)")
+        self.found, self.wanted = found, wanted
+
+
+def shipped_head() -> str:
+    """The newest migration shipped, from the migration files' names (`<rev>_<slug>.py`; revisions
+    are numbered), so a check needs no Alembic."""
+    return max(p.name.split("_", 1)[0] for p in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+
+
+def require_head(engine: Engine) -> None:
+    """Fail with SchemaNotReady unless the database is at the newest migration."""
+    wanted = shipped_head()
+    with engine.connect() as conn:
+        found = (conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+                 if inspect(conn).has_table(VERSION_TABLE) else None)
+    if found != wanted:
+        raise SchemaNotReady(found, wanted)
 
 
 def head_revision() -> str:
