@@ -116,7 +116,7 @@ def test_a_person_signs_in_and_sees_the_grid_and_the_ops_page(demo_ui, tmp_path:
     try:
         browser.call("Page.navigate", session=True, url=f"{base}/dags/delivery_exceptions")
         browser.wait_for("location.pathname === '/auth/login' && !!document.querySelector('input[name=password]')",
-                         "Airflow's login form", timeout=30)
+                         "Airflow's login form", timeout=90)
         browser.type_into("input[name=username]", demo_ui["user"])
         browser.type_into("input[name=password]", demo_ui["password"])
         browser.wait_for("!document.querySelector('button[type=submit]').disabled", "the sign-in button")
@@ -124,7 +124,7 @@ def test_a_person_signs_in_and_sees_the_grid_and_the_ops_page(demo_ui, tmp_path:
         # The DAG's page with its grid: the task names of the demo's run are drawn.
         browser.wait_for("location.pathname.startsWith('/dags/delivery_exceptions') && "
                          "document.body.innerText.includes('detect_exceptions')", "the grid of the demo's run",
-                         timeout=60)
+                         timeout=120)
         time.sleep(2)  # let the grid's cells finish drawing before the screenshot
         grid = out_dir / "demo-ui-grid.png"
         browser.screenshot(grid)
@@ -132,7 +132,7 @@ def test_a_person_signs_in_and_sees_the_grid_and_the_ops_page(demo_ui, tmp_path:
         browser.call("Page.navigate", session=True, url=f"{base}/lastmile/")
         open_total = browser.wait_for(
             "(() => { const n = document.querySelector('[data-metric=open_total]'); return n && n.textContent })()",
-            "the ops page", timeout=30)
+            "the ops page", timeout=90)
         page = out_dir / "demo-ui-ops-page.png"
         browser.screenshot(page)
     finally:
