@@ -143,7 +143,8 @@ def test_airflow_services_environment(config):
         history = json.loads(env["AIRFLOW_CONN_LASTMILE_HISTORY"])
         assert {k: history[k] for k in ("conn_type", "host", "port", "login", "schema")} == {
             "conn_type": "postgres", "host": "postgres", "port": 5432, "login": "lastmile", "schema": "lastmile"}, name
-        assert "LASTMILE_DB_URL" not in env, name
+        # ... and the command line in a container reads the same database.
+        assert env["LASTMILE_DB_URL"].endswith("@postgres:5432/lastmile"), name
         assert env["LASTMILE_SOURCE"] and env["LASTMILE_EMAIL_TRANSPORT"], name
         assert "AIRFLOW_CONN_SENDGRID_DEFAULT" in env, name
         assert "_PIP_ADDITIONAL_REQUIREMENTS" not in env, name

@@ -150,6 +150,7 @@ def _local_env(compose_env: dict[str, str], translate: Translate, *, home: Path,
     env = {key: translate(value or "") for key, value in compose_env.items()}
     env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = _local_db_url(
         compose_env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], airflow_db)
+    env["LASTMILE_DB_URL"] = _local_db_url(compose_env["LASTMILE_DB_URL"], lastmile_db)
     local = make_url(POSTGRES_URL)
     history = json.loads(compose_env["AIRFLOW_CONN_LASTMILE_HISTORY"])
     assert (history["conn_type"], history["host"]) == ("postgres", "postgres")  # then pointed at this machine:
@@ -263,7 +264,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReque
         env = _local_env(common_env, translate, home=home, airflow_db=airflow_db, lastmile_db=lastmile_db,
                          api_port=api_port, health_port=health_port)
         stack = Stack(home=home, env=env, api=f"http://127.0.0.1:{api_port}", translate=translate,
-                      config=config, lastmile_db_url=_local_db_url("postgresql+psycopg://x@postgres/x", lastmile_db))
+                      config=config, lastmile_db_url=env["LASTMILE_DB_URL"])
         cleanup.callback(_report, request, stack)
         cleanup.callback(_stop, stack.processes)  # runs first: stop the services, then drop the DBs
         _run_init(stack)

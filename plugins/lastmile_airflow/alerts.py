@@ -72,6 +72,10 @@ def deadline_text(context: dict[str, Any]) -> str | None:
     dag_id = safe_text(str(run.get("dag_id") or "?"))
     run_id = safe_text(str(run.get("dag_run_id") or run.get("run_id") or "?"))
     state = safe_text(str(run.get("state") or "unknown"))
+    if run.get("run_type") == "backfill":
+        # A backfill creates all its runs queued at once: those waiting their turn are not late.
+        log.info("%s run %s is a backfill run (%s): no deadline alert", dag_id, run_id, state)
+        return None
     if ended and due and ended <= due:
         log.info("%s run %s ended (%s) before its deadline: no deadline alert", dag_id, run_id, state)
         return None
@@ -82,6 +86,21 @@ def deadline_text(context: dict[str, Any]) -> str | None:
              (("queued", queued), ("due", due), ("ended", ended)) if moment]
     return (f"lastmile: {dag_id} run {run_id} missed {within}: {'finished late' if ended else 'not finished'} "
             f"({', '.join([*times, f'state {state}'])})")
+
+
+def _mask_service_urls(conn: Any) -> None:
+    """Every Apprise URL of the Connection joins Airflow's masked secrets before Apprise sees it:
+    Apprise logs a URL it cannot use ("Unsupported URL: …") in full, token included."""
+    from airflow.sdk.log import mask_secret
+
+    config = (conn.extra_dejson or {}).get("config")
+    entries = config if isinstance(config, list) else [config] if config else []
+    for entry in entries:
+        path = entry.get("path") if isinstance(entry, dict) else None
+        for url in (path if isinstance(path, list) else [path] if path else []):
+            mask_secret(str(url))
+    if conn.host:
+        mask_secret(str(conn.host))
 
 
 def _instant(value: Any) -> datetime | None:
@@ -208,6 +227,7 @@ class OpsAlert(AppriseNotifier):
     def _services(self, conn: Any) -> Apprise:
         """The Apprise services the Connection names (none: logged, and the alert stays in the log)."""
         services = Apprise()
+        _mask_service_urls(conn)
         if "config" in conn.extra_dejson:
             self.hook.set_config_from_conn(conn=conn, apprise_obj=services)
         elif url := legacy_apprise_url(conn):
@@ -258,7 +278,12 @@ def run_deadline() -> Any:
 
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
-    minutes = int(os.environ.get(DEADLINE_ENV, "45"))
+    raw = os.environ.get(DEADLINE_ENV, "45").strip()
+    try:
+        minutes = int(raw)
+    except ValueError:  # a typo must not make the DAG disappear: the default, and say so
+        log.error("%s=%r is not a whole number of minutes: using 45", DEADLINE_ENV, raw)
+        minutes = 45
     if minutes <= 0:
         return None
     return DeadlineAlert(reference=DeadlineReference.DAGRUN_QUEUED_AT, interval=timedelta(minutes=minutes),

@@ -7,7 +7,7 @@ becomes a SQLValueCheckOperator expecting 0 offending rows, so Airflow runs, log
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from lastmile.reporting.quality import Check
@@ -17,7 +17,10 @@ HISTORY_CONN_ID = "lastmile_history"
 # The day before the run's instant (its data-interval end, as every step computes), as a literal both
 # databases compare correctly with a stored instant: Postgres casts it to timestamptz; SQLite stores
 # instants as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC, which sorts after it from the same second on.
-DAY_BEFORE = "'{{ (data_interval_end - macros.timedelta(days=1)).strftime('%Y-%m-%d %H:%M:%S') }}+00'"
+# A run triggered without a logical date has no data interval: it computes as of when it was asked
+# to run, as lastmile_airflow.steps.as_of_from_context does.
+DAY_BEFORE = ("'{{ ((data_interval_end if data_interval_end is defined and data_interval_end else dag_run.run_after)"
+              " - macros.timedelta(days=1)).strftime('%Y-%m-%d %H:%M:%S') }}+00'")
 
 
 def check_sql(check: Check) -> str:
@@ -25,8 +28,8 @@ def check_sql(check: Check) -> str:
     return check.sql.replace(":day_before", DAY_BEFORE)
 
 
-def check_operator(check: Check, conn_id: str = HISTORY_CONN_ID):  # noqa: ANN201 -- an operator, built at parse time
-    """A task that fails, naming the check and its count, when any row breaks `check`.
+def check_operator(check: Check, conn_id: str = HISTORY_CONN_ID) -> Any:
+    """A task that fails, naming the check, its count and what it means, when any row breaks `check`.
 
     A broken check fails at once (`retry_on_failure=False`: data does not fix itself by trying
     again) and the failure callback alerts ops; a database that cannot be reached is retried as the
@@ -34,5 +37,19 @@ def check_operator(check: Check, conn_id: str = HISTORY_CONN_ID):  # noqa: ANN20
     """
     from airflow.providers.common.sql.operators.sql import SQLValueCheckOperator
 
-    return SQLValueCheckOperator(task_id=check.name, conn_id=conn_id, sql=check_sql(check), pass_value=0,
-                                 retry_on_failure=False, doc_md=f"**{check.name}**: {check.why}. Expects 0 offending rows.")
+    class HistoryCheck(SQLValueCheckOperator):
+        """The maintained operator, failing with the line ops act on instead of its query text."""
+
+        def check_value(self, records: Any) -> None:
+            self.found = int(records[0]) if records and records[0] is not None else None
+            self.log.info("%s: %s offending rows", check.name, self.found)
+            super().check_value(records)
+
+        def _raise_exception(self, exception_string: str) -> NoReturn:
+            found = getattr(self, "found", None)
+            super()._raise_exception(f"FAIL {check.name}: {'some' if found is None else found} offending rows "
+                                     f"- {check.why}")
+
+    HistoryCheck.__qualname__ = HistoryCheck.__name__ = "HistoryCheckOperator"
+    return HistoryCheck(task_id=check.name, conn_id=conn_id, sql=check_sql(check), pass_value=0,
+                        retry_on_failure=False, doc_md=f"**{check.name}**: {check.why}. Expects 0 offending rows.")

@@ -23,6 +23,8 @@ CHOICES = {RESEND: "resend", MARK_SENT: "mark_sent", DROP: "drop"}
 # Unanswered for this long, a prompt takes its default (LATER): the run ends before the next day's
 # run, which asks again about whatever is still waiting.
 RESPONSE_TIMEOUT = timedelta(hours=23)
+# Prompts per run: far below Airflow's max_map_length (1024), and more than a person answers in a day.
+MAX_PROMPTS = 200
 
 _STATE_MEANS = {
     "ambiguous": "may have reached the provider: the request went out and no answer came back",
@@ -31,13 +33,21 @@ _STATE_MEANS = {
 
 
 def messages_needing_a_person() -> list[dict[str, Any]]:
-    """Every ambiguous or failed message, one prompt each: its safe facts and the prompt's words."""
+    """The oldest ambiguous or failed messages (at most MAX_PROMPTS), one prompt each: their safe
+    facts and the prompt's words. More than that waiting is an outage, not a to-do list: the rest
+    come in later runs, and the log says how many."""
     with classified("reconcile_outbox.list"):
         from lastmile.steps.outbox import waiting_for_a_person
 
-        waiting = waiting_for_a_person(_settings())
-    log.info("lastmile reconcile_outbox: %d message(s) need a person%s", len(waiting),
-             "" if waiting else "; nothing to decide")
+        waiting = waiting_for_a_person(_settings(), limit=MAX_PROMPTS + 1)
+    more = len(waiting) > MAX_PROMPTS
+    waiting = waiting[:MAX_PROMPTS]
+    log.info("lastmile reconcile_outbox: %s message(s) need a person%s", f"over {MAX_PROMPTS}" if more
+             else len(waiting), "" if waiting else "; nothing to decide")
+    if more:
+        log.warning("lastmile reconcile_outbox: asking about the oldest %d only; the rest come in later runs "
+                    "(so many at once usually means the provider refuses every message: check it first)",
+                    MAX_PROMPTS)
     return [{"message": m, "subject": subject(m), "body": body(m)} for m in waiting]
 
 

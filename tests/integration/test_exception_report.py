@@ -62,3 +62,4 @@ def test_quality_checks_pass_on_a_real_history_and_alert_ops_when_it_breaks(repo
         assert {state for state, _ in states.values()} == {"success"} and len(states) == 6
         (alert,) = ops.texts()
         assert "exception_report.quality_checks.case_without_evidence" in alert
+        assert "FAIL case_without_evidence: 1 offending rows - a case must keep the scans" in alert

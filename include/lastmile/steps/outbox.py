@@ -41,6 +41,11 @@ class NotWaiting(ValueError):
     """The message is not (or no longer) ambiguous or failed: someone settled it already, or it never was."""
 
 
+class Stale(ValueError):
+    """A resend would say what is no longer true: its case is resolved, or the window it promises is
+    over. Drop it instead; the next run writes what the customer is owed now."""
+
+
 def reconcile(settings: Settings, mark_sent: str | None = None, resend: str | None = None,
               drop: str | None = None, *, by: str = "ops", at: datetime | None = None) -> list[dict[str, Any]]:
     """Settle ambiguous or failed messages by hand; returns those still needing a person.
@@ -50,16 +55,18 @@ def reconcile(settings: Settings, mark_sent: str | None = None, resend: str | No
     """
     ob = schema.outbox
     at = utc(at) if at is not None else datetime.now(UTC)
-    by = one_line(by)[:60] or "ops"
+    by = (mask_emails_in(one_line(by)) or "")[:60] or "ops"  # an SSO login may be an address
     with writing(engine_for(settings.db_url)) as conn:
         needs_person = ob.c.state.in_(NEEDS_PERSON)
         for choice, key in (("mark_sent", mark_sent), ("resend", resend), ("drop", drop)):
             if not key:
                 continue
-            row = conn.execute(select(ob.c.case_id, ob.c.state).where(ob.c.message_key == key, needs_person)
-                               ).mappings().first()
+            row = conn.execute(select(ob.c.case_id, ob.c.state, ob.c.window_latest).where(
+                ob.c.message_key == key, needs_person)).mappings().first()
             if row is None:
                 raise NotWaiting(f"{key!r} is not an ambiguous or failed message")
+            if choice == "resend":
+                _still_true(conn, key, row, at)
             state, reason, event = SETTLEMENTS[choice]
             conn.execute(update(ob).where(ob.c.message_key == key, needs_person).values(
                 state=state, state_reason=reason.format(by=by, was=row["state"])))
@@ -72,7 +79,18 @@ def reconcile(settings: Settings, mark_sent: str | None = None, resend: str | No
                                                .where(needs_person).order_by(ob.c.message_key)).mappings()]
 
 
-def waiting_for_a_person(settings: Settings) -> list[dict[str, Any]]:
+def _still_true(conn: Any, key: str, row: Any, at: datetime) -> None:
+    """Raise Stale when resending `key` would tell the customer something no longer true."""
+    case_state = conn.execute(select(schema.cases.c.state).where(schema.cases.c.case_id == row["case_id"])
+                              ).scalar()
+    if case_state == "resolved":
+        raise Stale(f"{key!r} belongs to a case already resolved: drop it instead of resending")
+    latest = row["window_latest"]
+    if latest is not None and str(latest)[:10] < at.date().isoformat():
+        raise Stale(f"{key!r} promises a window that ended on {str(latest)[:10]}: drop it instead of resending")
+
+
+def waiting_for_a_person(settings: Settings, limit: int | None = None) -> list[dict[str, Any]]:
     """The ambiguous or failed messages, with only what a person needs to decide and may see anywhere
     (a log, XCom, a prompt): ids, kind, state, when, tries and the last error's class. Never the
     recipient, their name, the subject or the body."""
@@ -80,7 +98,7 @@ def waiting_for_a_person(settings: Settings) -> list[dict[str, Any]]:
     with engine_for(settings.db_url).connect() as conn:
         rows = conn.execute(select(ob.message_key, ob.case_id, ob.order_id, ob.kind, ob.state, ob.state_reason,
                                    ob.planned_at, ob.attempts).where(ob.state.in_(NEEDS_PERSON))
-                            .order_by(ob.planned_at, ob.message_key)).mappings().all()
+                            .order_by(ob.planned_at, ob.message_key).limit(limit)).mappings().all()
     return [{"message_key": r["message_key"], "case_id": r["case_id"], "order_id": r["order_id"],
              "kind": r["kind"], "state": r["state"], "last_error": last_error(r["state_reason"]),
              "planned_at": utc(r["planned_at"]).isoformat(), "attempts": r["attempts"]} for r in rows]
