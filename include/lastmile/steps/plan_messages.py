@@ -17,6 +17,7 @@ from lastmile.steps.common import quarantine, record_step, superseded, utc_insta
 from lastmile.steps.record_history import CASE_EVENT_KEY
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
+from lastmile.store.queries import chunks
 
 if TYPE_CHECKING:
     pass
@@ -80,9 +81,14 @@ def _case_facts(conn: Connection, cases: list[dict[str, Any]],
     ids = {k: sorted({c[k] for c in cases}) for k in ("customer_id", "order_id", "shipment_id", "case_id",
                                                       "order_line_id")}
 
+    # Every IN list in chunks: a first run over a large history has more ids than a statement may
+    # bind (Postgres: 65,535 parameters).
     def by(table: Any, key: str, values: list[str]) -> dict[str, dict[str, Any]]:
-        rows = conn.execute(select(table).where(table.c[key].in_(values))).mappings()
-        return {r[key]: dict(r) for r in rows}
+        return {r[key]: dict(r) for part in chunks(values)
+                for r in conn.execute(select(table).where(table.c[key].in_(part))).mappings()}
+
+    def rows(stmt: Any, column: Any, values: list[str]) -> list[Any]:
+        return [r for part in chunks(values) for r in conn.execute(stmt.where(column.in_(part)))]
 
     customers = by(schema.customers, "customer_id", ids["customer_id"])
     order_rows = by(schema.orders, "order_id", ids["order_id"])
@@ -91,20 +97,17 @@ def _case_facts(conn: Connection, cases: list[dict[str, Any]],
     subs = by(schema.subscriptions, "subscription_id",
               sorted({o["subscription_id"] for o in order_rows.values() if o["subscription_id"]}))
     previous: dict[str, list[dict[str, Any]]] = {}
-    for row in conn.execute(select(schema.outbox).where(schema.outbox.c.case_id.in_(ids["case_id"]))).mappings():
-        previous.setdefault(row["case_id"], []).append(dict(row))
-    delivered = dict(conn.execute(select(schema.scans.c.shipment_id, func.min(schema.scans.c.occurred_at)).where(
-        schema.scans.c.shipment_id.in_(ids["shipment_id"]), schema.scans.c.status == "delivered",
-        schema.scans.c.occurred_at <= as_of).group_by(schema.scans.c.shipment_id)).all())
-    estimates = dict(conn.execute(select(schema.estimates.c.shipment_id, func.max(schema.estimates.c.est_delivery_date))
-                                  .where(schema.estimates.c.shipment_id.in_(ids["shipment_id"]),
-                                         schema.estimates.c.observed_at <= as_of)
-                                  .group_by(schema.estimates.c.shipment_id)).all())
+    for row in rows(select(schema.outbox), schema.outbox.c.case_id, ids["case_id"]):
+        previous.setdefault(row.case_id, []).append(dict(row._mapping))
+    sc, es = schema.scans.c, schema.estimates.c
+    delivered = dict(rows(select(sc.shipment_id, func.min(sc.occurred_at)).where(
+        sc.status == "delivered", sc.occurred_at <= as_of).group_by(sc.shipment_id), sc.shipment_id, ids["shipment_id"]))
+    estimates = dict(rows(select(es.shipment_id, func.max(es.est_delivery_date)).where(es.observed_at <= as_of)
+                          .group_by(es.shipment_id), es.shipment_id, ids["shipment_id"]))
     newest = {}
-    for sid, status, at in conn.execute(select(schema.scans.c.shipment_id, schema.scans.c.status,
-                                               schema.scans.c.occurred_at).where(
-            schema.scans.c.shipment_id.in_(ids["shipment_id"]), schema.scans.c.occurred_at <= as_of)
-            .order_by(schema.scans.c.occurred_at)):
+    # (per shipment in time order: each chunk holds whole shipments, so the last scan wins)
+    for sid, status, at in rows(select(sc.shipment_id, sc.status, sc.occurred_at).where(sc.occurred_at <= as_of)
+                                .order_by(sc.occurred_at), sc.shipment_id, ids["shipment_id"]):
         newest[sid] = (status, utc(at))
     facts: list[CaseFacts] = []
     missing: list[Rejection] = []

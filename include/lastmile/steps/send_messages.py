@@ -25,6 +25,7 @@ from lastmile.email.transport import (
 from lastmile.steps.common import record_step, superseded, utc_instant
 from lastmile.store import schema
 from lastmile.store.db import Busy, batch_key_for, engine_for, held, upsert, utc, writing
+from lastmile.store.queries import chunks
 
 if TYPE_CHECKING:
     from lastmile.email.sendgrid_client import SendGridConfig
@@ -79,9 +80,10 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
             for email, kind in conn.execute(select(sup.email, sup.kind).where(
                     sup.email.in_(recipients[start:start + 500]))):
                 suppressed.setdefault(email, set()).add(kind)
-        sent_before = conn.execute(select(ob.c.order_id, ob.c.sent_at, ob.c.send_at, schema.customers.c.tz).join(
-            schema.customers, schema.customers.c.customer_id == ob.c.customer_id).where(
-            ob.c.state == "sent", ob.c.order_id.in_({r["order_id"] for r in pending}))).all()
+        sent_before = [row for part in chunks({r["order_id"] for r in pending}) for row in conn.execute(
+            select(ob.c.order_id, ob.c.sent_at, ob.c.send_at, schema.customers.c.tz).join(
+                schema.customers, schema.customers.c.customer_id == ob.c.customer_id).where(
+                ob.c.state == "sent", ob.c.order_id.in_(part)))]
     policy = brand.policy
     today: Counter[str] = Counter(
         order for order, sent_at, send_at, tz in sent_before
