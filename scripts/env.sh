@@ -23,6 +23,15 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
+# The customer e-mail catalogs: compile each .po whose .mo is missing or older (docs/translations.md).
+# The .mo files are build artefacts, not in git; a process that finds none compiles the .po in memory.
+for PO in include/lastmile/email/locale/*/LC_MESSAGES/messages.po; do
+  MO="${PO%.po}.mo"
+  if [ ! -e "$MO" ] || [ "$PO" -nt "$MO" ]; then
+    LANG_DIR="${PO%/LC_MESSAGES/messages.po}"
+    pybabel --quiet compile -i "$PO" -o "$MO" -l "${LANG_DIR##*/}" -D messages
+  fi
+done
 export AIRFLOW_HOME="${AIRFLOW_HOME:-$ROOT/.airflow}"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"

@@ -14,13 +14,13 @@ from markupsafe import escape
 
 from lastmile.core import brand as brand_mod
 from lastmile.core import privacy
-from lastmile.email import emails, outgoing, transport
+from lastmile.email import emails, locales, outgoing, transport
 
 BRAND = brand_mod.load_brand()
 TRACKING_CODE = "9400111899223197428490"
 ITEM = "Ethiopia Yirgacheffe, 340 g whole bean"
 EARLIEST, LATEST = date(2026, 11, 24), date(2026, 11, 27)
-# A date as local_date writes it, in either style: "Tue, Nov 24" or "Tue 24 Nov".
+# An English date as an e-mail writes it, in either style: "Tue, Nov 24" or "Tue 24 Nov".
 LOCAL_DATE_RE = re.compile(r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun),? ([A-Z][a-z]{2} \d{1,2}|\d{1,2} [A-Z][a-z]{2})\b")
 
 # Evidence as detection writes it for each rule (see detection._evidence).
@@ -113,7 +113,7 @@ def test_a_window_shows_both_dates_in_the_customers_style(exception_type: str, l
                                                           latest: str) -> None:
     rendered = emails.render("notice", context(exception_type, locale=locale))
 
-    assert emails.local_date(EARLIEST, locale) == earliest
+    assert locales.format_day(EARLIEST, locale) == earliest
     for body in (rendered.text, rendered.html):
         assert earliest in body
         assert latest in body
@@ -121,7 +121,7 @@ def test_a_window_shows_both_dates_in_the_customers_style(exception_type: str, l
 
 
 def _shown_dates(body: str) -> list[date]:
-    return [d for d in (EARLIEST, LATEST) if emails.local_date(d) in body]
+    return [d for d in (EARLIEST, LATEST) if locales.format_day(d, "en_US") in body]
 
 
 def test_a_window_without_its_earliest_date_shows_no_date() -> None:
@@ -173,7 +173,7 @@ def test_third_shipment_says_third_time_in_subject_and_body() -> None:
     assert "third time" in rendered.text
     assert "third time" in rendered.html
     # A repeated failure comes with the goodwill gesture.
-    assert BRAND.goodwill_offer in rendered.text
+    assert "a 20% credit on your next order (code SORRY20)" in rendered.text
 
 
 def test_second_shipment_does_not_claim_third_time() -> None:
@@ -226,8 +226,8 @@ def test_newlines_in_data_do_not_break_the_subject() -> None:
     (date(2026, 12, 1), "en_GB", "Tue 1 Dec"),
     (None, "en_US", ""),
 ])
-def test_local_date(day: date | None, locale: str, expected: str) -> None:
-    assert emails.local_date(day, locale) == expected
+def test_format_day(day: date | None, locale: str, expected: str) -> None:
+    assert locales.format_day(day, locale) == expected
 
 
 # --------------------------------------------------------------------------- the MIME message
@@ -317,6 +317,23 @@ def test_shipped_brand_is_monitored() -> None:
 def test_no_reply_brand_is_refused_at_load(tmp_path: Path, field: str, value: str) -> None:
     with pytest.raises(ValueError, match=field):
         brand_mod.load_brand(_brand_file(tmp_path, **{field: value}))
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("support_opens", "19:00"),  # after closing
+    ("support_closes", "6 pm"),
+    ("support_tz", "Mars/Olympus_Mons"),
+])
+def test_support_hours_that_cannot_be_written_are_refused_at_load(tmp_path: Path, field: str, value: str) -> None:
+    with pytest.raises(ValueError, match="support"):
+        brand_mod.load_brand(_brand_file(tmp_path, **{field: value}))
+
+
+def test_the_brand_file_holds_names_and_numbers_and_the_owners_read_as_before() -> None:
+    assert (BRAND.care_team_member, BRAND.escalation_lead, BRAND.goodwill_code) == ("Maya", "Daniel Okafor", "SORRY20")
+    assert BRAND.owner_team == "Maya from our Care Team"
+    assert BRAND.escalation_owner == "Daniel Okafor (Delivery Care Lead)"
+    assert BRAND.sender_name == "Northwind Coffee Care Team"
 
 
 def test_a_monitored_brand_file_loads(tmp_path: Path) -> None:

@@ -44,6 +44,32 @@ def test_a_realistic_shop(shop):
     assert len({(s["carrier"], s["service"]) for s in shop.shipments}) >= 6
 
 
+def test_customers_get_their_countrys_locale_and_dutch_customers_dutch(shop):
+    locales = {(c["tz"], c["locale"]) for c in shop.customers}
+    assert locales == {("Europe/London", "en_GB"), ("Europe/Berlin", "de_DE"), ("Europe/Paris", "fr_FR"),
+                       ("Europe/Madrid", "es_ES"), ("Europe/Amsterdam", "nl_NL")} | {
+        (tz, "en_US") for tz in simulator.US_TZS}
+    dutch = [c for c in shop.customers if c["locale"] == "nl_NL"]
+    assert len(dutch) >= 50 and all(c["country"] == "NL" for c in dutch)
+    orders = {o["customer_id"] for o in shop.orders}
+    assert sum(1 for c in dutch if c["customer_id"] in orders) >= 50
+    assert any(s["dest_tz"] == "Europe/Amsterdam" for s in shop.shipments)
+
+
+def test_dutch_customers_leave_the_rest_of_a_seeds_shop_as_it_was():
+    """They are made last, from their own stream: without them the shop is what it always was."""
+    small = simulator.SimConfig(seed=3, n_orders=300)
+    gen = simulator._Generator(small)
+    gen.make_customers(200)
+    gen.make_orders()
+    gen.mark_tracker_faults()
+    before = (list(gen.customers), list(gen.orders), list(gen.shipments))
+    shop = simulator.generate(small)
+    assert shop.customers[:len(before[0])] == before[0] and shop.orders[:len(before[1])] == before[1]
+    assert shop.shipments[:len(before[2])] == before[2]
+    assert {c["locale"] for c in shop.customers[len(before[0]):]} == {"nl_NL"}
+
+
 def test_every_failure_mode_has_ground_truth_and_one_line_is_shipped_three_times(shop):
     modes = Counter(t["mode"] for t in shop.ground_truth)
     for mode in simulator.MODE_RATES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import html
 import os
+import re
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -15,6 +16,7 @@ from lastmile.config import Settings
 from lastmile.core.brand import Brand
 from lastmile.core.policy import NON_CRITICAL_KINDS
 from lastmile.core.privacy import mask_email, one_line
+from lastmile.email.emails import sender_label
 from lastmile.email.outgoing import Outgoing
 
 if TYPE_CHECKING:
@@ -31,7 +33,8 @@ def build_mime(message: Outgoing, brand: Brand) -> EmailMessage:
     """The RFC 5322 message. Header values are single lines: no CR/LF from data can add a header."""
     mime = EmailMessage()
     sender_user, _, sender_domain = brand.sender_email.partition("@")
-    mime["From"] = Address(one_line(brand.sender_name), sender_user, sender_domain)
+    mime["From"] = Address(one_line(sender_label(brand, html_language(message.body_html))), sender_user,
+                           sender_domain)
     user, _, domain = message.recipient.partition("@")
     mime["To"] = Address(one_line(message.recipient_name), user, domain)
     reply_user, _, reply_domain = brand.reply_to.partition("@")
@@ -114,7 +117,8 @@ class SendGridTransport:
 
         config = self.sender.config
         mail = Mail()
-        mail.from_email = From(self.brand.sender_email, one_line(self.brand.sender_name))
+        mail.from_email = From(self.brand.sender_email,
+                               one_line(sender_label(self.brand, html_language(message.body_html))))
         mail.reply_to = ReplyTo(self.brand.reply_to, one_line(self.brand.name))
         mail.subject = Subject(one_line(message.subject))
         person = Personalization()
@@ -167,20 +171,38 @@ def _atomic_write(path: Path, data: bytes) -> None:
 INDEX_LIMIT = 1000  # messages listed on the outbox page: the newest; the totals count them all
 
 
+_HTML_LANG = re.compile(r'<html lang="([A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*)"')
+HTML_HEAD_CHARS = 200  # of body_html: enough to hold its <html lang="..."> (the outbox page reads no more)
+
+
+def html_language(body_html: str | None) -> str:
+    """The language an HTML part declares (<html lang="de">: "de", "pt-BR"); "en" when it names none."""
+    found = _HTML_LANG.search(str(body_html or "")[:HTML_HEAD_CHARS])
+    return found.group(1) if found else "en"
+
+
+def message_language(message: dict[str, Any]) -> str:
+    """The language an outbox row is written in, from `html_head` (the first HTML_HEAD_CHARS
+    characters of body_html, all the outbox page reads) or body_html."""
+    return html_language(message.get("html_head") or message.get("body_html"))
+
+
 def write_index(folder: Path, messages: list[dict[str, Any]], by_state: dict[str, int] | None = None) -> Path:
     """index.html listing the outbox's newest messages, with links to read each one, and totals.
 
-    `by_state` counts the whole outbox when `messages` is only its newest part (the page then stays
-    the same size however long the history grows)."""
+    Each row names the language the message is written in, and its subject carries that language
+    (lang attribute). `by_state` counts the whole outbox when `messages` is only its newest part
+    (the page then stays the same size however long the history grows)."""
     rows = []
     for m in sorted(messages, key=lambda m: (str(m["planned_at"]), m["message_key"]), reverse=True):
         stem = file_stem(m["message_key"])
         links = (f'<a href="{html.escape(stem)}.html">read</a> · <a href="{html.escape(stem)}.eml">.eml</a>'
                  if m["state"] == "sent" else "")
+        lang = html.escape(message_language(m))
         rows.append(
             "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                str(m["planned_at"])[:16], m["case_id"], m["kind"], m["state"], mask_email(m["recipient"]),
-                m["subject"])) + f"<td>{links}</td></tr>")
+                str(m["planned_at"])[:16], m["case_id"], m["kind"], m["state"], mask_email(m["recipient"])))
+            + f'<td>{lang}</td><td lang="{lang}">{html.escape(str(m["subject"]))}</td><td>{links}</td></tr>')
     counts = by_state if by_state is not None else {}
     if by_state is None:
         for m in messages:
@@ -192,8 +214,8 @@ def write_index(folder: Path, messages: list[dict[str, Any]], by_state: dict[str
 td,th{{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;font-size:14px}}th{{background:#f4f4f4}}</style>
 </head><body><h1>Outbox</h1><p id="totals">{sent} sent, {everything - sent} not sent, {everything} in all.{shown}
 Addresses are masked here; open a message to read it as the customer will.</p>
-<table><thead><tr><th>planned</th><th>case</th><th>kind</th><th>state</th><th>to</th><th>subject</th>
-<th>message</th></tr></thead><tbody>
+<table><thead><tr><th>planned</th><th>case</th><th>kind</th><th>state</th><th>to</th><th>language</th>
+<th>subject</th><th>message</th></tr></thead><tbody>
 {chr(10).join(rows)}
 </tbody></table></body></html>"""
     path = folder / "index.html"

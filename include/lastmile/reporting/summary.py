@@ -27,6 +27,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"cases                {kv(summary['cases_by_state'])}",
         f"emails this run      {summary['emails_sent_this_run']} written, {summary['emails_failed_this_run']} failed "
         f"(for this logical date in all: {kv(summary['messages_planned_this_run'])})",
+        f"e-mail languages     planned this run: {kv(summary.get('languages_planned_this_run', {}))}; "
+        f"fell back: {_fallbacks(summary.get('language_fallbacks_this_run', {}))}",
         f"outbox in all        {kv(summary['outbox_by_state'])}; sent by kind {kv(summary['sent_by_kind'])}",
         f"quarantined records  new this run: {kv(summary.get('quarantined_this_run', {}))}; "
         f"in all: {kv(summary['quarantined_by_source'])}",
@@ -38,3 +40,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"exception history    {summary['history_db']}  (tables: cases, case_events, outbox, quarantine, feed_health)",
     ]
     return "\n".join(lines)
+
+
+def _fallbacks(fallbacks: dict[str, int]) -> str:
+    """'none', or how many e-mails went out in another language than their customer's locale and why:
+    '3 (de_AT → de 2, xx_YY → en 1)' (no catalog for de_AT: German; none for xx: English)."""
+    if not fallbacks:
+        return "none"
+    return f"{sum(fallbacks.values())} ({', '.join(f'{k} {v}' for k, v in fallbacks.items())})"

@@ -22,6 +22,9 @@ from lastmile.core.calendar import TZ_COUNTRY, add_business_days
 
 SIM_START = datetime(2026, 9, 21, tzinfo=UTC)
 SIM_DAYS = 60
+# Raised when the same seed makes a different shop: `ensure` then rebuilds a data set made before
+# (2: Dutch customers in Europe/Amsterdam, locale nl_NL).
+GENERATOR_VERSION = 2
 
 FIRST_NAMES = [
     "Zoë", "José", "Françoise", "Jürgen", "Søren", "Ana", "Liam", "Olivia", "Noah", "Emma",
@@ -48,6 +51,11 @@ SKUS = [
 
 US_TZS = ["America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles"]
 EU_TZS = ["Europe/London", "Europe/Berlin", "Europe/Paris", "Europe/Madrid"]
+# Dutch customers (Europe/Amsterdam, nl_NL), about this share of all. They and their orders are made
+# after the rest of the shop, from a random stream of their own (seeded from the seed), so every
+# other record of a seed is exactly what it was before the shop had Dutch customers.
+NL_TZ = "Europe/Amsterdam"
+NL_SHARE = 0.08
 
 WAREHOUSES = {
     "US": {"city": "HOUSTON", "state": "TX", "country": "US", "zip": "77063", "tz": "America/Chicago"},
@@ -62,6 +70,7 @@ DEST_CITIES = {
     "Europe/Berlin": ("BERLIN", None, "DE", "10115"),
     "Europe/Paris": ("PARIS", None, "FR", "75011"),
     "Europe/Madrid": ("MADRID", None, "ES", "28004"),
+    "Europe/Amsterdam": ("AMSTERDAM", None, "NL", "1012"),
 }
 HUBS = {
     "US": [("DALLAS", "TX", "75261"), ("MEMPHIS", "TN", "38118"), ("LOUISVILLE", "KY", "40209"),
@@ -91,7 +100,7 @@ SERVICES: dict[str, list[tuple[str, str, int, int, int]]] = {
 # Extra business days by destination: the lane, not only the service, sets transit time.
 ZONE_EXTRA = {
     "America/New_York": 1, "America/Chicago": 0, "America/Denver": 1, "America/Los_Angeles": 2,
-    "Europe/London": 1, "Europe/Berlin": 0, "Europe/Paris": 0, "Europe/Madrid": 1,
+    "Europe/London": 1, "Europe/Berlin": 0, "Europe/Paris": 0, "Europe/Madrid": 1, "Europe/Amsterdam": 0,
 }
 
 # Share of original shipments per failure mode; the rest arrive on time.
@@ -165,6 +174,7 @@ class _Generator:
     def __init__(self, config: SimConfig) -> None:
         self.cfg = config
         self.rng = random.Random(config.seed)
+        self.nl_rng = random.Random(f"{config.seed}/nl")  # the Dutch customers' own stream
         self.customers: list[dict[str, Any]] = []
         self.subscriptions: list[dict[str, Any]] = []
         self.orders: list[dict[str, Any]] = []
@@ -179,16 +189,7 @@ class _Generator:
         rng = self.rng
         for i in range(n):
             tz = rng.choice(US_TZS) if rng.random() < 0.6 else rng.choice(EU_TZS)
-            if i % 97 == 13:
-                name = HOSTILE_NAMES[(i // 97) % len(HOSTILE_NAMES)]
-            else:
-                name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
-            slug = "".join(c for c in name.lower() if c.isascii() and c.isalnum()) or "customer"
-            email = f"{slug}.{i}@example.{'com' if tz in US_TZS else 'org'}"
-            self.customers.append({
-                "customer_id": f"C{i:05d}", "name": name, "email": email, "tz": tz,
-                "country": TZ_COUNTRY[tz], "locale": _locale_for(tz),
-            })
+            self.add_customer(i, tz)
         # Known bad contact data: the pipeline must quarantine these and still track the parcels.
         missing, invalid = self.customers[5], self.customers[11]
         missing["email"] = ""
@@ -196,6 +197,41 @@ class _Generator:
         self.customers[23]["email"] = "no-at-sign.example.com"
         self.faults["customer_email_missing"] = [missing["customer_id"]]
         self.faults["customer_email_invalid"] = [invalid["customer_id"], self.customers[23]["customer_id"]]
+
+    def add_customer(self, i: int, tz: str) -> dict[str, Any]:
+        rng = self.rng
+        if i % 97 == 13:
+            name = HOSTILE_NAMES[(i // 97) % len(HOSTILE_NAMES)]
+        else:
+            name = f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
+        slug = "".join(c for c in name.lower() if c.isascii() and c.isalnum()) or "customer"
+        email = f"{slug}.{i}@example.{'com' if tz in US_TZS else 'org'}"
+        customer = {"customer_id": f"C{i:05d}", "name": name, "email": email, "tz": tz,
+                    "country": TZ_COUNTRY[tz], "locale": _locale_for(tz)}
+        self.customers.append(customer)
+        return customer
+
+    def make_dutch_customers(self) -> None:
+        """Dutch customers and their one-off orders, after everything else and from their own stream."""
+        main, self.rng = self.rng, self.nl_rng
+        try:
+            rng, cfg = self.rng, self.cfg
+            first = len(self.customers)
+            dutch = [self.add_customer(i, NL_TZ) for i in range(first, first + max(10, round(first * NL_SHARE)))]
+            next_no = 100000 + len({o["order_id"] for o in self.orders})
+            n_orders = max(10, round(cfg.n_orders * NL_SHARE))
+            placements = sorted(cfg.start + timedelta(seconds=rng.uniform(0, cfg.days * 86400)) for _ in range(n_orders))
+            for n, placed_at in enumerate(placements):
+                cust, order_id = rng.choice(dutch), f"O{next_no + n}"
+                self.orders.append({"order_id": order_id, "customer_id": cust["customer_id"],
+                                    "placed_at": placed_at.isoformat(), "subscription_id": "", "currency": "EUR"})
+                for j, (sku, desc) in enumerate(rng.sample(SKUS, 1 if rng.random() < 0.85 else 2), start=1):
+                    line_id = f"{order_id}-{j}"
+                    self.lines.append({"order_line_id": line_id, "order_id": order_id, "sku": sku,
+                                       "description": desc, "quantity": rng.choice([1, 1, 1, 2, 3])})
+                    self.ship_line(line_id, order_id, cust, placed_at)
+        finally:
+            self.rng = main
 
     def make_orders(self) -> None:
         rng, cfg = self.rng, self.cfg
@@ -505,7 +541,7 @@ class _Route:
 
 def _locale_for(tz: str) -> str:
     return {"Europe/London": "en_GB", "Europe/Berlin": "de_DE", "Europe/Paris": "fr_FR",
-            "Europe/Madrid": "es_ES"}.get(tz, "en_US")
+            "Europe/Madrid": "es_ES", NL_TZ: "nl_NL"}.get(tz, "en_US")
 
 
 def generate(config: SimConfig | None = None) -> Shop:
@@ -514,6 +550,7 @@ def generate(config: SimConfig | None = None) -> Shop:
     gen.make_customers(max(200, gen.cfg.n_orders * 3 // 5))
     gen.make_orders()
     gen.mark_tracker_faults()
+    gen.make_dutch_customers()
     return Shop(gen.cfg, gen.customers, gen.subscriptions, gen.orders, gen.lines, gen.shipments,
                 gen.timelines, gen.truth, gen.faults)
 
@@ -600,7 +637,7 @@ def write(shop: Shop, folder: Path) -> None:
     (folder / "faults.json").write_text(json.dumps(shop.faults, indent=2))
     (folder / "manifest.json").write_text(json.dumps({
         "seed": shop.config.seed, "n_orders": shop.config.n_orders, "start": shop.config.start.isoformat(),
-        "days": shop.config.days, "shipments": len(shop.shipments),
+        "days": shop.config.days, "shipments": len(shop.shipments), "generator": GENERATOR_VERSION,
     }, indent=2))
 
 
@@ -626,7 +663,7 @@ def ensure(folder: Path, seed: int, n_orders: int = SimConfig.n_orders) -> bool:
     manifest = folder / "manifest.json"
     if manifest.exists():
         made = json.loads(manifest.read_text())
-        if made.get("seed") == seed and made.get("n_orders") == n_orders:
+        if (made.get("seed"), made.get("n_orders"), made.get("generator", 1)) == (seed, n_orders, GENERATOR_VERSION):
             return False
     write(generate(SimConfig(seed=seed, n_orders=n_orders)), folder)
     return True

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, and_, func, or_, select, update
 from lastmile.config import Settings
 from lastmile.core.brand import load_brand
 from lastmile.core.rejections import Rejection
+from lastmile.email.locales import customer_locale
 from lastmile.email.messages import CaseFacts, decide
 from lastmile.steps.common import quarantine, record_step, superseded, utc_instant
 from lastmile.steps.record_history import CASE_EVENT_KEY
@@ -31,6 +32,8 @@ def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
     batch = batch_key_for(as_of)
     brand = load_brand()
     planned: list[dict[str, Any]] = []
+    languages: Counter[str] = Counter()  # the language each planned e-mail is written in
+    fallbacks: Counter[str] = Counter()  # "de_AT → de": the customer's locale has no catalog of its own
     escalations: list[str] = []
     with writing(engine_for(settings.db_url)) as conn:
         if (done := superseded(conn, as_of, "plan_messages", {"planned": 0, "by_kind": {}, "escalated": 0})):
@@ -44,6 +47,10 @@ def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
                 decision = decide(f, as_of, batch, brand)
                 if decision.message is not None:
                     planned.append(decision.message)
+                    chosen = customer_locale(f.customer.get("locale"))  # as render chose it
+                    languages[chosen.language] += 1
+                    if chosen.fallback:
+                        fallbacks[chosen.fallback] += 1
                 if decision.escalate and f.case["state"] != "escalated":
                     escalations.append(f.case["case_id"])
         inserted = upsert(conn, schema.outbox, planned)
@@ -56,7 +63,8 @@ def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
         kinds = Counter(f"{m['kind']}:{m['state']}" for m in planned)
         return record_step(conn, as_of, "plan_messages", {
             "planned": inserted, "by_kind": dict(sorted(kinds.items())), "escalated": len(escalations),
-            "cases_without_records": len(unplannable)})
+            "cases_without_records": len(unplannable), "by_language": dict(sorted(languages.items())),
+            "language_fallbacks": dict(sorted(fallbacks.items()))})
 
 
 def _cases_to_consider(conn: Connection, batch: str, as_of: datetime) -> list[dict[str, Any]]:

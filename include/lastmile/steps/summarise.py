@@ -57,6 +57,10 @@ def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:
         "emails_sent_this_run": steps.get("send_messages", {}).get("sent", 0),
         "emails_failed_this_run": steps.get("send_messages", {}).get("failed", 0),
         "messages_planned_this_run": dict(sorted(this_run.items())),
+        # The language each e-mail planned this run is written in, and those whose customer's locale
+        # has no catalog of its own ("de_AT → de", "xx_YY → en"; lastmile.email.locales).
+        "languages_planned_this_run": steps.get("plan_messages", {}).get("by_language", {}),
+        "language_fallbacks_this_run": steps.get("plan_messages", {}).get("language_fallbacks", {}),
         "outbox_by_state": dict(sorted(outbox.items())),
         "sent_by_kind": dict(sorted(kinds.items())),
         "quarantined_by_source": dict(sorted(quarantined.items())),
