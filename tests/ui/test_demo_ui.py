@@ -148,7 +148,7 @@ def test_ctrl_c_stops_everything_it_started(demo_ui) -> None:
     proc = demo_ui["proc"]
     assert airflow_processes(demo_ui["home"]), "no Airflow component found running before Ctrl-C"
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the foreground process group
-    assert proc.wait(timeout=90) == 0
+    assert proc.wait(timeout=120) == 0
     deadline = time.monotonic() + 30
     while (left := airflow_processes(demo_ui["home"])) or port_open(demo_ui["port"]):
         assert time.monotonic() < deadline, f"still running after Ctrl-C: {left}"
