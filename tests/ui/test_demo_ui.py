@@ -62,8 +62,11 @@ def demo_ui(tmp_path_factory: pytest.TempPathFactory):
                 "LASTMILE_UI_PORT": str(port), "LASTMILE_DEMO_DATES": DATE, "LASTMILE_SIM_ORDERS": "300"})
     log = home / "demo.log"
     with log.open("w") as out:
+        # As from a terminal: Ctrl-C reaches the script even when this test runs in a background job
+        # (which starts with SIGINT ignored, and a shell cannot trap a signal ignored on entry).
         proc = subprocess.Popen([str(ROOT / "scripts" / "demo"), "--ui"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 420
     while not re.search(r"^password: \S+$", log.read_text(), re.M):
         if proc.poll() is not None:
