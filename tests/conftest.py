@@ -8,6 +8,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 _TMP = Path(tempfile.mkdtemp(prefix="lastmile-tests-"))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel workers (scripts/test runs pytest-xdist): each needs its own Airflow metadata database
+    # and outputs, as tests reset and fill them; an inherited home would be shared by all workers.
+    for inherited in ("AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "LASTMILE_OUT_DIR"):
+        os.environ.pop(inherited, None)
 os.environ.setdefault("AIRFLOW_HOME", str(_TMP / "airflow"))
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")

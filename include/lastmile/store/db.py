@@ -137,8 +137,14 @@ def masked_url(url: str) -> str:
         return "(unparseable database URL)"
 
 
-# Keys of the history's named locks (Postgres advisory locks; a lock file beside a SQLite database).
-LOCK_KEYS = {"history": 7_215_340_052, "send": 7_215_340_053}
+# Names of the history's locks (Postgres advisory locks; a lock file beside a SQLite database).
+LOCK_NAMES = ("history", "send")
+
+
+# The advisory-lock key of a named lock of the history in the connection's schema. Advisory locks
+# are per database, so a fixed key would make two histories in one database (two shops, or parallel
+# test runs, each in its own schema) wait on each other.
+ADVISORY_KEY_SQL = "hashtextextended(current_schema() || ':lastmile:' || :lock_name, 0)"
 
 
 @lru_cache(maxsize=8)
@@ -177,7 +183,7 @@ def writing(engine: Engine) -> Iterator[Connection]:
         return
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEYS["history"]})
+            conn.execute(text(f"SELECT pg_advisory_xact_lock({ADVISORY_KEY_SQL})"), {"lock_name": "history"})
         yield conn
 
 
@@ -195,7 +201,9 @@ def held(engine: Engine, name: str, wait_seconds: float) -> Iterator[None]:
     deadline = time.monotonic() + wait_seconds
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
-            key = LOCK_KEYS[name]
+            if name not in LOCK_NAMES:
+                raise ValueError(f"unknown lock {name!r}")
+            key = conn.execute(text(f"SELECT {ADVISORY_KEY_SQL}"), {"lock_name": name}).scalar_one()
             while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
                 conn.rollback()
                 if time.monotonic() >= deadline:

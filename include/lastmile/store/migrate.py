@@ -36,7 +36,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "lastmile_alembic_version"
 BASELINE = "0001"  # exactly the tables the old `metadata.create_all` built
 LEGACY_MARKER = "cases"  # present without VERSION_TABLE: a database from before migrations
-_PG_LOCK_KEY = 7_215_340_051  # pg_advisory_xact_lock: one migrator per Postgres database at a time
+# pg_advisory_xact_lock: one migrator per schema at a time (advisory locks are per database, and
+# several histories may share one in their own schemas).
+_PG_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':lastmile:migrate', 0))"
 _SQLITE_WAIT_SECONDS = 120
 
 
@@ -111,7 +113,7 @@ def upgrade(engine: Engine) -> str | None:
     try:
         with migrator.begin() as conn:
             if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+                conn.execute(text(_PG_LOCK_SQL))
             # Another process may have migrated while this one waited for the lock.
             start = current_revision(conn)
             if start == head:
