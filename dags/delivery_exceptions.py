@@ -14,31 +14,20 @@ what failed. See README.md for configuration.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import TriggerRule, chain, dag, task
 
-from lastmile_airflow.alerts import OpsAlert, run_deadline
+from lastmile_airflow.alerts import run_deadline
+from lastmile_airflow.dag_defaults import START_DATE, default_args
 from lastmile_airflow.steps import CARRIER_POOL, carrier_accounts, fetch_account, run_step
-
-DEFAULT_ARGS = {
-    "owner": "lastmile-ops",
-    # Retries apply to transient failures only (lost connection, timeout, locked database, deadlock,
-    # HTTP 429/5xx: lastmile.steps.errors.is_transient). lastmile_airflow.steps raises every other failure
-    # (bad data, integrity/SQL errors, a missing setting) as AirflowFailException: failed at once, alerted.
-    "retries": 2,
-    "retry_delay": pendulum.duration(minutes=2),
-    "retry_exponential_backoff": True,
-    "on_failure_callback": OpsAlert(),  # an ALERT log line, and Apprise through Connection lastmile_ops_webhook
-}
 
 
 @dag(
     dag_id="delivery_exceptions",
     schedule="@hourly",
-    start_date=pendulum.datetime(2026, 9, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(2, backoff=True),
     # A run not finished 45 minutes after it was queued alerts ops like a failure (run by the triggerer).
     deadline=run_deadline(),
     tags=["lastmile", "customer-care"],

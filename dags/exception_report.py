@@ -11,32 +11,21 @@ See docs/analyst-cookbook.md for the same KPIs in SQL.
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import TaskGroup, dag, task
 
 from lastmile.reporting.quality import CHECKS
-from lastmile_airflow.alerts import OpsAlert
+from lastmile_airflow.dag_defaults import START_DATE, default_args
 from lastmile_airflow.quality_checks import check_operator
 from lastmile_airflow.steps import build_report
-
-DEFAULT_ARGS = {
-    "owner": "lastmile-ops",
-    # Retries apply to transient failures only (lost connection, timeout, locked database, deadlock,
-    # HTTP 429/5xx: lastmile.steps.errors.is_transient). lastmile_airflow.steps raises every other failure
-    # (bad data, integrity/SQL errors, a missing setting) as AirflowFailException: failed at once, alerted.
-    "retries": 2,
-    "retry_delay": pendulum.duration(minutes=5),
-    "on_failure_callback": OpsAlert(),
-}
 
 
 @dag(
     dag_id="exception_report",
     schedule="@daily",
-    start_date=pendulum.datetime(2026, 9, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(5),
     tags=["lastmile", "analytics", "ops"],
     doc_md=__doc__,
 )

@@ -23,11 +23,10 @@ address, subject or body. Look the message key up in the e-mail provider's activ
 
 from __future__ import annotations
 
-import pendulum
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import dag, task, task_group
 
-from lastmile_airflow.alerts import OpsAlert
+from lastmile_airflow.dag_defaults import START_DATE, default_args
 from lastmile_airflow.reconcile import (
     LATER,
     OPTIONS,
@@ -36,24 +35,14 @@ from lastmile_airflow.reconcile import (
     messages_needing_a_person,
 )
 
-DEFAULT_ARGS = {
-    "owner": "lastmile-ops",
-    # Retries apply to transient failures only (lost connection, timeout, locked database, deadlock,
-    # HTTP 429/5xx: lastmile.steps.errors.is_transient). lastmile_airflow.steps raises every other failure
-    # (bad data, integrity/SQL errors, a missing setting) as AirflowFailException: failed at once, alerted.
-    "retries": 2,
-    "retry_delay": pendulum.duration(minutes=2),
-    "on_failure_callback": OpsAlert(),
-}
-
 
 @dag(
     dag_id="reconcile_outbox",
     schedule="0 7 * * *",
-    start_date=pendulum.datetime(2026, 9, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
+    default_args=default_args(2),
     tags=["lastmile", "customer-care", "ops"],
     doc_md=__doc__,
 )

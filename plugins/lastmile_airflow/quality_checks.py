@@ -7,10 +7,11 @@ becomes a SQLValueCheckOperator expecting 0 offending rows, so Airflow runs, log
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
-if TYPE_CHECKING:
-    from lastmile.reporting.quality import Check
+from airflow.providers.common.sql.operators.sql import SQLValueCheckOperator
+
+from lastmile.reporting.quality import Check
 
 HISTORY_CONN_ID = "lastmile_history"
 
@@ -28,28 +29,32 @@ def check_sql(check: Check) -> str:
     return check.sql.replace(":day_before", DAY_BEFORE)
 
 
-def check_operator(check: Check, conn_id: str = HISTORY_CONN_ID) -> Any:
+class HistoryCheckOperator(SQLValueCheckOperator):
+    """The maintained operator expecting 0 offending rows of one check, failing with the line ops act
+    on ("FAIL name: N offending rows - why") instead of its query text."""
+
+    def __init__(self, *, check: Check, conn_id: str = HISTORY_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(task_id=check.name, conn_id=conn_id, sql=check_sql(check), pass_value=0,
+                         doc_md=f"**{check.name}**: {check.why}. Expects 0 offending rows.", **kwargs)
+        self.check_name = check.name
+        self.why = check.why
+
+    def check_value(self, records: Any) -> None:
+        self.found = int(records[0]) if records and records[0] is not None else None
+        self.log.info("%s: %s offending rows", self.check_name, self.found)
+        super().check_value(records)
+
+    def _raise_exception(self, exception_string: str) -> NoReturn:
+        found = getattr(self, "found", None)
+        super()._raise_exception(f"FAIL {self.check_name}: {'some' if found is None else found} offending rows "
+                                 f"- {self.why}")
+
+
+def check_operator(check: Check, conn_id: str = HISTORY_CONN_ID) -> HistoryCheckOperator:
     """A task that fails, naming the check, its count and what it means, when any row breaks `check`.
 
     A broken check fails at once (`retry_on_failure=False`: data does not fix itself by trying
     again) and the failure callback alerts ops; a database that cannot be reached is retried as the
     DAG's `retries` allow.
     """
-    from airflow.providers.common.sql.operators.sql import SQLValueCheckOperator
-
-    class HistoryCheck(SQLValueCheckOperator):
-        """The maintained operator, failing with the line ops act on instead of its query text."""
-
-        def check_value(self, records: Any) -> None:
-            self.found = int(records[0]) if records and records[0] is not None else None
-            self.log.info("%s: %s offending rows", check.name, self.found)
-            super().check_value(records)
-
-        def _raise_exception(self, exception_string: str) -> NoReturn:
-            found = getattr(self, "found", None)
-            super()._raise_exception(f"FAIL {check.name}: {'some' if found is None else found} offending rows "
-                                     f"- {check.why}")
-
-    HistoryCheck.__qualname__ = HistoryCheck.__name__ = "HistoryCheckOperator"
-    return HistoryCheck(task_id=check.name, conn_id=conn_id, sql=check_sql(check), pass_value=0,
-                        retry_on_failure=False, doc_md=f"**{check.name}**: {check.why}. Expects 0 offending rows.")
+    return HistoryCheckOperator(check=check, conn_id=conn_id, retry_on_failure=False)
