@@ -135,6 +135,12 @@ def test_killing_the_send_step_mid_batch_neither_loses_nor_duplicates(settings, 
     for key in ambiguous:
         left = pipeline.reconcile(settings, mark_sent=key)
     assert left == []
+    # Confirmed by hand counts as sent, as if the sender had heard back: the analysts' views see it.
+    rows = {r["message_key"]: r for r in outbox(settings)}
+    assert all(rows[k]["state"] == "sent" and rows[k]["sent_at"] is not None for k in ambiguous)
+    with prepare(settings.db_url).connect() as conn:
+        case_state = dict(conn.execute(select(schema.cases.c.case_id, schema.cases.c.state)).all())
+    assert all(case_state[rows[k]["case_id"]] != "open" for k in ambiguous if rows[k]["kind"] == "notice")
 
 
 def test_suppressed_addresses_get_nothing_and_the_list_is_kept(settings, sendgrid_server):

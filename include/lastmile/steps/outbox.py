@@ -3,7 +3,8 @@
 One home for the rule, whoever asks: the CLI (`python -m lastmile outbox`) and the Airflow
 `reconcile_outbox` DAG (a person answers in the Airflow UI) both call `reconcile`.
 
-- mark sent: the provider did deliver it (seen in its activity log) → `sent`; never sent again.
+- mark sent: the provider did deliver it (seen in its activity log) → `sent` (sent when its run
+  handed it over; a notice makes its open case `told`, as a send does); never sent again.
 - resend: the provider never got it → `planned`; the next `send_messages` sends it, once.
 - drop: it must never go (no longer true, the customer was told another way) → `dropped`.
 
@@ -17,11 +18,12 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from lastmile.config import Settings
 from lastmile.core.privacy import mask_emails_in, one_line
 from lastmile.steps.record_history import CASE_EVENT_KEY
+from lastmile.steps.send_messages import mark_told
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
 
@@ -61,15 +63,21 @@ def reconcile(settings: Settings, mark_sent: str | None = None, resend: str | No
         for choice, key in (("mark_sent", mark_sent), ("resend", resend), ("drop", drop)):
             if not key:
                 continue
-            row = conn.execute(select(ob.c.case_id, ob.c.state, ob.c.window_latest).where(
+            row = conn.execute(select(ob.c.case_id, ob.c.kind, ob.c.state, ob.c.window_latest).where(
                 ob.c.message_key == key, needs_person)).mappings().first()
             if row is None:
                 raise NotWaiting(f"{key!r} is not an ambiguous or failed message")
             if choice == "resend":
                 _still_true(conn, key, row, at)
             state, reason, event = SETTLEMENTS[choice]
-            conn.execute(update(ob).where(ob.c.message_key == key, needs_person).values(
-                state=state, state_reason=reason.format(by=by, was=row["state"])))
+            values: dict[str, Any] = {"state": state, "state_reason": reason.format(by=by, was=row["state"])}
+            if choice == "mark_sent":
+                # Sent when its run handed it over, as the sender would have recorded it, so the
+                # confirmed message counts in the analysts' views (time to e-mail, promises kept).
+                values["sent_at"] = func.coalesce(ob.c.send_at, ob.c.planned_at)
+            conn.execute(update(ob).where(ob.c.message_key == key, needs_person).values(**values))
+            if choice == "mark_sent" and row["kind"] == "notice":
+                mark_told(conn, [row["case_id"]])
             # the case's history: what happened to which of its messages, and who decided
             upsert(conn, schema.case_events, [{
                 "case_id": row["case_id"], "batch_key": batch_key_for(at), "at": at, "event": event,

@@ -110,10 +110,7 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
             conn.execute(update(ob).where(ob.c.message_key == bindparam("key"), ob.c.state == "sending")
                          .values(state=state, **{n: bindparam(f"v_{n}") for n in names}),
                          [{"key": p["key"], **{f"v_{n}": p.get(n) for n in names}} for p in params])
-        told = sorted({done["case_id"] for done, state, _ in unwritten if state == "sent" and done["kind"] == "notice"})
-        if told:
-            conn.execute(update(schema.cases).where(schema.cases.c.case_id.in_(told), schema.cases.c.state == "open")
-                         .values(state="told"))
+        mark_told(conn, [done["case_id"] for done, state, _ in unwritten if state == "sent" and done["kind"] == "notice"])
         unwritten.clear()
 
     def settle(wait_for: int) -> None:
@@ -228,3 +225,10 @@ def _sync_suppressions(conn: Connection, transport: Any, as_of: datetime) -> int
     rows = [{**r, "synced_at": as_of} for r in fetch_suppressions(transport.sender)]
     upsert(conn, schema.suppressions, rows, update=["reason", "synced_at"])
     return len(rows)
+
+
+def mark_told(conn: Connection, case_ids: list[str]) -> None:
+    """An open case whose notice went out (sent, or confirmed sent by a person) is now `told`."""
+    for part in chunks(sorted(set(case_ids))):
+        conn.execute(update(schema.cases).where(schema.cases.c.case_id.in_(part), schema.cases.c.state == "open")
+                     .values(state="told"))
