@@ -417,3 +417,34 @@ def test_two_whole_runs_of_the_same_instant_take_turns(db_url, tmp_path, sim_600
         states = Counter(conn.execute(select(schema.outbox.c.state)).scalars())
     assert states["sent"] > 0 and set(states) == {"sent"}
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == states["sent"]
+
+
+@pytest.mark.postgres
+def test_two_histories_in_one_postgres_database_do_not_share_locks(postgres_url, tmp_path):
+    """Advisory locks are per database: two shops' histories (or parallel runs) in their own schemas
+    must not wait on each other, while two senders of one history still do."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    from lastmile.store.db import Busy, held
+
+    from conftest import POSTGRES_URL
+
+    other = f"lastmile_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(POSTGRES_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{other}"'))
+    try:
+        first, second = prepare(postgres_url), prepare(f"{POSTGRES_URL}?options=-csearch_path%3D{other}")
+        with held(first, "send", 1):
+            with held(second, "send", 0.5):  # the other history's sender goes at once
+                pass
+            with pytest.raises(Busy):
+                with held(create_engine(postgres_url), "send", 0.5):  # this history's second sender waits
+                    pass
+        second.dispose()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{other}" CASCADE'))
+        admin.dispose()
