@@ -91,6 +91,17 @@ class Chromium:
         self.js(f"document.querySelector({json.dumps(selector)}).focus()")
         self.call("Input.insertText", session=True, text=text)  # real input events, as a person typing
 
+    def sign_in(self, url: str, user: str, password: str, timeout: float = 20) -> None:
+        """Open `url` signed out: it must send the browser to Airflow's login form, filled in and
+        submitted here as a person would."""
+        self.call("Page.navigate", session=True, url=url)
+        self.wait_for("location.pathname === '/auth/login' && !!document.querySelector('input[name=password]')",
+                      "Airflow's login form", timeout=timeout)
+        self.type_into("input[name=username]", user)
+        self.type_into("input[name=password]", password)
+        self.wait_for("!document.querySelector('button[type=submit]').disabled", "the sign-in button")
+        self.js("document.querySelector('button[type=submit]').click()")
+
     def screenshot(self, path: Path) -> None:
         size = self.call("Page.getLayoutMetrics", session=True)["cssContentSize"]
         shot = self.call("Page.captureScreenshot", session=True, format="png", captureBeyondViewport=True,

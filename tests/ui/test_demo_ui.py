@@ -117,13 +117,7 @@ def test_a_person_signs_in_and_sees_the_grid_and_the_ops_page(demo_ui, tmp_path:
     base = demo_ui["base"]
     browser = Chromium(chromium_binary(), tmp_path / "profile")
     try:
-        browser.call("Page.navigate", session=True, url=f"{base}/dags/delivery_exceptions")
-        browser.wait_for("location.pathname === '/auth/login' && !!document.querySelector('input[name=password]')",
-                         "Airflow's login form", timeout=90)
-        browser.type_into("input[name=username]", demo_ui["user"])
-        browser.type_into("input[name=password]", demo_ui["password"])
-        browser.wait_for("!document.querySelector('button[type=submit]').disabled", "the sign-in button")
-        browser.js("document.querySelector('button[type=submit]').click()")
+        browser.sign_in(f"{base}/dags/delivery_exceptions", demo_ui["user"], demo_ui["password"], timeout=90)
         # The DAG's page with its grid: the task names of the demo's run are drawn.
         browser.wait_for("location.pathname.startsWith('/dags/delivery_exceptions') && "
                          "document.body.innerText.includes('detect_exceptions')", "the grid of the demo's run",

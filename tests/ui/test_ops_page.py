@@ -340,13 +340,7 @@ def test_page_in_headless_chromium(api_server: str, history: tuple[str, datetime
     browser = Chromium(chromium_binary(), tmp_path / "profile")
     try:
         # Not logged in: the page sends the browser to Airflow's login form; sign in there as a person would.
-        browser.call("Page.navigate", session=True, url=f"{api_server}/lastmile/")
-        browser.wait_for("location.pathname === '/auth/login' && !!document.querySelector('input[name=password]')",
-                         "Airflow's login form")
-        browser.type_into("input[name=username]", USER)
-        browser.type_into("input[name=password]", PASSWORD)
-        browser.wait_for("!document.querySelector('button[type=submit]').disabled", "the sign-in button")
-        browser.js("document.querySelector('button[type=submit]').click()")
+        browser.sign_in(f"{api_server}/lastmile/", USER, PASSWORD)
         browser.wait_for("location.pathname === '/lastmile/' && document.readyState === 'complete' && "
                          "!!document.querySelector('[data-metric=open_total]')", "the ops page after login")
         html = browser.js("document.documentElement.outerHTML")

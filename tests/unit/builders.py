@@ -1,11 +1,14 @@
-"""Tiny hand-made frames for rule tests: one call per shipment, one per scan."""
+"""Tiny hand-made inputs for tests: frames for rule tests (one call per shipment, one per scan), raw
+shop rows, and the context an e-mail is rendered from."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
+
+from lastmile.core.brand import load_brand
 
 SHIPMENT_COLUMNS = ["shipment_id", "order_line_id", "order_id", "customer_id", "carrier", "service",
                     "tracking_code", "created_at", "promised_date", "origin", "destination", "dest_tz",
@@ -85,3 +88,43 @@ def write_shop(folder: Any, **tables: list[dict[str, Any]]) -> None:
                 "shipments": [raw_shipment()]}
     for entity, rows in {**defaults, **tables}.items():
         write_csv(Path(folder) / f"{entity}.csv", rows)
+
+
+# --------------------------------------------------------------------------- e-mail contexts
+
+BRAND = load_brand()
+TRACKING_CODE = "9400111899223197428490"
+ITEM = "Ethiopia Yirgacheffe, 340 g whole bean"
+EARLIEST, LATEST = date(2026, 11, 24), date(2026, 11, 27)
+# Evidence as detection writes it for each rule (see detection._evidence).
+EVIDENCE: dict[str, dict[str, Any]] = {
+    "late": {"rule": "late", "promised": "2026-11-20"},
+    "stalled": {"rule": "stalled", "business_days_silent": 4, "last_scan": "Departed USPS facility MEMPHIS TN"},
+    "lost": {"rule": "lost", "business_days_silent": 9, "carrier_says_lost": False},
+    "failed_attempt": {"rule": "failed_attempt", "carrier_message": "Notice left (no secure location available)"},
+    "address_problem": {"rule": "address_problem", "carrier_message": "Insufficient address"},
+    "customs_hold": {"rule": "customs_hold", "carrier_message": "Held by customs"},
+    "returned": {"rule": "returned", "carrier_message": "Refused by addressee"},
+    "damaged": {"rule": "damaged", "carrier_message": "Damaged in transit"},
+    "stuck_before_pickup": {"rule": "stuck_before_pickup", "business_days_waiting": 3},
+    "reshipped": {"rule": "reshipped", "shipment_number": 2, "replaces": "SH-1"},
+}
+NEEDS_A_PERSON = ("lost", "damaged", "returned")  # no window: a person owns what happens next
+
+
+def email_context(exception_type: str = "late", *, locale: str = "en_US", window: bool = True,
+                  **over: Any) -> dict[str, Any]:
+    """The context messages._message gives emails.render for a notice (override any key)."""
+    ctx = {
+        "customer_name": "Zoë O'Brien", "locale": locale, "order_id": "NW-10482", "case_id": "case-7f3a91",
+        "items": [{"quantity": 2, "description": ITEM, "sku": "ETH-340-WB"}], "carrier": "USPS",
+        "tracking_code": TRACKING_CODE, "tracking_url": BRAND.tracking_url.format(tracking_code=TRACKING_CODE),
+        "owner": BRAND.owner_team, "brand": BRAND, "exception_type": exception_type,
+        "shipments_in_chain": 2 if exception_type == "reshipped" else 1, "evidence": EVIDENCE[exception_type],
+        "promised_date": date(2026, 11, 20), "carrier_estimate": date(2026, 11, 23),
+        "window_earliest": EARLIEST if window else None, "window_latest": LATEST if window else None,
+        "goodwill": None, "subscription_next": None, "delivered_date": None, "broken_window_latest": None,
+        "update": None, "check_in_by": None, "last_scan_status": None, "today": date(2026, 11, 20),
+    }
+    ctx.update(over)
+    return ctx

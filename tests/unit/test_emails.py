@@ -16,56 +16,14 @@ from lastmile.core import brand as brand_mod
 from lastmile.core import privacy
 from lastmile.email import emails, locales, outgoing, transport
 
+from builders import EARLIEST, ITEM, LATEST, NEEDS_A_PERSON, email_context
+
 BRAND = brand_mod.load_brand()
-TRACKING_CODE = "9400111899223197428490"
-ITEM = "Ethiopia Yirgacheffe, 340 g whole bean"
-EARLIEST, LATEST = date(2026, 11, 24), date(2026, 11, 27)
 # An English date as an e-mail writes it, in either style: "Tue, Nov 24" or "Tue 24 Nov".
 LOCAL_DATE_RE = re.compile(r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun),? ([A-Z][a-z]{2} \d{1,2}|\d{1,2} [A-Z][a-z]{2})\b")
 
-# Evidence as detection writes it for each rule (see detection._evidence).
-EVIDENCE: dict[str, dict[str, Any]] = {
-    "late": {"rule": "late", "promised": "2026-11-20"},
-    "stalled": {"rule": "stalled", "business_days_silent": 4, "last_scan": "Departed USPS facility MEMPHIS TN"},
-    "lost": {"rule": "lost", "business_days_silent": 9, "carrier_says_lost": False},
-    "failed_attempt": {"rule": "failed_attempt", "carrier_message": "Notice left (no secure location available)"},
-    "address_problem": {"rule": "address_problem", "carrier_message": "Insufficient address"},
-    "customs_hold": {"rule": "customs_hold", "carrier_message": "Held by customs"},
-    "returned": {"rule": "returned", "carrier_message": "Refused by addressee"},
-    "damaged": {"rule": "damaged", "carrier_message": "Damaged in transit"},
-    "stuck_before_pickup": {"rule": "stuck_before_pickup", "business_days_waiting": 3},
-    "reshipped": {"rule": "reshipped", "shipment_number": 2, "replaces": "SH-1"},
-}
-NEEDS_A_PERSON = ("lost", "damaged", "returned")
-
-
 def context(exception_type: str = "late", *, window: bool = True, **over: Any) -> dict[str, Any]:
-    """The context messages._message builds for a notice."""
-    ctx = {
-        "customer_name": "Zoë O'Brien",
-        "locale": "en_US",
-        "order_id": "NW-10482",
-        "case_id": "case-7f3a91",
-        "items": [{"quantity": 2, "description": ITEM, "sku": "ETH-340-WB"}],
-        "carrier": "USPS",
-        "tracking_code": TRACKING_CODE,
-        "tracking_url": BRAND.tracking_url.format(tracking_code=TRACKING_CODE),
-        "owner": BRAND.owner_team,
-        "brand": BRAND,
-        "exception_type": exception_type,
-        "shipments_in_chain": 2 if exception_type == "reshipped" else 1,
-        "evidence": EVIDENCE[exception_type],
-        "promised_date": date(2026, 11, 20),
-        "carrier_estimate": date(2026, 11, 23),
-        "window_earliest": EARLIEST if window else None,
-        "window_latest": LATEST if window else None,
-        "goodwill": None,
-        "subscription_next": None,
-        "delivered_date": None,
-        "broken_window_latest": None,
-    }
-    ctx.update(over)
-    return ctx
+    return email_context(exception_type, window=window, **over)
 
 
 def h(value: str) -> str:

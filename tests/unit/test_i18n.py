@@ -24,6 +24,8 @@ from lastmile.email.locales import SUPPORTED, catalog_path, customer_locale, res
 from lastmile.reporting.summary import format_summary
 from lastmile.sim.simulator import HOSTILE_NAMES
 
+from builders import EARLIEST, ITEM, NEEDS_A_PERSON, TRACKING_CODE, email_context
+
 ROOT = Path(__file__).resolve().parents[2]
 EMAIL_DIR = ROOT / "include" / "lastmile" / "email"
 POT = locales.LOCALE_DIR / "messages.pot"
@@ -43,39 +45,8 @@ def languages(which: list[str]) -> list[Any]:
 
 # --------------------------------------------------------------------------- contexts
 
-EARLIEST, LATEST = date(2026, 11, 24), date(2026, 11, 27)
-TRACKING = "9400111899223197428490"
-ITEM = "Ethiopia Yirgacheffe, 340 g whole bean"
-EVIDENCE: dict[str, dict[str, Any]] = {
-    "late": {"rule": "late"},
-    "stalled": {"rule": "stalled", "business_days_silent": 4, "last_scan": "Departed USPS facility MEMPHIS TN"},
-    "lost": {"rule": "lost", "business_days_silent": 9, "carrier_says_lost": False},
-    "failed_attempt": {"rule": "failed_attempt", "carrier_message": "Notice left (no secure location available)"},
-    "address_problem": {"rule": "address_problem", "carrier_message": "Insufficient address"},
-    "customs_hold": {"rule": "customs_hold", "carrier_message": "Held by customs"},
-    "returned": {"rule": "returned", "carrier_message": "Refused by addressee"},
-    "damaged": {"rule": "damaged", "carrier_message": "Damaged in transit"},
-    "stuck_before_pickup": {"rule": "stuck_before_pickup", "business_days_waiting": 3},
-    "reshipped": {"rule": "reshipped", "shipment_number": 2},
-}
-NO_WINDOW = ("lost", "damaged", "returned")
-
-
-def context(exception_type: str = "late", *, locale: str = "en_US", window: bool = True, **over: Any) -> dict[str, Any]:
-    """What messages._message gives render."""
-    ctx = {
-        "customer_name": "Zoë O'Brien", "locale": locale, "order_id": "NW-10482", "case_id": "case-7f3a91",
-        "items": [{"quantity": 2, "description": ITEM, "sku": "ETH-340-WB"}], "carrier": "USPS",
-        "tracking_code": TRACKING, "tracking_url": BRAND.tracking_url.format(tracking_code=TRACKING),
-        "owner": BRAND.owner_team, "brand": BRAND, "exception_type": exception_type,
-        "shipments_in_chain": 2 if exception_type == "reshipped" else 1, "evidence": EVIDENCE[exception_type],
-        "promised_date": date(2026, 11, 20), "carrier_estimate": date(2026, 11, 23),
-        "window_earliest": EARLIEST if window else None, "window_latest": LATEST if window else None,
-        "goodwill": None, "subscription_next": None, "delivered_date": None, "broken_window_latest": None,
-        "update": None, "check_in_by": None, "last_scan_status": None, "today": date(2026, 11, 20),
-    }
-    ctx.update(over)
-    return ctx
+NO_WINDOW = NEEDS_A_PERSON
+context = email_context
 
 
 def scenarios() -> list[tuple[str, str, dict[str, Any]]]:
@@ -208,7 +179,7 @@ def test_every_email_renders_in_every_language(sid, language):
     assert f'<html lang="{language.replace("_", "-")}">' in rendered.html
     assert "NW-10482" in rendered.subject and "NW-10482" in rendered.text
     for body in (rendered.text, visible_text(rendered.html)):
-        assert BRAND.support_phone in body and BRAND.tracking_url.format(tracking_code=TRACKING) in rendered.text
+        assert BRAND.support_phone in body and BRAND.tracking_url.format(tracking_code=TRACKING_CODE) in rendered.text
         assert ITEM in body
 
 
