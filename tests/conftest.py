@@ -28,14 +28,17 @@ Path(os.environ["AIRFLOW_HOME"]).mkdir(parents=True, exist_ok=True)
 
 import pytest  # noqa: E402
 
-PARSE_TIMES: dict[str, float] = {}
+PARSE_TIME = "dag_parse_seconds"  # a test's property, which pytest-xdist brings back from its worker
 FIXTURES = ROOT.parent / "shared" / "fixtures"
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if PARSE_TIMES:
+    times = {report.nodeid.rsplit("[", 1)[-1].rstrip("]"): value
+             for report in terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+             for name, value in getattr(report, "user_properties", []) if name == PARSE_TIME}
+    if times:
         terminalreporter.section("DAG parse times")
-        for name, seconds in sorted(PARSE_TIMES.items()):
+        for name, seconds in sorted(times.items()):
             terminalreporter.write_line(f"{name}: {seconds * 1000:.0f} ms")
 
 
