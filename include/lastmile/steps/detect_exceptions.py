@@ -140,10 +140,12 @@ def _thresholds(conn: Connection, shipments: pd.DataFrame, as_of: datetime) -> t
     looked at again: incremental and full detection agree)."""
     configured = thresholds.load()
     midnights = {tz: start_of_local_day(as_of, tz) for tz in set(shipments["dest_tz"])}
-    per_zone = samples_before(conn, schema.transit_samples, set(shipments["carrier"]), midnights, RHYTHM_SAMPLES)
+    # Zones whose day began at the same instant learn from the same samples: one table for them all.
+    per_start = samples_before(conn, schema.transit_samples, set(shipments["carrier"]),
+                               {start: start for start in set(midnights.values())}, RHYTHM_SAMPLES)
     carriers = set(shipments["carrier"].astype(str))
-    return thresholds.ZonedThresholds({tz: thresholds.learned(configured, frame, carriers)
-                                       for tz, frame in per_zone.items()}, configured)
+    tables = {start: thresholds.learned(configured, frame, carriers) for start, frame in per_start.items()}
+    return thresholds.ZonedThresholds({tz: tables[start] for tz, start in midnights.items()}, configured)
 
 
 def _new_day(tz: str, previous: datetime, as_of: datetime) -> bool:
