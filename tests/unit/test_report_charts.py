@@ -170,6 +170,10 @@ def test_shares_read_as_percentages_on_the_page_and_stay_raw_numbers_in_the_csv(
     engine = prepare(db_url)
     page = Page(write(engine, SINCE, tmp_path / "report.html").read_text(encoding="utf-8"))
 
+    # Of all the carrier's shipments, not only of the lanes and weeks that had the exception.
+    exceptions = page.table("exceptions_by_carrier").set_index("carrier")
+    assert exceptions.loc["Evri", "shipments"] == "8" and exceptions.loc["Evri", "exception_rate"] == "50%"
+    assert exceptions.loc["Parcelforce", "shipments"] == "8" and exceptions.loc["Parcelforce", "exception_rate"] == "25%"
     kept = page.table("promises_kept").set_index("carrier")
     assert kept.loc["Parcelforce", "share_kept"] == "100%"  # every promise kept: not "1"
     assert kept.loc["Evri", "share_kept"] == "87.5%"  # 7 of 8: not "0.875"

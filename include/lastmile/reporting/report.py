@@ -72,10 +72,15 @@ def build(engine: Engine, since: date) -> list[Section]:
     per_week = _read(engine, "SELECT carrier, week, exception_type, sum(exceptions) AS exceptions, "
                              "sum(shipments) AS shipments FROM v_exceptions_weekly WHERE week >= :d "
                              "GROUP BY carrier, week, exception_type", d=day)
+    # A type's own rows count only the lanes and weeks that had that type: a carrier's shipments are
+    # on its `any` rows.
+    shipped = per_week[per_week["exception_type"] == "any"].groupby("carrier")["shipments"].sum()
     weekly = (per_week[per_week["exception_type"] != "any"]
-              .groupby(["carrier", "exception_type"], as_index=False)[["exceptions", "shipments"]].sum()
+              .groupby(["carrier", "exception_type"], as_index=False)["exceptions"].sum()
               .sort_values(["exceptions", "carrier", "exception_type"], ascending=[False, True, True],
                            ignore_index=True))
+    weekly["shipments"] = weekly["carrier"].map(shipped).fillna(0).astype(int)
+    weekly["exception_rate"] = weekly["exceptions"] / weekly["shipments"].where(weekly["shipments"] > 0)
     by_type = weekly.groupby("exception_type", as_index=False)["exceptions"].sum().sort_values(
         "exceptions", ascending=False)
     to_email = _read(engine, "SELECT month, exception_type, hours_to_email FROM v_time_to_email WHERE month >= :m",
@@ -112,7 +117,8 @@ def build(engine: Engine, since: date) -> list[Section]:
                              "share_kept", "Week the window ended (from Monday)", "Windows kept",
                              series="carrier", series_title="Carrier", percent=True, weekly=True),)),
         Section("exceptions_by_carrier", "Exceptions by carrier and type",
-                "Shipments (labelled since the date) that ever had each exception. The chart: the share of "
+                "Shipments (labelled since the date) that ever had each exception, of all the carrier's "
+                "shipments labelled since then. The chart: the share of "
                 "shipments with any exception (a reshipment alone aside), per carrier and week shipped.", weekly,
                 (Chart("Shipments with an exception per carrier, by week shipped", weeks, "week",
                        "exception_rate", "Week shipped (from Monday)", "Shipments with an exception",
