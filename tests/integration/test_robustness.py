@@ -422,27 +422,47 @@ def test_two_whole_runs_of_the_same_instant_take_turns(db_url, tmp_path, sim_600
 @pytest.mark.postgres
 def test_two_histories_in_one_postgres_database_do_not_share_locks(postgres_url, tmp_path):
     """Advisory locks are per database: two shops' histories (or parallel runs) in their own schemas
-    must not wait on each other, while two senders of one history still do."""
+    must not wait on each other, while two writers or senders of one history still do."""
     import uuid
 
     from sqlalchemy import create_engine, text
 
-    from lastmile.store.db import Busy, held
+    from lastmile.store.db import Busy, held, writing
+    from lastmile.store.migrate import advisory_key
 
     from conftest import POSTGRES_URL
 
+    def taken_at_once(url: str, name: str) -> bool:
+        engine = create_engine(url)
+        try:
+            with engine.begin() as conn:
+                return conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"),
+                                    {"k": advisory_key(conn, name)}).scalar()
+        finally:
+            engine.dispose()
+
     other = f"lastmile_test_{uuid.uuid4().hex[:8]}"
+    other_url = f"{POSTGRES_URL}?options=-csearch_path%3D{other}"
     admin = create_engine(POSTGRES_URL)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{other}"'))
     try:
-        first, second = prepare(postgres_url), prepare(f"{POSTGRES_URL}?options=-csearch_path%3D{other}")
+        first, second = prepare(postgres_url), prepare(other_url)  # each migrated under its own lock
+        with writing(first):
+            assert taken_at_once(other_url, "history")  # the other history writes at once
+            assert not taken_at_once(postgres_url, "history")  # this history's second writer waits
         with held(first, "send", 1):
             with held(second, "send", 0.5):  # the other history's sender goes at once
                 pass
             with pytest.raises(Busy):
-                with held(create_engine(postgres_url), "send", 0.5):  # this history's second sender waits
+                with held(prepare(postgres_url), "send", 0.5):  # this history's second sender waits
                     pass
+        # A search_path naming no schema that exists would lock nothing: refused, not "busy".
+        nowhere = create_engine(f"{POSTGRES_URL}?options=-csearch_path%3Dno_such_schema_{other}")
+        with pytest.raises(RuntimeError, match="names no schema that exists"):
+            with held(nowhere, "send", 0.5):
+                pass
+        nowhere.dispose()
         second.dispose()
     finally:
         with admin.begin() as conn:

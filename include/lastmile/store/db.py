@@ -137,14 +137,9 @@ def masked_url(url: str) -> str:
         return "(unparseable database URL)"
 
 
-# Names of the history's locks (Postgres advisory locks; a lock file beside a SQLite database).
+# Names of the history's locks (Postgres advisory locks keyed by the history's schema, see
+# migrate.advisory_key; a lock file beside a SQLite database).
 LOCK_NAMES = ("history", "send")
-
-
-# The advisory-lock key of a named lock of the history in the connection's schema. Advisory locks
-# are per database, so a fixed key would make two histories in one database (two shops, or parallel
-# test runs, each in its own schema) wait on each other.
-ADVISORY_KEY_SQL = "hashtextextended(current_schema() || ':lastmile:' || :lock_name, 0)"
 
 
 @lru_cache(maxsize=8)
@@ -183,7 +178,7 @@ def writing(engine: Engine) -> Iterator[Connection]:
         return
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn.execute(text(f"SELECT pg_advisory_xact_lock({ADVISORY_KEY_SQL})"), {"lock_name": "history"})
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": migrate.advisory_key(conn, "history")})
         yield conn
 
 
@@ -203,7 +198,7 @@ def held(engine: Engine, name: str, wait_seconds: float) -> Iterator[None]:
         with engine.connect() as conn:
             if name not in LOCK_NAMES:
                 raise ValueError(f"unknown lock {name!r}")
-            key = conn.execute(text(f"SELECT {ADVISORY_KEY_SQL}"), {"lock_name": name}).scalar_one()
+            key = migrate.advisory_key(conn, name)
             while not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
                 conn.rollback()
                 if time.monotonic() >= deadline:

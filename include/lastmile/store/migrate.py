@@ -8,7 +8,7 @@ one small query, Alembic not even imported) and otherwise fails naming the comma
 migration, or one built by the old `metadata.create_all` (stamped as the baseline first). It is
 safe when several Airflow tasks start at once: on SQLite the migration runs in one
 `BEGIN IMMEDIATE` transaction (the second process waits, then finds the work done); on Postgres
-under a transaction-scoped advisory lock.
+under a transaction-scoped advisory lock keyed by the history's schema (`advisory_key`).
 
 Authoring: `python -m lastmile.store.migrate --url URL revision --autogenerate --rev-id 0004 -m "..."`
 (any `alembic` command; see docs/history-schema.md).
@@ -17,6 +17,7 @@ Authoring: `python -m lastmile.store.migrate --url URL revision --autogenerate -
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import sqlite3
 import time
@@ -36,10 +37,25 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "lastmile_alembic_version"
 BASELINE = "0001"  # exactly the tables the old `metadata.create_all` built
 LEGACY_MARKER = "cases"  # present without VERSION_TABLE: a database from before migrations
-# pg_advisory_xact_lock: one migrator per schema at a time (advisory locks are per database, and
-# several histories may share one in their own schemas).
-_PG_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':lastmile:migrate', 0))"
 _SQLITE_WAIT_SECONDS = 120
+
+
+def advisory_key(conn: Connection, name: str) -> int:
+    """The Postgres advisory-lock key of the history's lock `name` (migrate, history, send).
+
+    Advisory locks are per database. Keyed by the schema the history's tables are found in through
+    the connection's search_path (else the schema they will be created in), two histories in one
+    database (two shops, or parallel test runs, each in its own schema) never wait on each other,
+    while every process working on one history computes the same key.
+    """
+    found = conn.execute(text(
+        "SELECT COALESCE((SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = to_regclass(:version)),"
+        " (SELECT relnamespace::regnamespace::text FROM pg_class WHERE oid = to_regclass(:legacy)),"
+        " current_schema())"), {"version": VERSION_TABLE, "legacy": LEGACY_MARKER}).scalar()
+    if found is None:  # a lock on NULL is no lock at all
+        raise RuntimeError("the history database's search_path names no schema that exists: "
+                           "create the schema, or fix the connection's search_path")
+    return int.from_bytes(hashlib.sha256(f"{found}:lastmile:{name}".encode()).digest()[:8], "big", signed=True)
 
 
 def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
@@ -113,7 +129,7 @@ def upgrade(engine: Engine) -> str | None:
     try:
         with migrator.begin() as conn:
             if conn.dialect.name == "postgresql":
-                conn.execute(text(_PG_LOCK_SQL))
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(conn, "migrate")})
             # Another process may have migrated while this one waited for the lock.
             start = current_revision(conn)
             if start == head:
