@@ -39,7 +39,7 @@ from sqlalchemy import (
 )
 
 from lastmile.store import migrate, schema
-from lastmile.store.db import engine_for, prepare, upsert
+from lastmile.store.db import engine_for, prepare, upsert, utc
 from lastmile.store.schema import metadata
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +53,7 @@ ADDED_AFTER_BASELINE = {"tables": {"message_events", "current_detections", "tran
                         "indexes": {"ix_detections_shipment_type", "ix_scans_first_seen_at", "ix_scans_occurred_at", "ix_scans_status_occurred",
                                     "ix_shipments_created_at", "ix_estimates_observed_at", "ix_outbox_planned_at"},
                         "columns": {("orders", "status"), ("quarantine", "file"), ("quarantine", "row_no"),
-                                    ("shipments", "dest_country"), ("outbox", "check_in_by")},
+                                    ("shipments", "dest_country"), ("outbox", "check_in_by"), ("outbox", "handed_at")},
                         "constraints": {"uq_case_event_batch": ("uq_case_event", ("case_id", "event", "detail"))}}
 
 
@@ -98,14 +98,14 @@ def tables(engine: Engine) -> set[str]:
 
 def test_upgrade_from_empty_builds_exactly_schema_py(engine: Engine) -> None:
     assert migrate.upgrade(engine) is None
-    assert revision(engine) == migrate.head_revision() == "0007"
+    assert revision(engine) == migrate.head_revision() == "0008"
     assert schema_diff(engine) == []
     assert tables(engine) == set(metadata.tables) | {migrate.VERSION_TABLE}
     assert views(engine) == VIEWS
     with engine.connect() as conn:
         for view in sorted(VIEWS):
             assert conn.execute(text(f"SELECT * FROM {view}")).all() == []
-    assert migrate.upgrade(engine) == "0007"  # a second start finds nothing to do
+    assert migrate.upgrade(engine) == "0008"  # a second start finds nothing to do
 
 
 def test_the_drift_check_is_not_vacuous(engine: Engine) -> None:
@@ -172,14 +172,14 @@ def test_a_failing_migration_leaves_the_database_as_it_was(engine: Engine, tmp_p
     folder = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "versions" / "0099_broken.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0007"\n'
+        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0008"\n'
         "branch_labels = None\ndepends_on = None\n\n"
         "def upgrade():\n    op.create_table('half_done', sa.Column('id', sa.Integer, primary_key=True))\n"
         "    raise RuntimeError('the disk filled up')\n\ndef downgrade():\n    pass\n")
     monkeypatch.setattr(migrate, "MIGRATIONS", folder)
     with pytest.raises(RuntimeError, match="disk filled up"):
         migrate.upgrade(engine)
-    # One transaction: not even 0001..0007 stayed (SQLite too, through BEGIN IMMEDIATE).
+    # One transaction: not even 0001..0008 stayed (SQLite too, through BEGIN IMMEDIATE).
     assert tables(engine) == set() and views(engine) == set()
 
 
@@ -213,6 +213,34 @@ def test_a_database_one_migration_behind_is_refused_until_migrated(tmp_path: Pat
     assert revision(engine) == previous
     prepare(url)
     assert revision(engine) == migrate.shipped_head()
+
+
+def test_0008_counts_messages_confirmed_by_hand_before_it(db_url: str) -> None:
+    """Before 0008, "Mark sent" left sent_at empty and the case open: no view counted the message."""
+    url = db_url
+    cfg = migrate.alembic_config(url=url)
+    command.upgrade(cfg, "0007")
+    engine = create_engine(url)
+    planned, scheduled = datetime(2026, 11, 20, 14, tzinfo=UTC), datetime(2026, 11, 21, 9, tzinfo=UTC)
+    with engine.begin() as conn:
+        for n, (case_id, state) in enumerate((("C-open", "open"), ("C-escalated", "escalated"),
+                                              ("C-resolved", "resolved"))):
+            conn.execute(insert(schema.cases).values(
+                case_id=case_id, order_line_id=f"L{n}", order_id="O1", customer_id="C1", shipment_id=f"S{n}",
+                exception_type="late", severity=1, state=state, shipments_in_chain=1, opened_at=planned,
+                first_evidence_at=planned, evidence="{}", owner="ops", last_batch="b"))
+            conn.execute(insert(schema.outbox).values(
+                message_key=f"{case_id}/notice/late", case_id=case_id, order_id="O1", kind="notice", state="sent",
+                state_reason="confirmed by ops", customer_id="C1", subject="s", body_text="t", body_html="h",
+                planned_at=planned, planned_batch="b", send_at=scheduled if case_id == "C-open" else None,
+                attempts=1))
+    command.upgrade(cfg, "0008")
+    with engine.connect() as conn:
+        sent = dict(conn.execute(select(schema.outbox.c.case_id, schema.outbox.c.sent_at)).all())
+        states = dict(conn.execute(select(schema.cases.c.case_id, schema.cases.c.state)).all())
+    assert utc(sent["C-open"]) == scheduled and utc(sent["C-resolved"]) == planned
+    assert states == {"C-open": "told", "C-escalated": "escalated", "C-resolved": "resolved"}  # never backwards
+    engine.dispose()
 
 
 STARTER = """

@@ -74,7 +74,8 @@ def reconcile(settings: Settings, mark_sent: str | None = None, resend: str | No
             if choice == "mark_sent":
                 # Sent when its run handed it over, as the sender would have recorded it, so the
                 # confirmed message counts in the analysts' views (time to e-mail, promises kept).
-                values["sent_at"] = func.coalesce(ob.c.send_at, ob.c.planned_at)
+                # (Handed over before that was recorded: now, when a person confirmed it, at the latest.)
+                values["sent_at"] = func.coalesce(ob.c.handed_at, at)
             conn.execute(update(ob).where(ob.c.message_key == key, needs_person).values(**values))
             if choice == "mark_sent" and row["kind"] == "notice":
                 mark_told(conn, [row["case_id"]])

@@ -156,7 +156,7 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
                 if held_back:
                     conn.execute(update(ob).where(ob.c.message_key == bindparam("key"), ob.c.state == "planned")
                                  .values(state=bindparam("v_state"), state_reason=bindparam("v_reason")), held_back)
-                claimed = _claim(conn, group)
+                claimed = _claim(conn, group, as_of)
             for row, send_at in group:
                 if row["message_key"] not in claimed:  # another sender moved it out of 'planned' first
                     outcome["taken"] += 1
@@ -187,8 +187,9 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
     return counts
 
 
-def _claim(conn: Connection, group: list[tuple[dict[str, Any], datetime | None]]) -> set[str]:
-    """Move the group's messages that are still planned to 'sending'; the keys this sender now owns."""
+def _claim(conn: Connection, group: list[tuple[dict[str, Any], datetime | None]], as_of: datetime) -> set[str]:
+    """Move the group's messages that are still planned to 'sending', handed over as of this run;
+    the keys this sender now owns."""
     ob = schema.outbox
     by_send_at: dict[datetime | None, list[str]] = {}
     for row, send_at in group:
@@ -196,7 +197,8 @@ def _claim(conn: Connection, group: list[tuple[dict[str, Any], datetime | None]]
     claimed: set[str] = set()
     for send_at, keys in by_send_at.items():
         claimed |= set(conn.execute(update(ob).where(ob.c.message_key.in_(sorted(keys)), ob.c.state == "planned")
-                                    .values(state="sending", attempts=ob.c.attempts + 1, send_at=send_at)
+                                    .values(state="sending", attempts=ob.c.attempts + 1, send_at=send_at,
+                                            handed_at=as_of)
                                     .returning(ob.c.message_key)).scalars())
     return claimed
 

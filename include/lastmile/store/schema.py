@@ -174,6 +174,7 @@ outbox = Table(
     Column("planned_batch", String(40), nullable=False),
     Column("sent_at", TS),
     Column("send_at", TS),  # scheduled delivery (quiet hours); NULL: at once
+    Column("handed_at", TS),  # when the last sending run claimed it for the provider
     Column("transport_ref", Text),
     Column("attempts", Integer, nullable=False, default=0),
 )
