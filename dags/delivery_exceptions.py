@@ -27,7 +27,7 @@ from lastmile_airflow.steps import CARRIER_POOL, carrier_accounts, fetch_account
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(2, backoff=True),
+    default_args=default_args(retry_delay_minutes=2, backoff=2.0),
     # A run not finished 45 minutes after it was queued alerts ops like a failure (run by the triggerer).
     deadline=run_deadline(),
     tags=["lastmile", "customer-care"],

@@ -25,7 +25,7 @@ from lastmile_airflow.steps import build_report
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(5),
+    default_args=default_args(retry_delay_minutes=5),
     tags=["lastmile", "analytics", "ops"],
     doc_md=__doc__,
 )

@@ -42,7 +42,7 @@ from lastmile_airflow.reconcile import (
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(2),
+    default_args=default_args(retry_delay_minutes=2),
     tags=["lastmile", "customer-care", "ops"],
     doc_md=__doc__,
 )

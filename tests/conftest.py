@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 _TMP = Path(tempfile.mkdtemp(prefix="lastmile-tests-"))
-if os.environ.get("PYTEST_XDIST_WORKER"):
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     # Parallel workers (scripts/test runs pytest-xdist): each needs its own Airflow metadata database
-    # and outputs, as tests reset and fill them; an inherited home would be shared by all workers.
-    for inherited in ("AIRFLOW_HOME", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "LASTMILE_OUT_DIR"):
-        os.environ.pop(inherited, None)
+    # and outputs, as tests reset and fill them: a folder of its own inside the inherited ones.
+    for inherited in ("AIRFLOW_HOME", "LASTMILE_OUT_DIR"):
+        if os.environ.get(inherited):
+            os.environ[inherited] = str(Path(os.environ[inherited]) / worker)
+    if os.environ.get("AIRFLOW_HOME"):
+        os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{Path(os.environ['AIRFLOW_HOME']) / 'airflow.db'}"
 os.environ.setdefault("AIRFLOW_HOME", str(_TMP / "airflow"))
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
