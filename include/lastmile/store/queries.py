@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 from sqlalchemy import Connection, func, select
@@ -106,8 +106,11 @@ def previous_detection(conn: Connection, batch: str) -> datetime | None:
     return utc(value)
 
 
-def samples_before(conn: Connection, table: Any, carriers: Iterable[str], cutoffs: Mapping[str, datetime],
-                   limit: int, when: str = "learned_at") -> dict[str, pd.DataFrame]:
+K = TypeVar("K")  # what a caller keys its cutoffs by (a zone, an instant)
+
+
+def samples_before(conn: Connection, table: Any, carriers: Iterable[str], cutoffs: Mapping[K, datetime],
+                   limit: int, when: str = "learned_at") -> dict[K, pd.DataFrame]:
     """For each cutoff (e.g. the start of a time zone's day): the latest `limit` samples per carrier
     learned (`when`) before it. One read per carrier, however many cutoffs: the latest before the
     newest cutoff, plus as many as were learned between the oldest and the newest."""
