@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from lastmile.config import Settings
 from lastmile.reporting.summary import format_summary
@@ -468,3 +468,27 @@ def test_two_histories_in_one_postgres_database_do_not_share_locks(postgres_url,
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{other}" CASCADE'))
         admin.dispose()
+
+
+def test_a_record_rejected_every_hour_is_warned_about_once(db_url, caplog):
+    """A feed that keeps returning the same broken tracker: quarantined once, one warning, then a
+    single line per run, so the hourly log still shows at a glance what is new."""
+    import logging
+    from datetime import UTC, datetime
+
+    from lastmile.core.rejections import Rejection
+    from lastmile.store.db import writing
+    from lastmile.store.quarantine import store_rejections
+
+    broken = Rejection.of("easypost", "EZ1000000001", "status", "tracker payload is missing status", {"id": "trk_1"})
+    fresh = Rejection.of("easypost", "EZ1000000002", "status", "tracker payload is missing status", {"id": "trk_2"})
+    engine = prepare(db_url)
+    caplog.set_level(logging.INFO, logger="lastmile")
+    for hour, rejections in enumerate(([broken], [broken], [broken, fresh])):
+        with writing(engine) as conn:
+            store_rejections(conn, rejections, datetime(2026, 11, 20, 10 + hour, tzinfo=UTC))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum("EZ1000000001" in w for w in warnings) == 1 and sum("EZ1000000002" in w for w in warnings) == 1
+    assert sum("rejected again as before" in r.getMessage() for r in caplog.records) == 2
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.quarantine)).scalar_one() == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -20,18 +21,35 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else f"{text[:width - 12]}…(+{len(text) - width + 12})"
 
 
+KEY = ("source", "file", "row_no", "record_id", "field")
+
+
 def store_rejections(conn: Connection, rejections: list[Rejection], as_of: datetime) -> int:
-    """Keep every rejected record in `quarantine` (once per source, place, id and field) and log it."""
+    """Keep every rejected record in `quarantine` (once per source, place, id and field) and log it:
+    a warning the first time, one line for those already quarantined (a feed that keeps returning a
+    broken record must not fill every hourly log with the same warnings)."""
+    from sqlalchemy import select
+
     from lastmile.store import schema
     from lastmile.store.db import batch_key_for, upsert
 
-    for r in rejections:
-        log.warning("quarantined %s", r.message())
-    rows = {}
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    messages: dict[tuple[Any, ...], str] = {}
     for r in rejections:
         row = {"source": r.source, "record_id": _clip(r.record_id or "(empty)", RECORD_ID_WIDTH),
                "field": _clip(r.field, 64), "file": _clip(r.file, FILE_WIDTH), "row_no": r.row,
                "reason": r.reason, "payload": r.payload, "first_batch": batch_key_for(as_of),
                "first_seen_at": as_of}
-        rows.setdefault(tuple(row[k] for k in ("source", "file", "row_no", "record_id", "field")), row)
+        key = tuple(row[k] for k in KEY)
+        rows.setdefault(key, row)
+        messages.setdefault(key, r.message())
+    q = schema.quarantine.c
+    sources, ids = sorted({key[0] for key in rows}), sorted({key[3] for key in rows})
+    known = {tuple(found) for start in range(0, len(ids), 500) for found in conn.execute(
+        select(*(q[k] for k in KEY)).where(q.source.in_(sources), q.record_id.in_(ids[start:start + 500])))}
+    for key, message in messages.items():
+        if key not in known:
+            log.warning("quarantined %s", message)
+    if again := sum(1 for key in rows if key in known):
+        log.info("%d record(s) rejected again as before: already in quarantine", again)
     return upsert(conn, schema.quarantine, list(rows.values()))
