@@ -261,5 +261,6 @@ def parse(vendor: str, payloads: Iterable[tuple[str, dict[str, Any]]], observed_
 
 class TrackingSource(Protocol):
     def trackers(self, shipments: list[dict[str, Any]], as_of: datetime) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(shipment_id, EasyPost-shaped Tracker) for each shipment the carrier knows at `as_of`."""
+        """(shipment_id, EasyPost-shaped Tracker) for each shipment the carrier knows at `as_of`;
+        a shipment is asked with its shipment_id, tracking_code and carrier."""
         ...
