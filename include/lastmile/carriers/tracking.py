@@ -259,8 +259,13 @@ def parse(vendor: str, payloads: Iterable[tuple[str, dict[str, Any]]], observed_
     return PARSERS[vendor](payloads, observed_at, source=vendor)
 
 
+# What a feed is told of each shipment it is asked about: a vendor needs the code and carrier; the
+# simulator also answers with the service and the lane, as a vendor's carrier detail would.
+TRACKING_QUERY_COLUMNS = ("shipment_id", "tracking_code", "carrier", "service", "origin", "destination")
+
+
 class TrackingSource(Protocol):
     def trackers(self, shipments: list[dict[str, Any]], as_of: datetime) -> Iterator[tuple[str, dict[str, Any]]]:
         """(shipment_id, EasyPost-shaped Tracker) for each shipment the carrier knows at `as_of`;
-        a shipment is asked with its shipment_id, tracking_code and carrier."""
+        each shipment is a dict of TRACKING_QUERY_COLUMNS."""
         ...

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 
 from lastmile.carriers.accounts import TrackingAccount, vendor_of
+from lastmile.carriers.tracking import TRACKING_QUERY_COLUMNS
 from lastmile.config import Settings
 from lastmile.steps.common import quarantine, record_step, utc_instant
 from lastmile.steps.feeds import read_feed
@@ -50,10 +51,10 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
     account = account or TrackingAccount(settings.tracking_accounts[0], vendor_of(settings.tracking_accounts[0]))
     engine = engine_for(settings.db_url)
     with engine.connect() as conn:
-        # What a carrier feed is asked with (lastmile.carriers.tracking.TrackingSource): the id, the
-        # code and the carrier, not the whole row (at 1M shipments, 100k of them are in flight).
+        # What a carrier feed is asked with (lastmile.carriers.tracking.TrackingSource), not the whole
+        # row (at 1M shipments, 100k of them are in flight).
         sh = schema.shipments.c
-        active = conn.execute(select(sh.shipment_id, sh.tracking_code, sh.carrier).where(
+        active = conn.execute(select(*(sh[c] for c in TRACKING_QUERY_COLUMNS)).where(
             sh.shipment_id.in_(progress.in_flight(as_of)), sh.created_at <= as_of,
             _routed_to(account.name, settings))).mappings().all()
     feed = read_feed(settings, account, [dict(r) for r in active], as_of)
