@@ -11,6 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 _TMP = Path(tempfile.mkdtemp(prefix="lastmile-tests-"))
 atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+if os.environ.get("AIRFLOW_HOME") == str(ROOT / ".airflow"):
+    # pytest run by hand after `source scripts/env.sh`: never reset the demo's Airflow database or
+    # write into its outputs; use the homes ./scripts/test uses.
+    os.environ["AIRFLOW_HOME"] = str(ROOT / ".airflow" / "test")
+    if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") in (None, f"sqlite:///{ROOT / '.airflow' / 'airflow.db'}"):
+        os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{ROOT / '.airflow' / 'test' / 'airflow.db'}"
+    if os.environ.get("LASTMILE_OUT_DIR") == str(ROOT / "out"):
+        os.environ["LASTMILE_OUT_DIR"] = str(ROOT / "out" / "test")
 if worker := os.environ.get("PYTEST_XDIST_WORKER"):
     # Parallel workers (scripts/test runs pytest-xdist): each needs its own Airflow metadata database
     # and outputs, as tests reset and fill them: a folder of its own inside the inherited ones.
