@@ -32,6 +32,7 @@ def store_rejections(conn: Connection, rejections: list[Rejection], as_of: datet
 
     from lastmile.store import schema
     from lastmile.store.db import batch_key_for, upsert
+    from lastmile.store.queries import chunks
 
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     messages: dict[tuple[Any, ...], str] = {}
@@ -44,9 +45,9 @@ def store_rejections(conn: Connection, rejections: list[Rejection], as_of: datet
         rows.setdefault(key, row)
         messages.setdefault(key, r.message())
     q = schema.quarantine.c
-    sources, ids = sorted({key[0] for key in rows}), sorted({key[3] for key in rows})
-    known = {tuple(found) for start in range(0, len(ids), 500) for found in conn.execute(
-        select(*(q[k] for k in KEY)).where(q.source.in_(sources), q.record_id.in_(ids[start:start + 500])))}
+    sources = sorted({key[0] for key in rows})
+    known = {tuple(found) for part in chunks(key[3] for key in rows) for found in conn.execute(
+        select(*(q[k] for k in KEY)).where(q.source.in_(sources), q.record_id.in_(part)))}
     for key, message in messages.items():
         if key not in known:
             log.warning("quarantined %s", message)
