@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select, update
 
@@ -19,9 +19,6 @@ from lastmile.steps.record_history import CASE_EVENT_KEY
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
 from lastmile.store.queries import chunks
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("lastmile")
 
