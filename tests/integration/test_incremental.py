@@ -8,6 +8,7 @@ every shipment every run (LASTMILE_FULL_DETECT=1). Detections, windows, cases an
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from lastmile.config import Settings
 from lastmile.steps import pipeline
 from lastmile.store import schema
 from lastmile.store.db import prepare
+from lastmile.store.db import utc as utc_
 
 START = datetime(2026, 11, 18, 20, tzinfo=UTC)
 RUNS = [START + timedelta(hours=3 * n) for n in range(14)]  # 20:00Z to 11:00Z two days later
@@ -64,3 +66,74 @@ def test_changed_only_equals_everything_every_run(tmp_path, sim_400):
                 schema.run_steps.c.as_of == as_of)).scalar_one().count('"mode": "changed"'))
     assert sum(checked) == len(RUNS) - 1, "every run after the first re-detected only what changed"
     assert _state(full)["outbox"], "the shop produced e-mails to compare"
+
+
+def _kept_vs_learned_again(settings: Settings, as_of: datetime) -> tuple[dict, dict]:
+    """Every kept threshold table and window level, and the same learned again from the samples now."""
+    from lastmile.core import thresholds
+    from lastmile.steps.compute_windows import learned_levels
+    from lastmile.steps.detect_exceptions import learned_thresholds
+
+    t = schema.learned_statistics
+    with prepare(settings.db_url).connect() as conn, conn.begin() as tx:
+        rows = conn.execute(select(t.c.kind, t.c.cutoff, t.c.payload)).all()
+        kept = {(kind, utc_(cutoff)): json.loads(payload) for kind, cutoff, payload in rows}
+        conn.execute(t.delete())
+        cutoffs = {cutoff for _, cutoff in kept}
+        configured = thresholds.load()
+        again = {("thresholds", c): table.to_json()
+                 for c, table in learned_thresholds(conn, configured, cutoffs, as_of).items()}
+        for c, levels in learned_levels(conn, cutoffs, as_of).items():
+            again.update({(kind, c): lv.to_json() for kind, lv in zip(
+                ("transit", "estimate_errors", "after_exception"), levels, strict=True)})
+        tx.rollback()
+    return kept, {key: again[key] for key in kept}
+
+
+def test_what_is_kept_is_what_learning_again_gives_in_any_order(tmp_path, sim_400):
+    """Thresholds and window levels are learned once per cutoff and kept; after every run, in any
+    order (an earlier date again, a gap, the latest again), each kept value equals what learning it
+    again from the samples as they stand gives: nothing stale survives a sample that changed."""
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'h.db'}", source="simulated", email_transport="file",
+                        out_dir=tmp_path, sim_dir=sim_400, sim_seed=7, sim_orders=400)
+    prepare(settings.db_url)
+    order = [*RUNS[:6], RUNS[2], RUNS[9], RUNS[7], RUNS[13], RUNS[13], RUNS[11]]
+    reused = 0
+    for as_of in order:
+        pipeline.run_all(settings, as_of)
+        kept, again = _kept_vs_learned_again(settings, as_of)
+        assert kept, f"nothing kept after the run at {as_of.isoformat()}"
+        assert kept == again, f"a kept value is stale after the run at {as_of.isoformat()}"
+        with prepare(settings.db_url).connect() as conn:
+            reused += sum(1 for computed_at in conn.execute(select(schema.learned_statistics.c.computed_at)).scalars()
+                          if computed_at is not None and utc_(computed_at) < as_of)
+    assert reused, "runs after the first read what earlier runs learned"
+
+
+def test_a_late_delivery_scan_is_learned_into_the_days_already_kept(tmp_path, sim_400):
+    """A feed that hands over a delivery hours late: the parcel counts for the cutoffs already kept
+    since it was delivered, so those are learned again (not left as they were)."""
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'h.db'}", source="simulated", email_transport="file",
+                        out_dir=tmp_path, sim_dir=sim_400, sim_seed=7, sim_orders=400)
+    prepare(settings.db_url)
+    for as_of in RUNS[:5]:
+        pipeline.run_all(settings, as_of)
+    t, sc, ts = schema.learned_statistics.c, schema.scans.c, schema.tracking_state.c
+    with prepare(settings.db_url).begin() as conn:
+        earliest_cutoff = min(utc_(c) for c in conn.execute(select(t.cutoff).where(t.kind == "transit")).scalars())
+        moving = select(sc.shipment_id).where(sc.status == "in_transit", sc.occurred_at < earliest_cutoff
+                                              - timedelta(hours=2))
+        sid = conn.execute(select(ts.shipment_id).where(ts.finished_at.is_(None), ts.shipment_id.in_(moving))
+                           .order_by(ts.shipment_id).limit(1)).scalar_one()
+        conn.execute(schema.scans.insert(), [{
+            "scan_id": "late-delivery", "shipment_id": sid, "occurred_at": earliest_cutoff - timedelta(minutes=30),
+            "utc_offset_minutes": 0, "status": "delivered", "reason": None, "carrier_status": "delivered",
+            "carrier_status_detail": "", "message": "Delivered", "city": None, "country": None, "raw": "{}",
+            "first_seen_at": RUNS[5] - timedelta(minutes=10)}])
+    pipeline.run_all(settings, RUNS[5])
+    with prepare(settings.db_url).connect() as conn:
+        learned_sample = conn.execute(select(schema.transit_samples.c.delivered_at).where(
+            schema.transit_samples.c.shipment_id == sid)).scalar_one()
+    assert utc_(learned_sample) < earliest_cutoff
+    kept, again = _kept_vs_learned_again(settings, RUNS[5])
+    assert kept == again

@@ -133,3 +133,26 @@ def test_before_a_carrier_s_rhythm_is_known_a_silence_is_never_called_lost():
     zoned = ZonedThresholds({"America/New_York": learned(configured, pd.DataFrame(
         columns=["carrier", "service", "max_gap_bd", "pickup_wait_bd"]), carriers=["UPS"])}, configured)
     assert "lost" in set(detect(*frames(ships, scans), utc(as_of), zoned)["exception_type"])
+
+
+def test_a_kept_table_is_the_learned_one_for_any_batch_of_carriers():
+    """A table learned from every carrier, kept as JSON and read back, judges a batch exactly as
+    learning it for that batch's carriers alone would (a carrier never delivered: a cold start)."""
+    import json
+
+    import pandas as pd
+
+    from lastmile.core.thresholds import ThresholdTable, cold_started, learned
+
+    samples = pd.concat([_delivered("UPS", "Ground", [1, 2, 6] * 20).assign(origin="US-TX", destination="US-NY"),
+                         _delivered("DHL", "Express", [1, 2]).assign(origin="DE", destination="FR")],
+                        ignore_index=True)
+    configured = ThresholdTable(overrides={("FedEx", None): Thresholds(4, 9, 3)})
+    kept = ThresholdTable.from_json(json.loads(json.dumps(learned(configured, samples, ["UPS", "DHL"]).to_json())))
+    for batch in (["UPS"], ["DHL", "GLS"], ["FedEx", "GLS", "UPS"]):
+        for carrier, service, lane in (("UPS", "Ground", ("US-TX", "US-NY")), ("DHL", "Express", ("DE", "FR")),
+                                       ("GLS", "Parcel", ("DE", "AT")), ("FedEx", "Home", ("US", "US"))):
+            if carrier in batch:
+                assert (cold_started(kept, configured, batch).for_shipment(carrier, service, *lane)
+                        == learned(configured, samples, batch).for_shipment(carrier, service, *lane))
+    assert not cold_started(kept, configured, ["GLS"]).for_shipment("GLS", "Parcel").lost_by_silence

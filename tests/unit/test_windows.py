@@ -144,3 +144,31 @@ def test_a_long_silence_is_given_at_least_as_long_again_until_the_shop_knows_bet
     w = revised_window(SHIP, "stalled", utc("2026-10-23T15:00:00+00:00"), None, history([1, 2, 3] * 20),
                        utc("2026-11-02T16:00:00+00:00"), evidence_at=utc("2026-10-26T15:00:00+00:00"))
     assert w.latest >= date(2026, 11, 9)  # at least 5 more business days
+
+
+def test_levels_kept_as_json_give_the_same_windows():
+    """The grouped samples a day's windows learn from are kept as JSON: read back, every window is
+    the same (lane, service, carrier and every-carrier levels; estimate errors by kind)."""
+    import json
+
+    from lastmile.core.windows import SampleLevels, after_levels, error_levels, transit_levels
+
+    def again(levels: SampleLevels) -> SampleLevels:
+        return SampleLevels.from_json(json.loads(json.dumps(levels.to_json())))
+
+    transit = pd.concat([history([2, 3, 3, 4] * 10), history([5, 6] * 3, destination="US-BOSTON"),
+                         history([1, 9] * 20, carrier="DHL")], ignore_index=True)
+    record = pd.concat([errors([0] * 40, revision=True), errors([0, 1, 2, 4] * 10, revision=False)])
+    stalls = after("stalled", [4, 5, 6, 6, 7, 8, 9, 10, 11, 12] * 4 + [2] * 10)
+    empty = after("late", [])
+    for ship in (SHIP, SHIP.replace("US-BROOKLYN", "US-BOSTON"),
+                 SHIP.replace("UPS", "GLS")):
+        for kind, estimate in (("late", None), ("stalled", None), ("reshipped", date(2026, 11, 25))):
+            args = (ship, kind, utc("2026-10-27T15:00:00+00:00"), estimate)
+            kwargs = {"evidence_at": utc("2026-10-28T15:00:00+00:00"), "estimate_after_evidence": True}
+            built = revised_window(*args, transit_levels(transit), utc("2026-11-02T16:00:00+00:00"),
+                                   error_levels(record), after=after_levels(stalls), **kwargs)
+            read = revised_window(*args, again(transit_levels(transit)), utc("2026-11-02T16:00:00+00:00"),
+                                  again(error_levels(record)), after=again(after_levels(stalls)), **kwargs)
+            assert built == read
+    assert again(after_levels(empty)).size == 0 and again(transit_levels(transit)).size == len(transit)

@@ -6,7 +6,7 @@ import math
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,18 @@ class ThresholdTable:
     def for_shipment(self, carrier: str, service: str, origin: str = "", destination: str = "") -> Thresholds:
         return (self.lanes.get((carrier, service, origin, destination)) or self.overrides.get((carrier, service))
                 or self.overrides.get((carrier, None)) or self.default)
+
+    def to_json(self) -> dict[str, Any]:
+        """The table as plain JSON (a learned table is kept in the history, see store/learned.py)."""
+        return {"default": asdict(self.default),
+                "overrides": [[carrier, service, asdict(t)] for (carrier, service), t in self.overrides.items()],
+                "lanes": [[*lane, asdict(t)] for lane, t in self.lanes.items()]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ThresholdTable:
+        return cls(Thresholds(**data["default"]),
+                   {(carrier, service): Thresholds(**t) for carrier, service, t in data["overrides"]},
+                   {(c, s, o, d): Thresholds(**t) for c, s, o, d, t in data["lanes"]})
 
     def columns(self, shipments: pd.DataFrame) -> pd.DataFrame:
         """One row of thresholds per shipment row (same index), for vectorised rules."""
@@ -119,6 +131,17 @@ def learned(configured: ThresholdTable, samples: pd.DataFrame, carriers: Iterabl
             key = tuple(str(v) for v in lane)
             lanes[key] = fit(configured.for_shipment(key[0], key[1]), group, services[(key[0], key[1])])  # type: ignore[index]
     return ThresholdTable(configured.default, overrides, lanes)  # type: ignore[arg-type]
+
+
+def cold_started(table: ThresholdTable, configured: ThresholdTable, carriers: Iterable[str]) -> ThresholdTable:
+    """`table` (learned from every carrier's delivered parcels) for a batch with these `carriers`:
+    a carrier with no delivered parcel at all and no section in the thresholds file is in a cold
+    start (see `learned`), exactly as if `learned` had been asked about it."""
+    cold = {c for c in carriers if (c, None) not in table.overrides and (c, None) not in configured.overrides}
+    if not cold:
+        return table
+    return ThresholdTable(table.default, {**table.overrides, **{
+        (c, None): replace(configured.default, lost_by_silence=False) for c in cold}}, table.lanes)
 
 
 def _at_least(a: Thresholds, b: Thresholds) -> Thresholds:

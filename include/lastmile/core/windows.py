@@ -7,8 +7,11 @@ average; both ends are business days in the destination, and a window never star
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -49,6 +52,8 @@ class SampleLevels:
     """Learned samples grouped once per run by lane, service and carrier (within `by`, such as the
     exception type), so each of a batch's windows looks its samples up instead of filtering a frame."""
 
+    JSON_FORMAT = 2  # of to_json: a change makes kept levels be grouped again
+
     def __init__(self, frame: pd.DataFrame, value: str, by: tuple[str, ...] = (),
                  levels: tuple[tuple[str, tuple[str, ...]], ...] = LEVELS, dtype: type | None = None) -> None:
         values = frame[value].to_numpy(dtype=dtype)
@@ -62,6 +67,42 @@ class SampleLevels:
                 groups[()] = values
             self._groups[name] = groups
         self._empty = values[:0]
+
+    @property
+    def size(self) -> int:
+        """How many samples, counted at the widest level."""
+        return sum(len(v) for v in self._groups[self._levels[-1][0]].values()) if self._levels else 0
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (what a day learned is kept in the history, see store/learned.py): per level,
+        its keys and one flat array of values (base64, little-endian) cut at `ends`."""
+        # (an empty read gives an object column: its numbers are kept as floats)
+        dtype = (np.dtype(float) if self._empty.dtype.kind == "O" else self._empty.dtype).newbyteorder("<")
+        out: dict[str, Any] = {"levels": [[name, list(cols)] for name, cols in self._levels],
+                               "dtype": dtype.str, "groups": {}}
+        for name, groups in self._groups.items():
+            keys = list(groups)
+            arrays = [groups[k] for k in keys]
+            values = np.concatenate(arrays).astype(dtype) if arrays else np.empty(0, dtype)
+            out["groups"][name] = {
+                "keys": [[v.item() if isinstance(v, np.generic) else v for v in k] for k in keys],
+                "ends": np.cumsum([len(a) for a in arrays], dtype=np.int64).tolist(),
+                "values": base64.b64encode(values.tobytes()).decode()}
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SampleLevels:
+        levels = cls.__new__(cls)
+        dtype = np.dtype(data["dtype"])
+        levels._levels = tuple((name, tuple(cols)) for name, cols in data["levels"])
+        levels._empty = np.empty(0, dtype=dtype)
+        levels._groups = {}
+        for name, group in data["groups"].items():
+            values = np.frombuffer(base64.b64decode(group["values"]), dtype=dtype)
+            starts = [0, *group["ends"][:-1]] if group["ends"] else []
+            levels._groups[name] = {tuple(k): values[a:b] for k, a, b in zip(group["keys"], starts, group["ends"],
+                                                                              strict=True)}
+        return levels
 
     @classmethod
     def of(cls, samples: SampleLevels | pd.DataFrame | None, value: str, by: tuple[str, ...] = (),

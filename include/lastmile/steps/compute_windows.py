@@ -2,13 +2,15 @@
 
 Windows learn from the transit times, estimate errors and times after an exception kept per
 delivered parcel (`transit_samples`, `estimate_samples`, `exception_samples`, written by
-detect_exceptions as parcels are delivered),
-read only for the carriers this batch needs a window for.
+detect_exceptions as parcels are delivered): the latest of each carrier (and exception) delivered
+before the start of the destination's day, grouped by lane, service and carrier once per day and
+kept (store/learned.py), so an hour reads what it needs for this batch and nothing else.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +20,8 @@ from sqlalchemy import Connection, bindparam, select, update
 from lastmile.config import Settings
 from lastmile.core.calendar import start_of_local_day
 from lastmile.core.windows import (
-    MIN_SAMPLES,
+    LEVELS,
+    SampleLevels,
     after_levels,
     error_levels,
     estimate_is_fresh,
@@ -26,9 +29,9 @@ from lastmile.core.windows import (
     transit_levels,
 )
 from lastmile.steps.common import record_step, utc_instant
-from lastmile.store import schema
-from lastmile.store.db import batch_key_for, engine_for, writing
-from lastmile.store.queries import estimates_until, rows_of
+from lastmile.store import learned, schema
+from lastmile.store.db import batch_key_for, engine_for, utc, writing
+from lastmile.store.queries import distinct_keys, estimates_until, rows_of, samples_before
 
 log = logging.getLogger("lastmile")
 
@@ -48,10 +51,6 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
                 "open_detections": 0, "windows_given": 0, "no_honest_date": 0, "delivered_history": 0})
         ids = set(dets["shipment_id"])
         shipments = rows_of(conn, select(schema.shipments), schema.shipments.c.shipment_id, ids)
-        carriers = set(shipments["carrier"])
-        history = _samples(conn, schema.transit_samples, carriers, as_of)
-        errors = _samples(conn, schema.estimate_samples, carriers, as_of)
-        after = _exception_samples(conn, carriers, set(dets["exception_type"]), as_of)
         sc = schema.scans.c
         moving = rows_of(conn, select(sc.shipment_id, sc.occurred_at).where(
             sc.status != "pre_transit", sc.occurred_at <= as_of), sc.shipment_id, ids)
@@ -64,14 +63,13 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
         by_id = shipments.set_index("shipment_id")
         # What was learned by the start of the destination's day: a window changes once a day (or
         # when its parcel's facts change), not every hour as other parcels arrive.
-        # Grouped once per zone, so each window looks its samples up.
-        learned = {tz: (transit_levels(_before(history, tz, as_of)), error_levels(_before(errors, tz, as_of)),
-                        after_levels(_before(after, tz, as_of)))
-                   for tz in set(shipments["dest_tz"])}
+        starts = {tz: start_of_local_day(as_of, tz) for tz in set(shipments["dest_tz"])}
+        kept = learned_levels(conn, set(starts.values()), as_of)
+        learned_by_zone = {tz: kept[utc(start)] for tz, start in starts.items()}  # type: ignore[index]
         windows: list[dict[str, Any]] = []
         for det in dets.itertuples():
             shipment = by_id.loc[det.shipment_id]
-            history_then, errors_then, after_then = learned[shipment["dest_tz"]]
+            history_then, errors_then, after_then = learned_by_zone[shipment["dest_tz"]]
             acc = accepted.get(det.shipment_id)
             est = current.loc[det.shipment_id] if det.shipment_id in current.index else None
             window = revised_window(
@@ -95,47 +93,32 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
         given = len(windows)
         return record_step(conn, as_of, "compute_windows", {
             "open_detections": len(dets), "windows_given": given, "no_honest_date": len(dets) - given,
-            "delivered_history": len(history)})
+            "delivered_history": max((levels[0].size for levels in kept.values()), default=0)})
 
 
-def _before(samples: pd.DataFrame, tz: str, as_of: datetime) -> pd.DataFrame:
-    """The samples delivered before the start of `as_of`'s day in `tz`."""
-    # (not Timestamp.normalize(): where DST starts at midnight, as in Brazil until 2019, that
-    # midnight does not exist)
-    return samples[pd.to_datetime(samples["delivered_at"], utc=True) < pd.Timestamp(start_of_local_day(as_of, tz))]
+# How windows learn from samples (a change makes the kept levels be grouped again).
+WINDOWS_CODE = (RECENT, RECENT_AFTER, [[name, list(cols)] for name, cols in LEVELS], SampleLevels.JSON_FORMAT)
+Learned = tuple[SampleLevels, SampleLevels, SampleLevels]
 
 
-def _samples(conn: Connection, table: Any, carriers: set[str], as_of: datetime) -> pd.DataFrame:
-    """The most recent samples delivered by `as_of` for these carriers, and the most recent of all
-    carriers when one has too few (windows fall back from lane to service to carrier to
-    everything). Recent behaviour is what a window should follow, and the read stays the same size
-    however long the history grows."""
-    recent = select(table).where(table.c.delivered_at <= as_of).order_by(table.c.delivered_at.desc())
-    frames = [pd.read_sql(recent.where(table.c.carrier == carrier).limit(RECENT), conn) for carrier in sorted(carriers)]
-    frame = pd.concat([f for f in frames if not f.empty] or [pd.read_sql(recent.limit(0), conn)], ignore_index=True)
-    with_revision = "revision" in frame
-    counts = frame.groupby(["carrier", "revision"] if with_revision else ["carrier"]).size()
+def learned_levels(conn: Connection, cutoffs: set[datetime], as_of: datetime) -> dict[datetime, Learned]:
+    """Per cutoff: the transit times, estimate errors and times after an exception of the latest
+    parcels of every carrier (and exception) delivered before it, grouped for revised_window."""
+    version = learned.version(WINDOWS_CODE)
 
-    def enough(carrier: str, revision: bool | None) -> bool:
-        return int(counts.get((carrier, revision) if with_revision else carrier, 0)) >= MIN_SAMPLES
+    def grouped(table: Any, by: tuple[str, ...], limit: int,
+                levels: Callable[[pd.DataFrame], SampleLevels | None]) -> Callable[[set[datetime]], dict[datetime, Any]]:
+        def compute(missing: set[datetime]) -> dict[datetime, Any]:
+            # Every carrier, not only this batch's: a kept value serves every later batch of the day.
+            frames = samples_before(conn, table, distinct_keys(conn, table, by), {c: c for c in missing}, limit,
+                                    when="delivered_at", by=by)
+            return {cutoff: levels(frame) for cutoff, frame in frames.items()}
+        return compute
 
-    if not all(enough(c, r) for c in carriers for r in ((True, False) if with_revision else (None,))):
-        frame = pd.concat([frame, pd.read_sql(recent.limit(RECENT), conn)], ignore_index=True).drop_duplicates(
-            [c.name for c in table.primary_key.columns])
-    return frame
-
-
-def _exception_samples(conn: Connection, carriers: set[str], kinds: set[str], as_of: datetime) -> pd.DataFrame:
-    """The latest delivered parcels with each exception this batch gives a window after, per carrier;
-    of every carrier too where one carrier has too few."""
-    t = schema.exception_samples
-    recent = select(t).where(t.c.delivered_at <= as_of).order_by(t.c.delivered_at.desc()).limit(RECENT_AFTER)
-    per_carrier = {(kind, carrier): pd.read_sql(recent.where(t.c.exception_type == kind, t.c.carrier == carrier), conn)
-                   for kind in sorted(kinds) for carrier in sorted(carriers)}
-    thin = sorted({kind for (kind, _), f in per_carrier.items() if len(f) < MIN_SAMPLES})
-    frames = [*per_carrier.values(), *(pd.read_sql(recent.where(t.c.exception_type == kind), conn) for kind in thin)]
-    frames = [f for f in frames if not f.empty]
-    if not frames:
-        return pd.read_sql(recent.limit(0), conn)
-    return pd.concat(frames, ignore_index=True).drop_duplicates(["shipment_id", "exception_type"])
-
+    kinds = (("transit", schema.transit_samples, ("carrier",), RECENT, transit_levels),
+             ("estimate_errors", schema.estimate_samples, ("carrier",), RECENT, error_levels),
+             ("after_exception", schema.exception_samples, ("exception_type", "carrier"), RECENT_AFTER, after_levels))
+    found = [learned.kept(conn, kind, version, cutoffs, as_of, grouped(table, by, limit, levels),
+                          SampleLevels.to_json, SampleLevels.from_json)
+             for kind, table, by, limit, levels in kinds]
+    return {cutoff: (found[0][cutoff], found[1][cutoff], found[2][cutoff]) for cutoff in found[0]}

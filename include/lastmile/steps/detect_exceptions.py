@@ -32,10 +32,11 @@ from lastmile.core import detection, thresholds
 from lastmile.core.calendar import start_of_local_day
 from lastmile.core.windows import estimate_errors, exception_history, transit_history
 from lastmile.steps.common import record_step, superseded, utc_instant
-from lastmile.store import progress, schema
-from lastmile.store.db import batch_key_for, engine_for, upsert, writing
+from lastmile.store import learned, progress, schema
+from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
 from lastmile.store.queries import (
     chunks,
+    distinct_keys,
     estimates_until,
     feed_states,
     previous_detection,
@@ -132,6 +133,9 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
 KNOWN_BEFORE_START = datetime(1970, 1, 1, tzinfo=UTC)
 # Delivered parcels per carrier that the silence thresholds learn from: the latest ones.
 RHYTHM_SAMPLES = 5000
+# How thresholds are learned from samples (a change makes the kept tables be learned again).
+THRESHOLDS_CODE = (thresholds.STALLED_QUANTILE, thresholds.LOST_QUANTILE, thresholds.PICKUP_QUANTILE,
+                   thresholds.LOST_MARGIN, thresholds.MIN_SAMPLES)
 
 
 def _thresholds(conn: Connection, shipments: pd.DataFrame, as_of: datetime) -> thresholds.ZonedThresholds:
@@ -139,13 +143,26 @@ def _thresholds(conn: Connection, shipments: pd.DataFrame, as_of: datetime) -> t
     by the start of the destination's day (so they move only when that zone's parcels are all
     looked at again: incremental and full detection agree)."""
     configured = thresholds.load()
-    midnights = {tz: start_of_local_day(as_of, tz) for tz in set(shipments["dest_tz"])}
-    # Zones whose day began at the same instant learn from the same samples: one table for them all.
-    per_start = samples_before(conn, schema.transit_samples, set(shipments["carrier"]),
-                               {start: start for start in set(midnights.values())}, RHYTHM_SAMPLES)
+    midnights = {tz: utc(start_of_local_day(as_of, tz)) for tz in set(shipments["dest_tz"])}
+    tables = learned_thresholds(conn, configured, set(midnights.values()), as_of)  # type: ignore[arg-type]
     carriers = set(shipments["carrier"].astype(str))
-    tables = {start: thresholds.learned(configured, frame, carriers) for start, frame in per_start.items()}
-    return thresholds.ZonedThresholds({tz: tables[start] for tz, start in midnights.items()}, configured)
+    tables = {start: thresholds.cold_started(table, configured, carriers) for start, table in tables.items()}
+    return thresholds.ZonedThresholds({tz: tables[start] for tz, start in midnights.items()}, configured)  # type: ignore[index]
+
+
+def learned_thresholds(conn: Connection, configured: thresholds.ThresholdTable, cutoffs: set[datetime],
+                       as_of: datetime) -> dict[datetime, thresholds.ThresholdTable]:
+    """Per cutoff, the thresholds learned from every carrier's parcels learned before it: each
+    learned once, by the first run that needs it, and kept (store/learned.py)."""
+
+    def fit(starts: set[datetime]) -> dict[datetime, thresholds.ThresholdTable]:
+        # Every carrier, not only this batch's: a kept table serves every later batch of the day.
+        carriers = {key[0] for key in distinct_keys(conn, schema.transit_samples, ("carrier",))}
+        per_start = samples_before(conn, schema.transit_samples, carriers, {s: s for s in starts}, RHYTHM_SAMPLES)
+        return {start: thresholds.learned(configured, frame, carriers) for start, frame in per_start.items()}
+
+    return learned.kept(conn, "thresholds", learned.version(configured.to_json(), RHYTHM_SAMPLES, THRESHOLDS_CODE),
+                        cutoffs, as_of, fit, thresholds.ThresholdTable.to_json, thresholds.ThresholdTable.from_json)
 
 
 def _new_day(tz: str, previous: datetime, as_of: datetime) -> bool:
@@ -166,14 +183,18 @@ def _learn_transit(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFram
     `learned_at` is kept from the first time a parcel is learned (later writes leave it)."""
     transit = transit_history(shipments, scans, as_of).merge(
         detection.rhythm(shipments, scans, as_of), on="shipment_id", how="left")
-    upsert(conn, schema.transit_samples, [
+    rows = [
         {"shipment_id": r.shipment_id, "carrier": r.carrier, "service": r.service, "origin": r.origin,
          "destination": r.destination, "accepted_at": r.accepted.to_pydatetime(),
          "delivered_at": r.delivered.to_pydatetime(), "transit_bd": int(r.transit_bd),
          "max_gap_bd": None if pd.isna(r.max_gap_bd) else int(r.max_gap_bd),
          "pickup_wait_bd": None if pd.isna(r.pickup_wait_bd) else int(r.pickup_wait_bd), "learned_at": learned_at}
-        for r in transit.itertuples()], update=["accepted_at", "delivered_at", "transit_bd", "max_gap_bd",
-                                                "pickup_wait_bd"])
+        for r in transit.itertuples()]
+    updated = ["accepted_at", "delivered_at", "transit_bd", "max_gap_bd", "pickup_wait_bd"]
+    # Thresholds count a sample from when it was learned, windows from its delivery.
+    learned.forget_changed(conn, schema.transit_samples, rows, {"thresholds": ["learned_at"],
+                                                                "transit": ["delivered_at"]})
+    upsert(conn, schema.transit_samples, rows, update=updated)
     return transit
 
 
@@ -183,17 +204,24 @@ def _learn(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, estim
     how far each of its carrier estimates missed, and how long it still took after each exception."""
     transit = _learn_transit(conn, shipments, scans, as_of, as_of)
     errors = estimate_errors(shipments, scans, estimates, as_of)
-    upsert(conn, schema.estimate_samples, [
+    _keep_samples(conn, schema.estimate_samples, "estimate_errors", [
         {"shipment_id": r.shipment_id, "est_delivery_date": pd.Timestamp(r.est_delivery_date).date(),
          "carrier": r.carrier, "service": r.service, "revision": bool(r.revision),
          "delivered_at": r.delivered_at.to_pydatetime(), "error_bd": int(r.error_bd)}
-        for r in errors.itertuples()], update=["revision", "delivered_at", "error_bd"])
+        for r in errors.itertuples()], ["revision", "delivered_at", "error_bd"])
     after = exception_history(found, transit)
-    upsert(conn, schema.exception_samples, [
+    _keep_samples(conn, schema.exception_samples, "after_exception", [
         {"shipment_id": r.shipment_id, "exception_type": r.exception_type, "carrier": r.carrier,
          "service": r.service, "origin": r.origin, "destination": r.destination,
          "evidence_at": r.evidence_at.to_pydatetime(), "delivered_at": r.delivered_at.to_pydatetime(),
          "remaining_bd": int(r.remaining_bd)}
-        for r in after.itertuples()], update=["evidence_at", "delivered_at", "remaining_bd"])
+        for r in after.itertuples()], ["evidence_at", "delivered_at", "remaining_bd"])
     return {"transit_samples_seen": len(transit), "estimate_samples_seen": len(errors),
             "exception_samples_seen": len(after)}
+
+
+def _keep_samples(conn: Connection, table: Any, kind: str, rows: list[dict[str, Any]], updated: list[str]) -> None:
+    """Upsert samples a window learns from by delivery; what was kept of `kind` for a later
+    cutoff than a changed sample's delivery is forgotten (it would now be learned differently)."""
+    learned.forget_changed(conn, table, rows, {kind: ["delivered_at"]})
+    upsert(conn, table, rows, update=updated)

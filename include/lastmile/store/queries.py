@@ -109,30 +109,50 @@ def previous_detection(conn: Connection, batch: str) -> datetime | None:
 K = TypeVar("K")  # what a caller keys its cutoffs by (a zone, an instant)
 
 
-def samples_before(conn: Connection, table: Any, carriers: Iterable[str], cutoffs: Mapping[K, datetime],
-                   limit: int, when: str = "learned_at") -> dict[K, pd.DataFrame]:
-    """For each cutoff (e.g. the start of a time zone's day): the latest `limit` samples per carrier
-    learned (`when`) before it. One read per carrier, however many cutoffs: the latest before the
-    newest cutoff, plus as many as were learned between the oldest and the newest."""
+def samples_before(conn: Connection, table: Any, groups: Iterable[str | tuple[str, ...]], cutoffs: Mapping[K, datetime],
+                   limit: int, when: str = "learned_at", by: tuple[str, ...] = ("carrier",)) -> dict[K, pd.DataFrame]:
+    """For each cutoff (e.g. the start of a time zone's day): the latest `limit` samples of each
+    group (values of the `by` columns: a carrier by default) learned (`when`) before it. One read
+    per group, however many cutoffs: the latest before the newest cutoff, plus as many as were
+    learned between the oldest and the newest."""
     if not cutoffs:
         return {}
     newest, oldest = max(cutoffs.values()), min(cutoffs.values())
     c = table.c
     at = c[when]
     frames = []
-    for carrier in sorted(set(carriers)):
+    for group in sorted({g if isinstance(g, tuple) else (g,) for g in groups}):
+        same = [c[col] == value for col, value in zip(by, group, strict=True)]
         between = conn.execute(select(func.count()).select_from(table).where(
-            c.carrier == carrier, at >= oldest, at < newest)).scalar_one()
-        frames.append(pd.read_sql(select(table).where(c.carrier == carrier, at < newest)
-                                  .order_by(at.desc(), c[table.primary_key.columns.keys()[0]])
+            *same, at >= oldest, at < newest)).scalar_one()
+        frames.append(pd.read_sql(select(table).where(*same, at < newest)
+                                  .order_by(at.desc(), *(c[k] for k in table.primary_key.columns.keys()))
                                   .limit(limit + between), conn))
     frames = [f for f in frames if not f.empty]
     if not frames:
         return {key: pd.read_sql(select(table).limit(0), conn) for key in cutoffs}
     read = pd.concat(frames, ignore_index=True)
     read[when] = pd.to_datetime(read[when], utc=True)
-    return {key: read[read[when] < pd.Timestamp(cutoff)].groupby("carrier", sort=False).head(limit)
+    return {key: read[read[when] < pd.Timestamp(cutoff)].groupby(list(by), sort=False).head(limit)
             for key, cutoff in cutoffs.items()}
+
+
+def distinct_keys(conn: Connection, table: Any, columns: tuple[str, ...],
+                  prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The distinct values of `columns` (the leading columns of an index), one index probe per value
+    found instead of a scan of the table: a handful of carriers among millions of samples."""
+    c = table.c
+    same = [c[col] == value for col, value in zip(columns, prefix, strict=False)]
+    column = c[columns[len(prefix)]]
+    found: list[tuple[Any, ...]] = []
+    value = conn.execute(select(func.min(column)).where(*same)).scalar()
+    while value is not None:
+        if len(prefix) + 1 == len(columns):
+            found.append((*prefix, value))
+        else:
+            found.extend(distinct_keys(conn, table, columns, (*prefix, value)))
+        value = conn.execute(select(func.min(column)).where(*same, column > value)).scalar()
+    return found
 
 
 def unmapped_codes(conn: Connection, since: datetime, until: datetime) -> dict[str, int]:

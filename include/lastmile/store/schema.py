@@ -300,6 +300,17 @@ tracking_state = Table(
     Column("shipment_id", String(64), primary_key=True),
     Column("finished_at", TS, index=True),
 )
+learned_statistics = Table(
+    # A derived cache: what the rules and windows learned from the samples above as of a cutoff (the
+    # start of a destination's day), computed once and read every hour after. Rows are forgotten
+    # when samples before their cutoff change; deleting any of them only costs a recomputation.
+    "learned_statistics", metadata,
+    Column("kind", String(32), primary_key=True),  # thresholds, transit, estimate_errors, after_exception
+    Column("version", String(16), primary_key=True),  # of the settings and code that computed it
+    Column("cutoff", TS, primary_key=True),
+    Column("computed_at", TS, nullable=False),  # the instant of the run that computed it
+    Column("payload", Text, nullable=False),  # JSON
+)
 source_rows = Table(
     "source_rows", metadata,  # a digest of each shop record as last accepted: unchanged rows are skipped
     Column("source", String(32), primary_key=True),
