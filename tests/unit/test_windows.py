@@ -172,3 +172,5 @@ def test_levels_kept_as_json_give_the_same_windows():
                                   again(error_levels(record)), after=again(after_levels(stalls)), **kwargs)
             assert built == read
     assert again(after_levels(empty)).size == 0 and again(transit_levels(transit)).size == len(transit)
+    halves = error_levels(errors([0.5, 1.25, -3.0] * 20))  # not whole days: kept as they are
+    assert [list(v) for _, v in again(halves).levels(SHIP, True)] == [list(v) for _, v in halves.levels(SHIP, True)]

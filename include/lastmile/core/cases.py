@@ -47,17 +47,23 @@ def build_cases(
     """
     order_status = order_status or {}
     updates: list[CaseUpdate] = []
-    chains = shipments.sort_values("sequence").groupby("order_line_id")
-    for line_id, dets in detections.groupby("order_line_id", sort=True):
-        chain = chains.get_group(line_id)
-        current = chain.iloc[-1]
+    # Plain records grouped once: a batch touches thousands of lines in a busy hour, and a frame
+    # filtered and sorted per line costs a millisecond each.
+    chains: dict[str, list[dict[str, Any]]] = {}
+    for ship in sorted(shipments.to_dict("records"), key=lambda r: r["sequence"]):
+        chains.setdefault(ship["order_line_id"], []).append(ship)
+    by_line: dict[str, list[dict[str, Any]]] = {}
+    for det in detections.to_dict("records"):
+        by_line.setdefault(det["order_line_id"], []).append(det)
+    for line_id in sorted(by_line):
+        dets = by_line[line_id]
+        current = chains[line_id][-1]
         sid = str(current["shipment_id"])
-        on_current = dets[dets["shipment_id"] == sid]
-        open_now = on_current[on_current["open"]]
-        pick = open_now if not open_now.empty else (on_current if not on_current.empty else dets)
+        on_current = [d for d in dets if d["shipment_id"] == sid]
+        open_now = [d for d in on_current if d["open"]]
+        pick = open_now or on_current or dets
         # Ties are broken by type name so every database and every rerun picks the same one.
-        top = pick.sort_values(["severity", "first_evidence_at", "exception_type"],
-                               ascending=[False, True, True]).iloc[0]
+        top = min(pick, key=lambda d: (-d["severity"], pd.Timestamp(d["first_evidence_at"]), d["exception_type"]))
         kind = str(top["exception_type"])
         n_chain = int(current["sequence"])
         severity = int(top["severity"]) + (1 if n_chain >= 3 else 0)
@@ -86,15 +92,15 @@ def build_cases(
             "resolution": resolution,
             "shipments_in_chain": n_chain,
             "opened_at": prior["opened_at"] if prior else as_of,
-            "first_evidence_at": min(pd.Timestamp(t) for t in dets["first_evidence_at"]).to_pydatetime(),
+            "first_evidence_at": min(pd.Timestamp(d["first_evidence_at"]) for d in dets).to_pydatetime(),
             "resolved_at": delivered if delivered is not None else (
                 (prior.get("resolved_at") if prior else None) or as_of if state == "resolved" else None),
             "window_earliest": window["window_earliest"] if window is not None else None,
             "window_latest": window["window_latest"] if window is not None else None,
             "window_basis": window["window_basis"] if window is not None else None,
             "evidence": json.dumps(
-                {r.exception_type: json.loads(r.evidence) | {"shipment_id": r.shipment_id}
-                 for r in dets.sort_values("first_evidence_at").itertuples()}, sort_keys=True),
+                {r["exception_type"]: json.loads(r["evidence"]) | {"shipment_id": r["shipment_id"]}
+                 for r in sorted(dets, key=lambda d: pd.Timestamp(d["first_evidence_at"]))}, sort_keys=True),
             "owner": escalation_owner if state == "escalated" else owner,
             "last_batch": batch_key,
         }

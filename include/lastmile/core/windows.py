@@ -52,7 +52,7 @@ class SampleLevels:
     """Learned samples grouped once per run by lane, service and carrier (within `by`, such as the
     exception type), so each of a batch's windows looks its samples up instead of filtering a frame."""
 
-    JSON_FORMAT = 2  # of to_json: a change makes kept levels be grouped again
+    JSON_FORMAT = 3  # of to_json: a change makes kept levels be grouped again
 
     def __init__(self, frame: pd.DataFrame, value: str, by: tuple[str, ...] = (),
                  levels: tuple[tuple[str, tuple[str, ...]], ...] = LEVELS, dtype: type | None = None) -> None:
@@ -75,15 +75,21 @@ class SampleLevels:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (what a day learned is kept in the history, see store/learned.py): per level,
-        its keys and one flat array of values (base64, little-endian) cut at `ends`."""
+        its keys and one flat array of values cut at `ends` (base64, as 16-bit integers when every
+        value is one: business days are)."""
         # (an empty read gives an object column: its numbers are kept as floats)
-        dtype = (np.dtype(float) if self._empty.dtype.kind == "O" else self._empty.dtype).newbyteorder("<")
+        dtype = np.dtype(float) if self._empty.dtype.kind == "O" else self._empty.dtype
+        every = [a for groups in self._groups.values() for a in groups.values()]
+        flat = np.concatenate(every).astype(dtype) if every else np.empty(0, dtype)
+        small = bool(np.all(np.isfinite(flat)) and np.all(flat == np.round(flat))
+                     and (not flat.size or (flat.min() >= -32768 and flat.max() <= 32767)))
+        stored = np.dtype("<i2") if small else dtype.newbyteorder("<")
         out: dict[str, Any] = {"levels": [[name, list(cols)] for name, cols in self._levels],
-                               "dtype": dtype.str, "groups": {}}
+                               "dtype": dtype.str, "stored": stored.str, "groups": {}}
         for name, groups in self._groups.items():
             keys = list(groups)
             arrays = [groups[k] for k in keys]
-            values = np.concatenate(arrays).astype(dtype) if arrays else np.empty(0, dtype)
+            values = np.concatenate(arrays).astype(stored) if arrays else np.empty(0, stored)
             out["groups"][name] = {
                 "keys": [[v.item() if isinstance(v, np.generic) else v for v in k] for k in keys],
                 "ends": np.cumsum([len(a) for a in arrays], dtype=np.int64).tolist(),
@@ -93,12 +99,12 @@ class SampleLevels:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SampleLevels:
         levels = cls.__new__(cls)
-        dtype = np.dtype(data["dtype"])
+        dtype, stored = np.dtype(data["dtype"]), np.dtype(data["stored"])
         levels._levels = tuple((name, tuple(cols)) for name, cols in data["levels"])
         levels._empty = np.empty(0, dtype=dtype)
         levels._groups = {}
         for name, group in data["groups"].items():
-            values = np.frombuffer(base64.b64decode(group["values"]), dtype=dtype)
+            values = np.frombuffer(base64.b64decode(group["values"]), dtype=stored).astype(dtype)
             starts = [0, *group["ends"][:-1]] if group["ends"] else []
             levels._groups[name] = {tuple(k): values[a:b] for k, a, b in zip(group["keys"], starts, group["ends"],
                                                                               strict=True)}

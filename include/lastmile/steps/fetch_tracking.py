@@ -54,10 +54,11 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
         # What a carrier feed is asked with (lastmile.carriers.tracking.TrackingSource), not the whole
         # row (at 1M shipments, 100k of them are in flight).
         sh = schema.shipments.c
-        active = conn.execute(select(*(sh[c] for c in TRACKING_QUERY_COLUMNS)).where(
-            sh.shipment_id.in_(progress.in_flight(as_of)), sh.created_at <= as_of,
-            _routed_to(account.name, settings))).mappings().all()
-    feed = read_feed(settings, account, [dict(r) for r in active], as_of)
+        active = [dict(zip(TRACKING_QUERY_COLUMNS, row, strict=True)) for row in conn.execute(
+            select(*(sh[c] for c in TRACKING_QUERY_COLUMNS)).where(
+                sh.shipment_id.in_(progress.in_flight(as_of)), sh.created_at <= as_of,
+                _routed_to(account.name, settings))).tuples()]
+    feed = read_feed(settings, account, active, as_of)
     parsed, error = feed.parsed, feed.error
     for scan in parsed.scans:
         scan["first_seen_at"] = as_of
@@ -66,9 +67,10 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
         progress.record_scans(conn, parsed.scans)
         upsert(conn, schema.estimates, parsed.estimates, update=["observed_at"], only_if_newer="observed_at")
         quarantine(conn, parsed.rejections, as_of)
-        updated = conn.execute(select(func.count(func.distinct(schema.scans.c.shipment_id))).where(
-            schema.scans.c.first_seen_at == as_of, schema.scans.c.shipment_id.in_(
-                select(schema.shipments.c.shipment_id).where(_routed_to(account.name, settings))))).scalar_one()
+        # (a join from this run's scans: an IN over the account's shipments would read every shipment)
+        updated = conn.execute(select(func.count(func.distinct(schema.scans.c.shipment_id))).select_from(
+            schema.scans.join(schema.shipments, schema.shipments.c.shipment_id == schema.scans.c.shipment_id)).where(
+            schema.scans.c.first_seen_at == as_of, _routed_to(account.name, settings))).scalar_one()
         unmapped = sum(1 for s in parsed.scans if s["status"] == "unmapped")
         upsert(conn, schema.feed_health, [{
             "account": account.name, "batch_key": batch_key_for(as_of), "vendor": account.vendor, "as_of": as_of,
