@@ -50,7 +50,7 @@ VIEWS = {"v_shipment_outcomes", "v_exceptions_weekly", "v_late_rate_monthly", "v
 ADDED_AFTER_BASELINE = {"tables": {"message_events", "current_detections", "transit_samples", "estimate_samples",
                                    "batch_changes", "tracking_state", "source_rows",
                                    "exception_samples", "learned_statistics"},
-                        "indexes": {"ix_detections_shipment_type", "ix_scans_first_seen_at", "ix_scans_occurred_at", "ix_scans_status_occurred",
+                        "indexes": {"ix_detections_shipment_type", "ix_scans_shipment_status_occurred", "ix_scans_first_seen_at", "ix_scans_occurred_at", "ix_scans_status_occurred",
                                     "ix_shipments_created_at", "ix_estimates_observed_at", "ix_outbox_planned_at"},
                         "columns": {("orders", "status"), ("quarantine", "file"), ("quarantine", "row_no"),
                                     ("shipments", "dest_country"), ("outbox", "check_in_by"), ("outbox", "handed_at")},

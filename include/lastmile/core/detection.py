@@ -141,10 +141,12 @@ def shipment_facts(shipments: pd.DataFrame, scans: pd.DataFrame, as_of: datetime
     return s
 
 
-def rhythm(shipments: pd.DataFrame, scans: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
+def rhythm(shipments: pd.DataFrame, scans: pd.DataFrame, as_of: datetime,
+           facts: pd.DataFrame | None = None) -> pd.DataFrame:
     """For each parcel delivered by `as_of`: its longest silence once moving and its wait for pickup
-    (business days; NaN where there were not two scans to measure between)."""
-    s = shipment_facts(shipments, scans, as_of)
+    (business days; NaN where there were not two scans to measure between). `facts`: shipment_facts
+    of the same arguments, when the caller has them already."""
+    s = shipment_facts(shipments, scans, as_of) if facts is None else facts
     if s.empty:
         return pd.DataFrame(columns=["shipment_id", "max_gap_bd", "pickup_wait_bd"])
     done = s[s["delivered"]]
@@ -160,14 +162,16 @@ def detect(
     estimates: pd.DataFrame,
     as_of: datetime,
     thresholds: Thresholds | ThresholdTable | ZonedThresholds | None = None,
+    facts: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per (shipment, exception type) evident at `as_of`; see DETECTION_COLUMNS.
 
     `thresholds` is one set for every shipment, or a table per carrier and service (default:
-    the built-in defaults, as in thresholds.toml).
+    the built-in defaults, as in thresholds.toml). `facts`: shipment_facts of the same arguments,
+    when the caller has them already.
     """
     as_of_ts = pd.Timestamp(as_of).tz_convert("UTC")
-    s = shipment_facts(shipments, scans, as_of)
+    s = shipment_facts(shipments, scans, as_of) if facts is None else facts
     if s.empty:
         return pd.DataFrame(columns=DETECTION_COLUMNS)
     rows: list[pd.DataFrame] = []

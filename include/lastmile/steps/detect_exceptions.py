@@ -67,11 +67,12 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
         # Missing scans from a feed we could not read say nothing about the parcel (no false "lost").
         shipments["feed_unknown"] = shipments["tracking_account"].isin(
             {a for a, f in feeds.items() if f["state"] != "ok"})
+        facts = detection.shipment_facts(shipments, scans, as_of)  # what detecting and learning both read
         if ids is None:
             # The first run: the history the shop already had is known before anything is called,
             # so its carriers' rhythm applies from the start (not after a day of cold start).
-            _learn_transit(conn, shipments, scans, as_of, KNOWN_BEFORE_START)
-        found = detection.detect(shipments, scans, estimates, as_of, _thresholds(conn, shipments, as_of))
+            _learn_transit(conn, shipments, scans, facts, as_of, KNOWN_BEFORE_START)
+        found = detection.detect(shipments, scans, estimates, as_of, _thresholds(conn, shipments, as_of), facts)
         rows = found.assign(batch_key=batch, window_earliest=None, window_latest=None, window_basis=None)
         rows["first_evidence_at"] = [t.to_pydatetime() for t in pd.to_datetime(rows["first_evidence_at"], utc=True)]
         records = rows.to_dict("records")
@@ -84,7 +85,7 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
             for part in chunks(shipments["shipment_id"]):
                 conn.execute(delete(cd).where(cd.c.shipment_id.in_(part)))
         upsert(conn, cd, records)
-        learned = _learn(conn, shipments, scans, estimates, found, as_of)
+        learned = _learn(conn, shipments, scans, facts, estimates, found, as_of)
         open_now = dict(conn.execute(select(cd.c.exception_type, func.count()).where(cd.c.open.is_(True))
                                      .group_by(cd.c.exception_type)).all())
         everything = dict(conn.execute(select(cd.c.exception_type, func.count()).group_by(cd.c.exception_type)).all())
@@ -177,12 +178,12 @@ def _shipments(conn: Connection, as_of: datetime, ids: set[str] | None) -> pd.Da
     return rows_of(conn, stmt, schema.shipments.c.shipment_id, ids)
 
 
-def _learn_transit(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, as_of: datetime,
-                   learned_at: datetime) -> pd.DataFrame:
+def _learn_transit(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, facts: pd.DataFrame,
+                   as_of: datetime, learned_at: datetime) -> pd.DataFrame:
     """One sample per parcel delivered by `as_of`: its transit, longest silence and wait for pickup.
     `learned_at` is kept from the first time a parcel is learned (later writes leave it)."""
     transit = transit_history(shipments, scans, as_of).merge(
-        detection.rhythm(shipments, scans, as_of), on="shipment_id", how="left")
+        detection.rhythm(shipments, scans, as_of, facts), on="shipment_id", how="left")
     rows = [
         {"shipment_id": r.shipment_id, "carrier": r.carrier, "service": r.service, "origin": r.origin,
          "destination": r.destination, "accepted_at": r.accepted.to_pydatetime(),
@@ -198,11 +199,11 @@ def _learn_transit(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFram
     return transit
 
 
-def _learn(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, estimates: pd.DataFrame,
-           found: pd.DataFrame, as_of: datetime) -> dict[str, int]:
+def _learn(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, facts: pd.DataFrame,
+           estimates: pd.DataFrame, found: pd.DataFrame, as_of: datetime) -> dict[str, int]:
     """What windows learn from, kept as parcels are delivered: one transit time per delivered parcel,
     how far each of its carrier estimates missed, and how long it still took after each exception."""
-    transit = _learn_transit(conn, shipments, scans, as_of, as_of)
+    transit = _learn_transit(conn, shipments, scans, facts, as_of, as_of)
     errors = estimate_errors(shipments, scans, estimates, as_of)
     _keep_samples(conn, schema.estimate_samples, "estimate_errors", [
         {"shipment_id": r.shipment_id, "est_delivery_date": pd.Timestamp(r.est_delivery_date).date(),

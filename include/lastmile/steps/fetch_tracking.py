@@ -57,7 +57,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
         active = [dict(zip(TRACKING_QUERY_COLUMNS, row, strict=True)) for row in conn.execute(
             select(*(sh[c] for c in TRACKING_QUERY_COLUMNS)).where(
                 sh.shipment_id.in_(progress.in_flight(as_of)), sh.created_at <= as_of,
-                _routed_to(account.name, settings))).tuples()]
+                _routed_to(account.name, settings))).tuples().all()]
     feed = read_feed(settings, account, active, as_of)
     parsed, error = feed.parsed, feed.error
     for scan in parsed.scans:

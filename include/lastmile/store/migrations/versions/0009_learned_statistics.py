@@ -3,6 +3,9 @@
 - learned_statistics: the silence thresholds and the windows' grouped samples as of the start of a
   destination's day (JSON), computed by the first run that needs them and read by the runs after;
   forgotten when samples before the cutoff change. A cache: it starts empty.
+- scans are found by parcel through (shipment_id, status, occurred_at) instead of (shipment_id):
+  SQLite preferred the (status, occurred_at) index for "this batch's parcels' first delivery
+  scan" and walked every delivered scan in the history (a large history takes a while to index).
 
 Revision ID: 0009
 Revises: 0008
@@ -31,7 +34,11 @@ def upgrade() -> None:
         sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("payload", sa.Text, nullable=False),
     )
+    op.create_index("ix_scans_shipment_status_occurred", "scans", ["shipment_id", "status", "occurred_at"])
+    op.drop_index("ix_scans_shipment_id", "scans", if_exists=True)
 
 
 def downgrade() -> None:
+    op.create_index("ix_scans_shipment_id", "scans", ["shipment_id"])
+    op.drop_index("ix_scans_shipment_status_occurred", "scans")
     op.drop_table("learned_statistics")
