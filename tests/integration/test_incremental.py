@@ -137,3 +137,44 @@ def test_a_late_delivery_scan_is_learned_into_the_days_already_kept(tmp_path, si
     assert utc_(learned_sample) < earliest_cutoff
     kept, again = _kept_vs_learned_again(settings, RUNS[5])
     assert kept == again
+
+
+def _settings(tmp_path: Path, sim_400: Path) -> Settings:
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'h.db'}", source="simulated", email_transport="file",
+                        out_dir=tmp_path, sim_dir=sim_400, sim_seed=7, sim_orders=400)
+    prepare(settings.db_url)
+    return settings
+
+
+def test_what_the_previous_run_fetched_is_not_looked_at_again(tmp_path, sim_400):
+    """A run's own scans were seen by its detection: the next run, with nothing new, re-detects
+    nothing (before, every hour re-detected the parcels of the hour before too). A scan stamped with
+    the previous run's instant after its detection ran (a fetch cleared and run again) is looked at."""
+    from lastmile.steps.detect_exceptions import arrived_with, candidates
+    from lastmile.store import progress
+    from lastmile.store.queries import feed_states
+
+    settings = _settings(tmp_path, sim_400)
+    for as_of in RUNS[:3]:
+        pipeline.run_all(settings, as_of)
+    soon = RUNS[2] + timedelta(minutes=5)  # no destination crosses a midnight in between
+    engine = prepare(settings.db_url)
+    with engine.connect() as conn:
+        assert arrived_with(conn, RUNS[2])["scans"] > 0, "the run fetched scans"
+        assert candidates(conn, settings, soon, RUNS[2], feed_states(conn, settings, soon)) == set()
+    sc, ts = schema.scans.c, schema.tracking_state.c
+    with engine.begin() as conn:
+        sid = conn.execute(select(ts.shipment_id).where(ts.finished_at.is_(None), ts.shipment_id.in_(
+            select(sc.shipment_id).where(sc.status == "in_transit"))).order_by(ts.shipment_id).limit(1)).scalar_one()
+        late = {"scan_id": "fetched-again", "shipment_id": sid, "occurred_at": RUNS[2] - timedelta(hours=1),
+                "utc_offset_minutes": 0, "status": "delivered", "reason": None, "carrier_status": "delivered",
+                "carrier_status_detail": "", "message": "Delivered", "city": None, "country": None, "raw": "{}",
+                "first_seen_at": RUNS[2]}
+        conn.execute(schema.scans.insert(), [late])
+        progress.record_scans(conn, [late])
+    with engine.connect() as conn:
+        assert sid in candidates(conn, settings, soon, RUNS[2], feed_states(conn, settings, soon))
+    pipeline.run_all(settings, RUNS[3])
+    with engine.connect() as conn:
+        assert conn.execute(select(schema.transit_samples.c.shipment_id).where(
+            schema.transit_samples.c.shipment_id == sid)).scalar_one() == sid, "its delivery was learned"

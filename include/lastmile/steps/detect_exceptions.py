@@ -18,6 +18,7 @@ tests/integration/test_incremental.py compares them).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from datetime import UTC, datetime
@@ -56,6 +57,7 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
         if (done := superseded(conn, as_of, "detect_exceptions", {"shipments_checked": 0, "detections": 0})):
             return done
         feeds = feed_states(conn, settings, as_of)
+        arrived = arrived_with(conn, as_of)
         previous = previous_detection(conn, batch)
         ids = None if previous is None else candidates(conn, settings, as_of, previous, feeds,
                                                       every_zone=settings.full_detect)
@@ -90,7 +92,7 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
                                      .group_by(cd.c.exception_type)).all())
         everything = dict(conn.execute(select(cd.c.exception_type, func.count()).group_by(cd.c.exception_type)).all())
         return record_step(conn, as_of, "detect_exceptions", {
-            "mode": "full" if ids is None else "changed", "shipments_checked": len(shipments),
+            "mode": "full" if ids is None else "changed", "shipments_checked": len(shipments), "arrived": arrived,
             "detections": len(found), "feeds": {a: f["state"] for a, f in feeds.items()},
             "unknown_state_shipments": int(shipments["feed_unknown"].sum()), **learned,
             "open_by_type": dict(sorted(open_now.items())), "all_by_type": dict(sorted(everything.items())),
@@ -102,11 +104,19 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
     """The shipments whose detections may differ from the previous run's (see the module's doc);
     `every_zone`: every parcel in flight, as if every destination had crossed a midnight."""
     sc, sh, es = schema.scans.c, schema.shipments.c, schema.estimates.c
+    # The previous detection saw its own run's scans and estimates (fetch stamps them with the run's
+    # instant): they are not new again, unless more were stamped with that instant after it ran
+    # (a fetch task cleared and run again), and then everything stamped so is looked at again.
+    rerun = _detection_counts(conn, previous).get("arrived") != arrived_with(conn, previous)
+
+    def since(column: Any) -> Any:
+        return (column >= previous if rerun else column > previous) & (column <= as_of)
+
     ids: set[str] = set()
     ids |= set(conn.execute(select(sc.shipment_id).where(
-        or_(sc.first_seen_at.between(previous, as_of), sc.occurred_at.between(previous, as_of))).distinct()).scalars())
-    ids |= set(conn.execute(select(es.shipment_id).where(es.observed_at.between(previous, as_of))).scalars())
-    ids |= set(conn.execute(select(sh.shipment_id).where(sh.created_at.between(previous, as_of))).scalars())
+        or_(since(sc.first_seen_at), (sc.occurred_at > previous) & (sc.occurred_at <= as_of))).distinct()).scalars())
+    ids |= set(conn.execute(select(es.shipment_id).where(since(es.observed_at))).scalars())
+    ids |= set(conn.execute(select(sh.shipment_id).where(sh.created_at > previous, sh.created_at <= as_of)).scalars())
     ids |= set(conn.execute(select(schema.batch_changes.c.shipment_id).where(
         schema.batch_changes.c.batch_key == batch_key_for(as_of))).scalars())
     # The parcels in flight at the previous run: their clock is what moves without a new fact.
@@ -128,6 +138,20 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
         select(sh.order_line_id).where(sh.shipment_id.in_(part))).scalars()}
     return {sid for part in chunks(lines) for sid in conn.execute(
         select(sh.shipment_id).where(sh.order_line_id.in_(part))).scalars()}
+
+
+def arrived_with(conn: Connection, instant: datetime) -> dict[str, int]:
+    """How many scans and estimates the run at `instant` fetched (first seen, or observed, then)."""
+    sc, es = schema.scans, schema.estimates
+    return {"scans": conn.execute(select(func.count()).select_from(sc).where(sc.c.first_seen_at == instant)).scalar_one(),
+            "estimates": conn.execute(select(func.count()).select_from(es).where(
+                es.c.observed_at == instant)).scalar_one()}
+
+
+def _detection_counts(conn: Connection, instant: datetime) -> dict[str, Any]:
+    rs = schema.run_steps.c
+    counts = conn.execute(select(rs.counts).where(rs.step == "detect_exceptions", rs.as_of == instant)).scalar()
+    return json.loads(counts) if counts else {}
 
 
 # What the first run learns from the shop's past counts as known before any destination's day began.
