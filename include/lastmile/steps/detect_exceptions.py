@@ -70,10 +70,11 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
         shipments["feed_unknown"] = shipments["tracking_account"].isin(
             {a for a, f in feeds.items() if f["state"] != "ok"})
         facts = detection.shipment_facts(shipments, scans, as_of)  # what detecting and learning both read
+        known = None
         if ids is None:
             # The first run: the history the shop already had is known before anything is called,
             # so its carriers' rhythm applies from the start (not after a day of cold start).
-            _learn_transit(conn, shipments, scans, facts, as_of, KNOWN_BEFORE_START)
+            known = _learn_transit(conn, shipments, scans, facts, as_of, KNOWN_BEFORE_START)
         found = detection.detect(shipments, scans, estimates, as_of, _thresholds(conn, shipments, as_of), facts)
         rows = found.assign(batch_key=batch, window_earliest=None, window_latest=None, window_basis=None)
         rows["first_evidence_at"] = [t.to_pydatetime() for t in pd.to_datetime(rows["first_evidence_at"], utc=True)]
@@ -87,7 +88,7 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
             for part in chunks(shipments["shipment_id"]):
                 conn.execute(delete(cd).where(cd.c.shipment_id.in_(part)))
         upsert(conn, cd, records)
-        learned = _learn(conn, shipments, scans, facts, estimates, found, as_of)
+        learned = _learn(conn, shipments, scans, facts, estimates, found, as_of, known)
         open_now = dict(conn.execute(select(cd.c.exception_type, func.count()).where(cd.c.open.is_(True))
                                      .group_by(cd.c.exception_type)).all())
         everything = dict(conn.execute(select(cd.c.exception_type, func.count()).group_by(cd.c.exception_type)).all())
@@ -224,10 +225,13 @@ def _learn_transit(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFram
 
 
 def _learn(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, facts: pd.DataFrame,
-           estimates: pd.DataFrame, found: pd.DataFrame, as_of: datetime) -> dict[str, int]:
+           estimates: pd.DataFrame, found: pd.DataFrame, as_of: datetime,
+           transit: pd.DataFrame | None = None) -> dict[str, int]:
     """What windows learn from, kept as parcels are delivered: one transit time per delivered parcel,
-    how far each of its carrier estimates missed, and how long it still took after each exception."""
-    transit = _learn_transit(conn, shipments, scans, facts, as_of, as_of)
+    how far each of its carrier estimates missed, and how long it still took after each exception.
+    `transit`: the transit times this run already learned (the first run learns them first)."""
+    if transit is None:
+        transit = _learn_transit(conn, shipments, scans, facts, as_of, as_of)
     errors = estimate_errors(shipments, scans, estimates, as_of)
     _keep_samples(conn, schema.estimate_samples, "estimate_errors", [
         {"shipment_id": r.shipment_id, "est_delivery_date": pd.Timestamp(r.est_delivery_date).date(),

@@ -80,13 +80,16 @@ def forget_changed(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any
         for row in conn.execute(select(*(table.c[c] for c in sorted(columns))).where(
                 table.c.shipment_id.in_(part))).mappings():
             old[tuple(_plain(row[k]) for k in keys)] = dict(row)
-    changed = [(new, before) for new in rows
-               if (before := old.get(tuple(_plain(new[k]) for k in keys))) is None
-               or any(_plain(before[c]) != _plain(new[c]) for c in compare)]
+    changed: list[Mapping[str, Any]] = []  # the new and changed rows, and the old values of changed ones
+    for new in rows:
+        before = old.get(tuple(_plain(new[k]) for k in keys)) if old else None
+        if before is None:
+            changed.append(new)
+        elif any(_plain(before[c]) != _plain(new[c]) for c in compare):
+            changed += [new, before]
     for kind, cols in counts_from.items():
-        instants = [utc(_plain(row[c])) for new, before in changed for row in (new, before) if row is not None
-                    for c in cols if row.get(c) is not None]
-        forget(conn, [kind], min(instants, default=None))
+        instants = [row[c] for row in changed for c in cols if row.get(c) is not None]
+        forget(conn, [kind], min((utc(_plain(v)) for v in instants), default=None))
 
 
 def _plain(value: Any) -> Any:
