@@ -236,7 +236,8 @@ def bench(n: int, database: str, folder: Path) -> dict[str, Any]:
 
 def _print(result: dict[str, Any]) -> None:
     print(f"== {result['shipments']} shipments, {result['scans']} scans, {result['database']} "
-          f"(seeded in {result['seed_s']:.1f} s; first full run {result['first_full_run']['total']:.1f} s)")
+          f"(seeded in {result['seed_s']:.1f} s; first full run {result['first_full_run']['total']:.1f} s, "
+          f"peak RSS {result['first_full_run']['peak_rss_mb']:.0f} MB)")
     print(f"   {'step':<20}" + "".join(f"{h:>11}" for h in HOURS))
     for step in STEPS:
         print(f"   {step:<20}" + "".join(f"{result[h]['seconds'][step]:>10.2f}s" for h in HOURS))
