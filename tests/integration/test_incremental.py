@@ -178,3 +178,28 @@ def test_what_the_previous_run_fetched_is_not_looked_at_again(tmp_path, sim_400)
     with engine.connect() as conn:
         assert conn.execute(select(schema.transit_samples.c.shipment_id).where(
             schema.transit_samples.c.shipment_id == sid)).scalar_one() == sid, "its delivery was learned"
+
+
+def test_a_previous_runs_fetch_redone_with_as_many_rows_is_still_looked_at(tmp_path, sim_400):
+    """After the previous detection, a backfill moved one of its run's estimates earlier and its
+    fetch, run again, stored a new one: as many rows stamped with its instant, but not the same."""
+    from lastmile.steps.detect_exceptions import candidates
+    from lastmile.store.queries import feed_states
+
+    settings = _settings(tmp_path, sim_400)
+    for as_of in RUNS[:3]:
+        pipeline.run_all(settings, as_of)
+    soon = RUNS[2] + timedelta(minutes=5)
+    es, ts = schema.estimates.c, schema.tracking_state.c
+    engine = prepare(settings.db_url)
+    with engine.begin() as conn:
+        moved = conn.execute(select(es.shipment_id, es.est_delivery_date).where(es.observed_at == RUNS[2])
+                             .order_by(es.shipment_id).limit(1)).one()
+        conn.execute(schema.estimates.update().where(es.shipment_id == moved[0], es.est_delivery_date == moved[1])
+                     .values(observed_at=RUNS[1]))
+        sid = conn.execute(select(ts.shipment_id).where(ts.finished_at.is_(None), ts.shipment_id.not_in(
+            select(es.shipment_id).where(es.observed_at == RUNS[2]))).order_by(ts.shipment_id).limit(1)).scalar_one()
+        conn.execute(schema.estimates.insert(), [{"shipment_id": sid, "est_delivery_date": RUNS[2].date() + timedelta(days=9),
+                                                  "observed_at": RUNS[2]}])
+    with engine.connect() as conn:
+        assert sid in candidates(conn, settings, soon, RUNS[2], feed_states(conn, settings, soon))

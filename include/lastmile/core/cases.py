@@ -50,7 +50,8 @@ def build_cases(
     # Plain records grouped once: a batch touches thousands of lines in a busy hour, and a frame
     # filtered and sorted per line costs a millisecond each.
     chains: dict[str, list[dict[str, Any]]] = {}
-    for ship in sorted(shipments.to_dict("records"), key=lambda r: r["sequence"]):
+    # (by id within the same sequence: a shop may number two parcels alike; the same one is current every run)
+    for ship in sorted(shipments.to_dict("records"), key=lambda r: (r["sequence"], str(r["shipment_id"]))):
         chains.setdefault(ship["order_line_id"], []).append(ship)
     by_line: dict[str, list[dict[str, Any]]] = {}
     for det in detections.to_dict("records"):

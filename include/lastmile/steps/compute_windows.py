@@ -96,8 +96,9 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
             "delivered_history": max((levels[0].size for levels in kept.values()), default=0)})
 
 
-# How windows learn from samples (a change makes the kept levels be grouped again).
-WINDOWS_CODE = (RECENT, RECENT_AFTER, [[name, list(cols)] for name, cols in LEVELS], SampleLevels.JSON_FORMAT)
+# How windows learn from samples (a change makes the kept levels be grouped again); the last
+# number is the grouping code's own version: bump it when the levels are built differently.
+WINDOWS_CODE = (RECENT, RECENT_AFTER, [[name, list(cols)] for name, cols in LEVELS], SampleLevels.JSON_FORMAT, 1)
 Learned = tuple[SampleLevels, SampleLevels, SampleLevels]
 
 

@@ -18,6 +18,7 @@ tests/integration/test_incremental.py compares them).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -88,14 +89,14 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
             for part in chunks(shipments["shipment_id"]):
                 conn.execute(delete(cd).where(cd.c.shipment_id.in_(part)))
         upsert(conn, cd, records)
-        learned = _learn(conn, shipments, scans, facts, estimates, found, as_of, known)
+        samples_seen = _learn(conn, shipments, scans, facts, estimates, found, as_of, known)
         open_now = dict(conn.execute(select(cd.c.exception_type, func.count()).where(cd.c.open.is_(True))
                                      .group_by(cd.c.exception_type)).all())
         everything = dict(conn.execute(select(cd.c.exception_type, func.count()).group_by(cd.c.exception_type)).all())
         return record_step(conn, as_of, "detect_exceptions", {
             "mode": "full" if ids is None else "changed", "shipments_checked": len(shipments), "arrived": arrived,
             "detections": len(found), "feeds": {a: f["state"] for a, f in feeds.items()},
-            "unknown_state_shipments": int(shipments["feed_unknown"].sum()), **learned,
+            "unknown_state_shipments": int(shipments["feed_unknown"].sum()), **samples_seen,
             "open_by_type": dict(sorted(open_now.items())), "all_by_type": dict(sorted(everything.items())),
             "changed_by_type": dict(sorted(Counter(found["exception_type"]).items()))})
 
@@ -141,12 +142,15 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
         select(sh.shipment_id).where(sh.order_line_id.in_(part))).scalars()}
 
 
-def arrived_with(conn: Connection, instant: datetime) -> dict[str, int]:
-    """How many scans and estimates the run at `instant` fetched (first seen, or observed, then)."""
-    sc, es = schema.scans, schema.estimates
-    return {"scans": conn.execute(select(func.count()).select_from(sc).where(sc.c.first_seen_at == instant)).scalar_one(),
-            "estimates": conn.execute(select(func.count()).select_from(es).where(
-                es.c.observed_at == instant)).scalar_one()}
+def arrived_with(conn: Connection, instant: datetime) -> dict[str, Any]:
+    """What the run at `instant` fetched (scans first seen, estimates observed then): how many, and a
+    digest of which, so a later run can tell whether more arrived stamped with that instant."""
+    sc, es = schema.scans.c, schema.estimates.c
+    scans = sorted(conn.execute(select(sc.scan_id).where(sc.first_seen_at == instant)).scalars())
+    estimates = sorted(f"{sid}|{day}" for sid, day in conn.execute(
+        select(es.shipment_id, es.est_delivery_date).where(es.observed_at == instant)))
+    digest = hashlib.sha1("\n".join([*scans, "", *estimates]).encode()).hexdigest()
+    return {"scans": len(scans), "estimates": len(estimates), "digest": digest}
 
 
 def _detection_counts(conn: Connection, instant: datetime) -> dict[str, Any]:
@@ -159,9 +163,10 @@ def _detection_counts(conn: Connection, instant: datetime) -> dict[str, Any]:
 KNOWN_BEFORE_START = datetime(1970, 1, 1, tzinfo=UTC)
 # Delivered parcels per carrier that the silence thresholds learn from: the latest ones.
 RHYTHM_SAMPLES = 5000
-# How thresholds are learned from samples (a change makes the kept tables be learned again).
+# How thresholds are learned from samples (a change makes the kept tables be learned again); the
+# last number is the learning code's own version: bump it when thresholds.learned changes.
 THRESHOLDS_CODE = (thresholds.STALLED_QUANTILE, thresholds.LOST_QUANTILE, thresholds.PICKUP_QUANTILE,
-                   thresholds.LOST_MARGIN, thresholds.MIN_SAMPLES)
+                   thresholds.LOST_MARGIN, thresholds.MIN_SAMPLES, 1)
 
 
 def _thresholds(conn: Connection, shipments: pd.DataFrame, as_of: datetime) -> thresholds.ZonedThresholds:
@@ -218,8 +223,8 @@ def _learn_transit(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFram
         for r in transit.itertuples()]
     updated = ["accepted_at", "delivered_at", "transit_bd", "max_gap_bd", "pickup_wait_bd"]
     # Thresholds count a sample from when it was learned, windows from its delivery.
-    learned.forget_changed(conn, schema.transit_samples, rows, {"thresholds": ["learned_at"],
-                                                                "transit": ["delivered_at"]})
+    learned.forget_changed(conn, schema.transit_samples, rows, updated, {"thresholds": ["learned_at"],
+                                                                         "transit": ["delivered_at"]})
     upsert(conn, schema.transit_samples, rows, update=updated)
     return transit
 
@@ -252,5 +257,5 @@ def _learn(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, facts
 def _keep_samples(conn: Connection, table: Any, kind: str, rows: list[dict[str, Any]], updated: list[str]) -> None:
     """Upsert samples a window learns from by delivery; what was kept of `kind` for a later
     cutoff than a changed sample's delivery is forgotten (it would now be learned differently)."""
-    learned.forget_changed(conn, table, rows, {kind: ["delivered_at"]})
+    learned.forget_changed(conn, table, rows, updated, {kind: ["delivered_at"]})
     upsert(conn, table, rows, update=updated)

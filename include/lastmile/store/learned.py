@@ -65,15 +65,16 @@ def forget(conn: Connection, kinds: Iterable[str], after: datetime | None) -> No
         conn.execute(delete(t).where(t.c.kind.in_(list(kinds)), t.c.cutoff > after))
 
 
-def forget_changed(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]],
+def forget_changed(conn: Connection, table: Any, rows: Sequence[Mapping[str, Any]], updated: Sequence[str],
                    counts_from: Mapping[str, Sequence[str]]) -> None:
-    """Before `rows` are upserted into the samples `table`: for each kind, forget what was kept for
-    a cutoff later than the earliest instant a new or changed row counts from (its `counts_from`
-    columns, old and new values: a sample that moves leaves the cutoffs it counted for too)."""
+    """Before `rows` are upserted into the samples `table` (a conflict updates the `updated`
+    columns): for each kind, forget what was kept for a cutoff later than the earliest instant a new
+    or changed row counts from (its `counts_from` columns, old and new values: a sample that moves
+    leaves the cutoffs it counted for too)."""
     if not rows:
         return
     keys = [c.name for c in table.primary_key.columns]
-    compare = [c for c in rows[0] if c not in ("learned_at",)]
+    compare = list(updated)  # what the upsert can change; other columns keep their first value
     columns = {*keys, *compare, *(c for cols in counts_from.values() for c in cols)}
     old: dict[tuple[Any, ...], dict[str, Any]] = {}
     for part in chunks({r["shipment_id"] for r in rows}):
