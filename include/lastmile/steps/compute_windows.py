@@ -10,7 +10,6 @@ kept (store/learned.py), so an hour reads what it needs for this batch and nothi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -31,7 +30,7 @@ from lastmile.core.windows import (
 from lastmile.steps.common import record_step, utc_instant
 from lastmile.store import learned, schema
 from lastmile.store.db import batch_key_for, engine_for, utc, writing
-from lastmile.store.queries import distinct_keys, estimates_until, rows_of, samples_before
+from lastmile.store.queries import estimates_until, rows_of
 
 log = logging.getLogger("lastmile")
 
@@ -106,20 +105,11 @@ def learned_levels(conn: Connection, cutoffs: set[datetime], as_of: datetime) ->
     """Per cutoff: the transit times, estimate errors and times after an exception of the latest
     parcels of every carrier (and exception) delivered before it, grouped for revised_window."""
     version = learned.version(WINDOWS_CODE)
-
-    def grouped(table: Any, by: tuple[str, ...], limit: int,
-                levels: Callable[[pd.DataFrame], SampleLevels | None]) -> Callable[[set[datetime]], dict[datetime, Any]]:
-        def compute(missing: set[datetime]) -> dict[datetime, Any]:
-            # Every carrier, not only this batch's: a kept value serves every later batch of the day.
-            frames = samples_before(conn, table, distinct_keys(conn, table, by), {c: c for c in missing}, limit,
-                                    when="delivered_at", by=by)
-            return {cutoff: levels(frame) for cutoff, frame in frames.items()}
-        return compute
-
     kinds = (("transit", schema.transit_samples, ("carrier",), RECENT, transit_levels),
              ("estimate_errors", schema.estimate_samples, ("carrier",), RECENT, error_levels),
              ("after_exception", schema.exception_samples, ("exception_type", "carrier"), RECENT_AFTER, after_levels))
-    found = [learned.kept(conn, kind, version, cutoffs, as_of, grouped(table, by, limit, levels),
-                          SampleLevels.to_json, SampleLevels.from_json)
+    found = [learned.kept_from_samples(conn, kind, version, cutoffs, as_of, table, by, limit, "delivered_at",
+                                       lambda samples, _groups, levels=levels: levels(samples),
+                                       SampleLevels.to_json, SampleLevels.from_json)
              for kind, table, by, limit, levels in kinds]
     return {cutoff: (found[0][cutoff], found[1][cutoff], found[2][cutoff]) for cutoff in found[0]}

@@ -38,12 +38,10 @@ from lastmile.store import learned, progress, schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
 from lastmile.store.queries import (
     chunks,
-    distinct_keys,
     estimates_until,
     feed_states,
     previous_detection,
     rows_of,
-    samples_before,
     scans_until,
 )
 
@@ -186,14 +184,13 @@ def learned_thresholds(conn: Connection, configured: thresholds.ThresholdTable, 
     """Per cutoff, the thresholds learned from every carrier's parcels learned before it: each
     learned once, by the first run that needs it, and kept (store/learned.py)."""
 
-    def fit(starts: set[datetime]) -> dict[datetime, thresholds.ThresholdTable]:
-        # Every carrier, not only this batch's: a kept table serves every later batch of the day.
-        carriers = {key[0] for key in distinct_keys(conn, schema.transit_samples, ("carrier",))}
-        per_start = samples_before(conn, schema.transit_samples, carriers, {s: s for s in starts}, RHYTHM_SAMPLES)
-        return {start: thresholds.learned(configured, frame, carriers) for start, frame in per_start.items()}
+    def fit(samples: pd.DataFrame, carriers: list[tuple[Any, ...]]) -> thresholds.ThresholdTable:
+        return thresholds.learned(configured, samples, {key[0] for key in carriers})
 
-    return learned.kept(conn, "thresholds", learned.version(configured.to_json(), RHYTHM_SAMPLES, THRESHOLDS_CODE),
-                        cutoffs, as_of, fit, thresholds.ThresholdTable.to_json, thresholds.ThresholdTable.from_json)
+    return learned.kept_from_samples(
+        conn, "thresholds", learned.version(configured.to_json(), RHYTHM_SAMPLES, THRESHOLDS_CODE), cutoffs, as_of,
+        schema.transit_samples, ("carrier",), RHYTHM_SAMPLES, "learned_at", fit,
+        thresholds.ThresholdTable.to_json, thresholds.ThresholdTable.from_json)
 
 
 def _new_day(tz: str, previous: datetime, as_of: datetime) -> bool:

@@ -24,7 +24,7 @@ from sqlalchemy import Connection, delete, select
 
 from lastmile.store import schema
 from lastmile.store.db import upsert, utc
-from lastmile.store.queries import chunks
+from lastmile.store.queries import chunks, distinct_keys, samples_before
 
 T = TypeVar("T")
 # Kept values older than this before the run's instant are dropped when a run computes new ones:
@@ -56,6 +56,22 @@ def kept(conn: Connection, kind: str, version_: str, cutoffs: Iterable[datetime]
                          for cutoff in sorted(missing)], update=["computed_at", "payload"])
         found.update({cutoff: computed[cutoff] for cutoff in missing})
     return found
+
+
+def kept_from_samples(conn: Connection, kind: str, version_: str, cutoffs: Iterable[datetime], as_of: datetime,
+                      table: Any, by: tuple[str, ...], limit: int, when: str,
+                      fit: Callable[[pd.DataFrame, list[tuple[Any, ...]]], T], encode: Callable[[T], Any],
+                      decode: Callable[[Any], T]) -> dict[datetime, T]:
+    """`kept`, for a value fitted (`fit(samples, groups)`) from the latest `limit` samples of each
+    group (the `by` columns) of `table` that count (`when`) before the cutoff."""
+
+    def compute(missing: set[datetime]) -> dict[datetime, T]:
+        # Every group, not only this batch's: a kept value serves every later batch of the day.
+        groups = distinct_keys(conn, table, by)
+        frames = samples_before(conn, table, groups, {c: c for c in missing}, limit, when=when, by=by)
+        return {cutoff: fit(frame, groups) for cutoff, frame in frames.items()}
+
+    return kept(conn, kind, version_, cutoffs, as_of, compute, encode, decode)
 
 
 def forget(conn: Connection, kinds: Iterable[str], after: datetime | None) -> None:
