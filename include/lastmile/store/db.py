@@ -92,22 +92,21 @@ def upsert(
     # Rows in key order: two runs upserting overlapping rows then lock them in the same order
     # (on Postgres, unsorted batches deadlock each other).
     rows = sorted(rows, key=lambda r: tuple("" if r.get(k) is None else str(r.get(k)) for k in keys))
-    total = 0
-    for start in range(0, len(rows), 500):
-        stmt = insert(table).values(list(rows[start : start + 500]))
-        cols = list(update or [])
-        if cols:
-            where = None
-            if only_if_newer:
-                # (a stored NULL is no observation yet: the incoming value wins)
-                where = or_(table.c[only_if_newer].is_(None), table.c[only_if_newer] > stmt.excluded[only_if_newer])
-            stmt = stmt.on_conflict_do_update(
-                index_elements=keys, set_={c: stmt.excluded[c] for c in cols}, where=where)
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-        # RETURNING counts what was really written on both databases (psycopg's rowcount is -1 here).
-        total += len(conn.execute(stmt.returning(*table.primary_key.columns)).all())
-    return total
+    stmt = insert(table)
+    cols = list(update or [])
+    if cols:
+        where = None
+        if only_if_newer:
+            # (a stored NULL is no observation yet: the incoming value wins)
+            where = or_(table.c[only_if_newer].is_(None), table.c[only_if_newer] > stmt.excluded[only_if_newer])
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in cols}, where=where)
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+    # One statement executed for every row: SQLAlchemy's "insertmanyvalues" sends them as multi-row
+    # VALUES pages from one cached compilation (compiling a VALUES clause per batch cost more than
+    # writing it). RETURNING counts what was really written on both databases (psycopg's rowcount
+    # is -1 here).
+    return len(conn.execute(stmt.returning(*table.primary_key.columns), list(rows)).all())
 
 
 def utc(value: Any) -> datetime | None:
