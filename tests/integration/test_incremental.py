@@ -68,6 +68,30 @@ def test_changed_only_equals_everything_every_run(tmp_path, sim_400):
     assert _state(full)["outbox"], "the shop produced e-mails to compare"
 
 
+def test_looking_at_everything_in_small_parts_gives_what_one_piece_gives(tmp_path, sim_400, monkeypatch):
+    """The first run (and a full one) detect a bounded number of order lines at a time: the parts
+    are learned from before any is detected, so the outcome is the same as in one piece."""
+    from lastmile.steps import detect_exceptions
+
+    states, samples, counts = [], [], []
+    for name, lines in (("whole", detect_exceptions.PART_LINES), ("parts", 7)):
+        monkeypatch.setattr(detect_exceptions, "PART_LINES", lines)
+        settings = Settings(db_url=f"sqlite:///{tmp_path / name}.db", source="simulated", email_transport="file",
+                            out_dir=tmp_path / name, sim_dir=sim_400, sim_seed=7, sim_orders=400, full_detect=True)
+        prepare(settings.db_url)
+        for as_of in RUNS[:3]:
+            pipeline.run_all(settings, as_of)
+        states.append(_state(settings))
+        ts, rs = schema.transit_samples, schema.run_steps.c
+        with prepare(settings.db_url).connect() as conn:
+            samples.append(sorted(conn.execute(select(ts)).tuples()))
+            counts.append([{k: v for k, v in json.loads(c).items() if k != "arrived"} for c in conn.execute(
+                select(rs.counts).where(rs.step == "detect_exceptions").order_by(rs.as_of)).scalars()])
+    assert states[0] == states[1] and samples[0] == samples[1] and counts[0] == counts[1]
+    assert counts[1][0]["shipments_checked"] > 7 * 3, "the shop is many parts"
+    assert states[0]["outbox"]
+
+
 def _kept_vs_learned_again(settings: Settings, as_of: datetime) -> tuple[dict, dict]:
     """Every kept threshold table and window level, and the same learned again from the samples now."""
     from lastmile.core import thresholds

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -60,43 +61,45 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
         previous = previous_detection(conn, batch)
         ids = None if previous is None else candidates(conn, settings, as_of, previous, feeds,
                                                       every_zone=settings.full_detect)
-        shipments = _shipments(conn, as_of, ids)
-        scans = scans_until(conn, as_of, None if ids is None else shipments["shipment_id"])
-        estimates = estimates_until(conn, as_of, None if ids is None else shipments["shipment_id"])
-        shipments["tracking_account"] = shipments["tracking_account"].where(
-            shipments["tracking_account"].isin(settings.tracking_accounts), settings.tracking_accounts[0])
-        # Missing scans from a feed we could not read say nothing about the parcel (no false "lost").
-        shipments["feed_unknown"] = shipments["tracking_account"].isin(
-            {a for a, f in feeds.items() if f["state"] != "ok"})
-        facts = detection.shipment_facts(shipments, scans, as_of)  # what detecting and learning both read
-        known = None
-        if ids is None:
-            # The first run: the history the shop already had is known before anything is called,
-            # so its carriers' rhythm applies from the start (not after a day of cold start).
-            known = _learn_transit(conn, shipments, scans, facts, as_of, KNOWN_BEFORE_START)
-        found = detection.detect(shipments, scans, estimates, as_of, _thresholds(conn, shipments, as_of), facts)
-        rows = found.assign(batch_key=batch, window_earliest=None, window_latest=None, window_basis=None)
-        rows["first_evidence_at"] = [t.to_pydatetime() for t in pd.to_datetime(rows["first_evidence_at"], utc=True)]
-        records = rows.to_dict("records")
-        conn.execute(delete(schema.detections).where(schema.detections.c.batch_key == batch))
-        upsert(conn, schema.detections, records)
         cd = schema.current_detections
         if ids is None:
+            # The first run: the history the shop already had is known before anything is called,
+            # so its carriers' rhythm applies from the start (not after a day of cold start): every
+            # part is learned from before any part is detected.
+            for part in _parts(conn, as_of, None):
+                shipments, scans, _ = _read(conn, settings, feeds, as_of, part, estimates=False)
+                _learn_transit(conn, shipments, scans, detection.shipment_facts(shipments, scans, as_of), as_of,
+                               KNOWN_BEFORE_START)
             conn.execute(delete(cd))
-        else:
-            for part in chunks(shipments["shipment_id"]):
-                conn.execute(delete(cd).where(cd.c.shipment_id.in_(part)))
-        upsert(conn, cd, records)
-        samples_seen = _learn(conn, shipments, scans, facts, estimates, found, as_of, known)
+        conn.execute(delete(schema.detections).where(schema.detections.c.batch_key == batch))
+        checked, unknown, samples_seen, changed = 0, 0, Counter[str](), Counter[str]()
+        for part in _parts(conn, as_of, ids):
+            shipments, scans, estimates = _read(conn, settings, feeds, as_of, part)
+            facts = detection.shipment_facts(shipments, scans, as_of)  # what detecting and learning both read
+            found = detection.detect(shipments, scans, estimates, as_of, _thresholds(conn, shipments, as_of), facts)
+            rows = found.assign(batch_key=batch, window_earliest=None, window_latest=None, window_basis=None)
+            rows["first_evidence_at"] = [t.to_pydatetime()
+                                         for t in pd.to_datetime(rows["first_evidence_at"], utc=True)]
+            records = rows.to_dict("records")
+            upsert(conn, schema.detections, records)
+            if ids is not None:
+                for chunk in chunks(shipments["shipment_id"]):
+                    conn.execute(delete(cd).where(cd.c.shipment_id.in_(chunk)))
+            upsert(conn, cd, records)
+            # (the first run learned these parcels' transit before detecting any of them)
+            known = _transit(shipments, scans, facts, as_of) if ids is None else None
+            samples_seen.update(_learn(conn, shipments, scans, facts, estimates, found, as_of, known))
+            checked, unknown = checked + len(shipments), unknown + int(shipments["feed_unknown"].sum())
+            changed.update(found["exception_type"])
         open_now = dict(conn.execute(select(cd.c.exception_type, func.count()).where(cd.c.open.is_(True))
                                      .group_by(cd.c.exception_type)).all())
         everything = dict(conn.execute(select(cd.c.exception_type, func.count()).group_by(cd.c.exception_type)).all())
         return record_step(conn, as_of, "detect_exceptions", {
-            "mode": "full" if ids is None else "changed", "shipments_checked": len(shipments), "arrived": arrived,
-            "detections": len(found), "feeds": {a: f["state"] for a, f in feeds.items()},
-            "unknown_state_shipments": int(shipments["feed_unknown"].sum()), **samples_seen,
+            "mode": "full" if ids is None else "changed", "shipments_checked": checked, "arrived": arrived,
+            "detections": sum(changed.values()), "feeds": {a: f["state"] for a, f in feeds.items()},
+            "unknown_state_shipments": unknown, **{k: samples_seen[k] for k in SAMPLES_SEEN},
             "open_by_type": dict(sorted(open_now.items())), "all_by_type": dict(sorted(everything.items())),
-            "changed_by_type": dict(sorted(Counter(found["exception_type"]).items()))})
+            "changed_by_type": dict(sorted(changed.items()))})
 
 
 def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: datetime,
@@ -198,19 +201,57 @@ def _new_day(tz: str, previous: datetime, as_of: datetime) -> bool:
     return previous.astimezone(zone).date() != as_of.astimezone(zone).date()
 
 
-def _shipments(conn: Connection, as_of: datetime, ids: set[str] | None) -> pd.DataFrame:
-    stmt = select(schema.shipments).where(schema.shipments.c.created_at <= as_of)
+# Order lines looked at a time when a run looks at more than that (the first run: everything):
+# whole lines, since a reshipment retires the parcel it replaces, and frames that stay small however
+# long the history (the first run at 1M shipments needed 11 GB in one piece).
+PART_LINES = 20_000
+
+
+def _parts(conn: Connection, as_of: datetime, ids: set[str] | None) -> Iterator[pd.DataFrame]:
+    """The shipments created by `as_of` to look at (`ids`; None: every one), a part of at most
+    PART_LINES whole order lines at a time."""
+    sh = schema.shipments.c
+    stmt = select(schema.shipments).where(sh.created_at <= as_of)
+    if ids is not None and len(ids) <= PART_LINES:
+        yield rows_of(conn, stmt, sh.shipment_id, ids)
+        return
     if ids is None:
-        return pd.read_sql(stmt, conn)
-    return rows_of(conn, stmt, schema.shipments.c.shipment_id, ids)
+        lines = list(conn.execute(select(sh.order_line_id).where(sh.created_at <= as_of).distinct()
+                                  .order_by(sh.order_line_id)).scalars())
+    else:
+        lines = sorted({ln for chunk in chunks(ids) for ln in conn.execute(
+            select(sh.order_line_id).where(sh.shipment_id.in_(chunk))).scalars()})
+    for start in range(0, len(lines), PART_LINES):
+        part = lines[start:start + PART_LINES]
+        if ids is None:  # a range of lines: one query
+            yield pd.read_sql(stmt.where(sh.order_line_id >= part[0], sh.order_line_id <= part[-1]), conn)
+        else:
+            frame = rows_of(conn, stmt, sh.order_line_id, part)
+            yield frame[frame["shipment_id"].isin(ids)].reset_index(drop=True)
+
+
+def _read(conn: Connection, settings: Settings, feeds: dict[str, dict[str, Any]], as_of: datetime,
+          shipments: pd.DataFrame, estimates: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """These shipments with their feed's state, their scans and (`estimates`) carrier estimates by `as_of`."""
+    shipments["tracking_account"] = shipments["tracking_account"].where(
+        shipments["tracking_account"].isin(settings.tracking_accounts), settings.tracking_accounts[0])
+    # Missing scans from a feed we could not read say nothing about the parcel (no false "lost").
+    shipments["feed_unknown"] = shipments["tracking_account"].isin({a for a, f in feeds.items() if f["state"] != "ok"})
+    ids = shipments["shipment_id"]
+    return shipments, scans_until(conn, as_of, ids), estimates_until(conn, as_of, ids) if estimates else None
+
+
+def _transit(shipments: pd.DataFrame, scans: pd.DataFrame, facts: pd.DataFrame, as_of: datetime) -> pd.DataFrame:
+    """Per parcel delivered by `as_of`: its transit, longest silence and wait for pickup."""
+    return transit_history(shipments, scans, as_of).merge(
+        detection.rhythm(shipments, scans, as_of, facts), on="shipment_id", how="left")
 
 
 def _learn_transit(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, facts: pd.DataFrame,
                    as_of: datetime, learned_at: datetime) -> pd.DataFrame:
     """One sample per parcel delivered by `as_of`: its transit, longest silence and wait for pickup.
     `learned_at` is kept from the first time a parcel is learned (later writes leave it)."""
-    transit = transit_history(shipments, scans, as_of).merge(
-        detection.rhythm(shipments, scans, as_of, facts), on="shipment_id", how="left")
+    transit = _transit(shipments, scans, facts, as_of)
     rows = [
         {"shipment_id": r.shipment_id, "carrier": r.carrier, "service": r.service, "origin": r.origin,
          "destination": r.destination, "accepted_at": r.accepted.to_pydatetime(),
@@ -247,8 +288,10 @@ def _learn(conn: Connection, shipments: pd.DataFrame, scans: pd.DataFrame, facts
          "evidence_at": r.evidence_at.to_pydatetime(), "delivered_at": r.delivered_at.to_pydatetime(),
          "remaining_bd": int(r.remaining_bd)}
         for r in after.itertuples()], ["evidence_at", "delivered_at", "remaining_bd"])
-    return {"transit_samples_seen": len(transit), "estimate_samples_seen": len(errors),
-            "exception_samples_seen": len(after)}
+    return dict(zip(SAMPLES_SEEN, (len(transit), len(errors), len(after)), strict=True))
+
+
+SAMPLES_SEEN = ("transit_samples_seen", "estimate_samples_seen", "exception_samples_seen")
 
 
 def _keep_samples(conn: Connection, table: Any, kind: str, rows: list[dict[str, Any]], updated: list[str]) -> None:
