@@ -89,6 +89,9 @@ def test_looking_at_everything_in_small_parts_gives_what_one_piece_gives(tmp_pat
                 select(rs.counts).where(rs.step == "detect_exceptions").order_by(rs.as_of)).scalars()])
     assert states[0] == states[1] and samples[0] == samples[1] and counts[0] == counts[1]
     assert counts[1][0]["shipments_checked"] > 7 * 3, "the shop is many parts"
+    # The first run learned the shop's past before detecting: those samples count from before any day.
+    learned_at = [c.name for c in schema.transit_samples.columns].index("learned_at")
+    assert any(utc_(row[learned_at]) == detect_exceptions.KNOWN_BEFORE_START for row in samples[1])
     assert states[0]["outbox"]
 
 

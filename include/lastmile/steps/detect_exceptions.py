@@ -6,7 +6,8 @@ this batch, in-flight parcels whose destination crossed a local midnight (busine
 dates and thresholds only move then), and the parcels of a carrier account whose feed went down
 or came back; together with the other shipments of their order lines (a reshipment retires its
 predecessor). Everything else keeps its current detections. The first run looks at everything;
-after a gap every zone has crossed a midnight, so every parcel in flight is looked at again.
+after a gap every zone has crossed a midnight, so every parcel in flight is looked at again. A run
+that looks at many parcels does it PART_LINES whole order lines at a time (bounded memory).
 
 A finished parcel's detections are final: they were decided in the run that saw it finish, with
 the thresholds of that day; what is learned later does not rewrite them. The silence thresholds
@@ -36,7 +37,7 @@ from lastmile.core.calendar import start_of_local_day
 from lastmile.core.windows import estimate_errors, exception_history, transit_history
 from lastmile.steps.common import record_step, superseded, utc_instant
 from lastmile.store import learned, progress, schema
-from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
+from lastmile.store.db import batch_key_for, engine_for, refresh_statistics, upsert, utc, writing
 from lastmile.store.queries import (
     chunks,
     estimates_until,
@@ -66,7 +67,11 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
             # The first run: the history the shop already had is known before anything is called,
             # so its carriers' rhythm applies from the start (not after a day of cold start): every
             # part is learned from before any part is detected.
+            refresh_statistics(conn, [schema.shipments, schema.scans, schema.estimates])
             for part in _parts(conn, as_of, None):
+                # (the samples written so far: without, Postgres looks up a part's samples by
+                # comparing every row with every id asked for)
+                refresh_statistics(conn, [schema.transit_samples])
                 shipments, scans, _ = _read(conn, settings, feeds, as_of, part, estimates=False)
                 _learn_transit(conn, shipments, scans, detection.shipment_facts(shipments, scans, as_of), as_of,
                                KNOWN_BEFORE_START)
@@ -74,6 +79,8 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
         conn.execute(delete(schema.detections).where(schema.detections.c.batch_key == batch))
         checked, unknown, samples_seen, changed = 0, 0, Counter[str](), Counter[str]()
         for part in _parts(conn, as_of, ids):
+            if ids is None:
+                refresh_statistics(conn, [schema.transit_samples, schema.estimate_samples, schema.exception_samples])
             shipments, scans, estimates = _read(conn, settings, feeds, as_of, part)
             facts = detection.shipment_facts(shipments, scans, as_of)  # what detecting and learning both read
             found = detection.detect(shipments, scans, estimates, as_of, _thresholds(conn, shipments, as_of), facts)

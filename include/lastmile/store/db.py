@@ -109,6 +109,17 @@ def upsert(
     return len(conn.execute(stmt.returning(*table.primary_key.columns), list(rows)).all())
 
 
+def refresh_statistics(conn: Connection, tables: Iterable[Table]) -> None:
+    """Postgres: fresh planner statistics for `tables` before a run reads all of them at once.
+
+    After a bulk load (the shop's history, a first run's own writes) a table has none until
+    autovacuum gets to it; the planner then reads every scan for each 500 parcels asked for
+    (0.24 s a query at 100k shipments instead of a few ms). SQLite plans from its indexes."""
+    if conn.dialect.name == "postgresql":
+        names = ", ".join(conn.dialect.identifier_preparer.format_table(t) for t in tables)
+        conn.execute(text(f"ANALYZE {names}"))
+
+
 def utc(value: Any) -> datetime | None:
     """A datetime read back from either database, as an aware UTC datetime."""
     if value is None:
