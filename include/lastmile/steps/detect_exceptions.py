@@ -76,11 +76,12 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
                 _learn_transit(conn, shipments, scans, detection.shipment_facts(shipments, scans, as_of), as_of,
                                KNOWN_BEFORE_START)
             conn.execute(delete(cd))
+            refresh_statistics(conn, [schema.transit_samples])  # as the learning pass left it
         conn.execute(delete(schema.detections).where(schema.detections.c.batch_key == batch))
         checked, unknown, samples_seen, changed = 0, 0, Counter[str](), Counter[str]()
         for part in _parts(conn, as_of, ids):
             if ids is None:
-                refresh_statistics(conn, [schema.transit_samples, schema.estimate_samples, schema.exception_samples])
+                refresh_statistics(conn, [schema.estimate_samples, schema.exception_samples])
             shipments, scans, estimates = _read(conn, settings, feeds, as_of, part)
             facts = detection.shipment_facts(shipments, scans, as_of)  # what detecting and learning both read
             found = detection.detect(shipments, scans, estimates, as_of, _thresholds(conn, shipments, as_of), facts)
