@@ -17,6 +17,8 @@ import pandas as pd
 from lastmile.core.windows import STILL_COMING
 
 NEEDS_A_PERSON = frozenset({"lost", "damaged", "returned"})
+# Every case state but "resolved", for lookups through the cases' state index.
+LIVE_STATES = ("open", "told", "escalated")
 
 
 @dataclass(frozen=True)

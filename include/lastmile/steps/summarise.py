@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, select
 
 from lastmile.config import Settings
+from lastmile.core.cases import LIVE_STATES
 from lastmile.steps.common import utc_instant
 from lastmile.store import schema
 from lastmile.store.db import batch_key_for, engine_for, masked_url
@@ -37,7 +38,7 @@ def summarise(settings: Settings, as_of: datetime) -> dict[str, Any]:
             schema.quarantine.c.first_batch == batch).group_by(schema.quarantine.c.source)).all())
         cases = dict(conn.execute(select(schema.cases.c.state, func.count()).group_by(schema.cases.c.state)).all())
         open_by_type = dict(conn.execute(select(schema.cases.c.exception_type, func.count()).where(
-            schema.cases.c.state != "resolved").group_by(schema.cases.c.exception_type)).all())
+            schema.cases.c.state.in_(LIVE_STATES)).group_by(schema.cases.c.exception_type)).all())
         this_run = dict(conn.execute(select(schema.outbox.c.state, func.count()).where(
             and_(schema.outbox.c.planned_batch == batch)).group_by(schema.outbox.c.state)).all())
         feeds = feed_states(conn, settings, as_of)

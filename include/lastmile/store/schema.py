@@ -72,7 +72,7 @@ shipments = Table(
     Column("promised_date", Date, nullable=False),
     Column("origin", String(64), nullable=False),
     Column("destination", String(64), nullable=False),
-    Column("dest_tz", String(64), nullable=False),
+    Column("dest_tz", String(64), nullable=False, index=True),  # (queries.distinct_values walks it)
     Column("dest_country", String(2)),  # ISO 3166: whose weekend and holidays count (NULL: from dest_tz)
     Column("sequence", Integer, nullable=False),
     Column("replaces_shipment_id", String(64)),
@@ -141,7 +141,8 @@ cases = Table(
     Column("window_basis", String(64)),
     Column("evidence", Text, nullable=False),
     Column("owner", String(128), nullable=False),
-    Column("last_batch", String(40), nullable=False),
+    Column("last_batch", String(40), nullable=False, index=True),
+    Index("ix_cases_state_type", "state", "exception_type"),  # the live cases, without the resolved ones
 )
 case_events = Table(
     "case_events", metadata,
@@ -174,12 +175,13 @@ outbox = Table(
     Column("window_latest", Date),
     Column("check_in_by", Date),  # a wide window's promise: we write again by this date, whatever happens
     Column("planned_at", TS, nullable=False, index=True),
-    Column("planned_batch", String(40), nullable=False),
+    Column("planned_batch", String(40), nullable=False, index=True),
     Column("sent_at", TS),
     Column("send_at", TS),  # scheduled delivery (quiet hours); NULL: at once
     Column("handed_at", TS),  # when the last sending run claimed it for the provider
     Column("transport_ref", Text),
     Column("attempts", Integer, nullable=False, default=0),
+    Index("ix_outbox_state_case", "state", "case_id"),  # what is still planned or sending; a case's sent ones
 )
 message_events = Table(
     "message_events", metadata,  # what the e-mail provider later said about a message we sent
@@ -251,6 +253,7 @@ current_detections = Table(
     Column("window_latest", Date),
     Column("window_basis", String(64)),
     Column("batch_key", String(40), nullable=False),  # the batch that last computed it
+    Index("ix_current_detections_open_type", "open", "exception_type"),
 )
 transit_samples = Table(
     "transit_samples", metadata,  # one per delivered parcel: acceptance to delivery, business days
