@@ -230,3 +230,59 @@ def test_a_previous_runs_fetch_redone_with_as_many_rows_is_still_looked_at(tmp_p
                                                   "observed_at": RUNS[2]}])
     with engine.connect() as conn:
         assert sid in candidates(conn, settings, soon, RUNS[2], feed_states(conn, settings, soon))
+
+
+def test_a_previous_runs_load_orders_redone_alone_is_looked_at(tmp_path, sim_400):
+    """load_orders of the previous run's batch, cleared and run again on its own after that run's
+    detection, changed a shipment: the next run looks at it (and at nothing else new)."""
+    from lastmile.steps.detect_exceptions import candidates
+    from lastmile.store.db import batch_key_for
+    from lastmile.store.queries import feed_states
+
+    settings = _settings(tmp_path, sim_400)
+    for as_of in RUNS[:3]:
+        pipeline.run_all(settings, as_of)
+    soon = RUNS[2] + timedelta(minutes=5)
+    bc, ts, sc = schema.batch_changes.c, schema.tracking_state.c, schema.scans.c
+    engine = prepare(settings.db_url)
+    with engine.begin() as conn:
+        # (in flight, with no scan or order change of the previous run's: nothing else names it)
+        sid = conn.execute(select(ts.shipment_id).where(
+            ts.finished_at.is_(None),
+            ts.shipment_id.not_in(select(sc.shipment_id).where(sc.first_seen_at == RUNS[2])),
+            ts.shipment_id.not_in(select(bc.shipment_id).where(bc.batch_key == batch_key_for(RUNS[2]))))
+            .order_by(ts.shipment_id).limit(1)).scalar_one()
+        conn.execute(schema.batch_changes.insert(), [{"batch_key": batch_key_for(RUNS[2]), "shipment_id": sid}])
+    with engine.connect() as conn:
+        found = candidates(conn, settings, soon, RUNS[2], feed_states(conn, settings, soon))
+    assert sid in found
+
+
+def test_a_feed_read_again_after_the_detection_that_found_it_down_has_its_parcels_looked_at(
+        tmp_path, sim_400, monkeypatch):
+    """The previous run's fetch failed, its detection treated the feed's parcels as unknown; then
+    the fetch was cleared and run again, and succeeded. The history now says the feed was fine at
+    that instant, but the detections say otherwise: the next run looks at every parcel of the feed."""
+    from lastmile.carriers.tracking import ParsedTrackers
+    from lastmile.steps import fetch_tracking as fetch_module
+    from lastmile.steps.detect_exceptions import candidates
+    from lastmile.steps.feeds import FeedRead
+    from lastmile.store import progress
+    from lastmile.store.queries import feed_states
+
+    settings = _settings(tmp_path, sim_400)
+    for as_of in RUNS[:2]:
+        pipeline.run_all(settings, as_of)
+    with monkeypatch.context() as patch:
+        patch.setattr(fetch_module, "read_feed",
+                      lambda *_: FeedRead(ParsedTrackers(), 0, "ConnectionError: the carrier did not answer"))
+        counts = pipeline.run_all(settings, RUNS[2])
+    assert counts["feeds"][settings.tracking_accounts[0]]["state"] == "down"
+    pipeline.fetch_tracking(settings, RUNS[2])  # cleared and run again: the carrier answers
+    soon = RUNS[2] + timedelta(minutes=5)
+    engine = prepare(settings.db_url)
+    with engine.connect() as conn:
+        flying = set(conn.execute(progress.in_flight(RUNS[2])).scalars())
+        assert feed_states(conn, settings, RUNS[2])[settings.tracking_accounts[0]]["state"] == "ok"
+        found = candidates(conn, settings, soon, RUNS[2], feed_states(conn, settings, soon))
+    assert flying and flying <= found

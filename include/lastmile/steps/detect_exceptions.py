@@ -115,11 +115,13 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
                feeds: dict[str, dict[str, Any]], every_zone: bool = False) -> set[str]:
     """The shipments whose detections may differ from the previous run's (see the module's doc);
     `every_zone`: every parcel in flight, as if every destination had crossed a midnight."""
-    sc, sh, es = schema.scans.c, schema.shipments.c, schema.estimates.c
-    # The previous detection saw its own run's scans and estimates (fetch stamps them with the run's
-    # instant): they are not new again, unless more were stamped with that instant after it ran
-    # (a fetch task cleared and run again), and then everything stamped so is looked at again.
-    rerun = _detection_counts(conn, previous).get("arrived") != arrived_with(conn, previous)
+    sc, sh, es, bc = schema.scans.c, schema.shipments.c, schema.estimates.c, schema.batch_changes.c
+    # The previous detection saw its own run's scans, estimates and order changes (fetch stamps them
+    # with the run's instant, load_orders with its batch): they are not new again, unless more came
+    # with that instant after it ran (a fetch or load_orders task cleared and run again, alone), and
+    # then everything that came with it is looked at again.
+    seen = _detection_counts(conn, previous)
+    rerun = seen.get("arrived") != arrived_with(conn, previous)
 
     def since(column: Any) -> Any:
         return (column >= previous if rerun else column > previous) & (column <= as_of)
@@ -129,16 +131,18 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
         or_(since(sc.first_seen_at), (sc.occurred_at > previous) & (sc.occurred_at <= as_of))).distinct()).scalars())
     ids |= set(conn.execute(select(es.shipment_id).where(since(es.observed_at))).scalars())
     ids |= set(conn.execute(select(sh.shipment_id).where(sh.created_at > previous, sh.created_at <= as_of)).scalars())
-    ids |= set(conn.execute(select(schema.batch_changes.c.shipment_id).where(
-        schema.batch_changes.c.batch_key == batch_key_for(as_of))).scalars())
+    batches = [batch_key_for(as_of), *([batch_key_for(previous)] if rerun else [])]
+    ids |= set(conn.execute(select(bc.shipment_id).where(bc.batch_key.in_(batches))).scalars())
     # The parcels in flight at the previous run: their clock is what moves without a new fact.
     flying = sh.shipment_id.in_(progress.in_flight(previous))
     # (the zones the history knows, through their index: listing the zones of the parcels in flight
     # would read every parcel in flight, every hour)
     zones = [tz for tz in distinct_values(conn, sh.dest_tz) if every_zone or _new_day(tz, previous, as_of)]
-    then = feed_states(conn, settings, previous)
+    # The feeds as the previous detection read them (a fetch of its instant run again since may
+    # have changed what the history now says of that instant).
+    then = seen.get("feeds") or {a: f["state"] for a, f in feed_states(conn, settings, previous).items()}
     moved = [a for a in settings.tracking_accounts
-             if (then[a]["state"] == "ok") != (feeds[a]["state"] == "ok")]
+             if (then.get(a) == "ok") != (feeds[a]["state"] == "ok")]
     if zones or moved:
         routed = sh.tracking_account.in_(moved)
         if settings.tracking_accounts[0] in moved:  # unnamed accounts are read through the first one
@@ -154,14 +158,16 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
 
 
 def arrived_with(conn: Connection, instant: datetime) -> dict[str, Any]:
-    """What the run at `instant` fetched (scans first seen, estimates observed then): how many, and a
-    digest of which, so a later run can tell whether more arrived stamped with that instant."""
-    sc, es = schema.scans.c, schema.estimates.c
+    """What the run at `instant` fetched and loaded (scans first seen, estimates observed then,
+    shipments its load_orders changed): how many, and a digest of which, so a later run can tell
+    whether more arrived with that instant."""
+    sc, es, bc = schema.scans.c, schema.estimates.c, schema.batch_changes.c
     scans = sorted(conn.execute(select(sc.scan_id).where(sc.first_seen_at == instant)).scalars())
     estimates = sorted(f"{sid}|{day}" for sid, day in conn.execute(
         select(es.shipment_id, es.est_delivery_date).where(es.observed_at == instant)))
-    digest = hashlib.sha1("\n".join([*scans, "", *estimates]).encode()).hexdigest()
-    return {"scans": len(scans), "estimates": len(estimates), "digest": digest}
+    changed = sorted(conn.execute(select(bc.shipment_id).where(bc.batch_key == batch_key_for(instant))).scalars())
+    digest = hashlib.sha1("\n".join([*scans, "", *estimates, "", *changed]).encode()).hexdigest()
+    return {"scans": len(scans), "estimates": len(estimates), "changed": len(changed), "digest": digest}
 
 
 def _detection_counts(conn: Connection, instant: datetime) -> dict[str, Any]:
