@@ -1,4 +1,5 @@
-"""A wide window comes with a date by which we write again, and the pipeline keeps it.
+"""A wide window comes with a date by which we write again, and the pipeline keeps it; a window
+that passed goes to a person.
 
 Through the production steps on a tiny shop: a failed delivery attempt gets a window wider than
 the brand's span, so the notice names a check-in date; nothing else happens to the parcel; on that
@@ -60,3 +61,30 @@ def test_a_wide_window_promises_a_check_in_and_the_pipeline_keeps_it(brand, tmp_
         kept = conn.execute(text("SELECT check_in_by, kept FROM v_check_ins WHERE promised_in = :k"),
                             {"k": notice["message_key"]}).one()
     assert kept.kept == 1
+
+
+def test_windows_that_passed_go_to_a_person_once(tmp_path):
+    """Two parcels told a window, then silent past it: in one run both cases go to a person (the
+    escalated e-mail, the case state and its owner, one case event each); a rerun adds nothing."""
+    shop = TinyShop(tmp_path / "shop", lines=2)
+    for sid in ("SO1-1-1", "SO1-2-1"):
+        shop.scan(sid, "in_transit", day(-2))
+        shop.scan(sid, "failed_attempt", day(0) - timedelta(hours=3))
+    shop.write()
+    settings = shop.settings(f"sqlite:///{tmp_path / 'history.db'}", tmp_path / "out")
+    run(settings, shop, day(0))
+    run(settings, shop, day(1))  # (one e-mail per order a day: the second notice goes the next day)
+    notices = _outbox(settings)
+    assert [(m["kind"], m["state"]) for m in notices] == [("notice", "sent")] * 2
+    past = max(m["window_latest"] for m in notices)
+    after = next(n for n in range(1, 30) if day(n).date() > past)
+    for _ in range(2):  # the run, then the same run again
+        run(settings, shop, day(after))
+        ca, ev = schema.cases.c, schema.case_events.c
+        with prepare(settings.db_url).connect() as conn:
+            cases = conn.execute(select(ca.case_id, ca.state, ca.owner).order_by(ca.case_id)).all()
+            events = conn.execute(select(ev.case_id, ev.detail).where(ev.event == "escalated")
+                                  .order_by(ev.case_id)).all()
+        assert [(state, owner) for _, state, owner in cases] == [("escalated", load_brand().escalation_owner)] * 2
+        assert events == [(case_id, "window_passed") for case_id, _, _ in cases]
+        assert sorted(m["kind"] for m in _outbox(settings)) == ["escalated", "escalated", "notice", "notice"]

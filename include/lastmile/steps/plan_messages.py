@@ -52,12 +52,12 @@ def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
                 if decision.escalate and f.case["state"] != "escalated":
                     escalations.append(f.case["case_id"])
         inserted = upsert(conn, schema.outbox, planned)
-        for case_id in escalations:
-            conn.execute(update(schema.cases).where(schema.cases.c.case_id == case_id).values(
+        for part in chunks(escalations):
+            conn.execute(update(schema.cases).where(schema.cases.c.case_id.in_(part)).values(
                 state="escalated", owner=brand.escalation_owner))
-            upsert(conn, schema.case_events, [{"case_id": case_id, "batch_key": batch, "at": as_of,
-                                               "event": "escalated", "detail": "window_passed"}],
-                   conflict=CASE_EVENT_KEY)
+        upsert(conn, schema.case_events, [{"case_id": case_id, "batch_key": batch, "at": as_of, "event": "escalated",
+                                           "detail": "window_passed"} for case_id in escalations],
+               conflict=CASE_EVENT_KEY)
         kinds = Counter(f"{m['kind']}:{m['state']}" for m in planned)
         return record_step(conn, as_of, "plan_messages", {
             "planned": inserted, "by_kind": dict(sorted(kinds.items())), "escalated": len(escalations),
