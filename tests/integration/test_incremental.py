@@ -232,30 +232,47 @@ def test_a_previous_runs_fetch_redone_with_as_many_rows_is_still_looked_at(tmp_p
         assert sid in candidates(conn, settings, soon, RUNS[2], feed_states(conn, settings, soon))
 
 
-def test_a_previous_runs_load_orders_redone_alone_is_looked_at(tmp_path, sim_400):
+def test_a_previous_runs_load_orders_redone_alone_is_looked_at(tmp_path, sim_400, monkeypatch):
     """load_orders of the previous run's batch, cleared and run again on its own after that run's
-    detection, changed a shipment: the next run looks at it (and at nothing else new)."""
+    detection, wrote other content for a shipment that batch had already changed (the shop cancelled
+    its order meanwhile): the next run looks at it. Run again with the same content: nothing new."""
+    from lastmile.shop.records import RawOrders
+    from lastmile.steps import load_orders as load_module
     from lastmile.steps.detect_exceptions import candidates
     from lastmile.store.db import batch_key_for
     from lastmile.store.queries import feed_states
 
     settings = _settings(tmp_path, sim_400)
-    for as_of in RUNS[:3]:
+    for as_of in RUNS[:4]:  # (the fourth run's batch changed shipments in flight)
         pipeline.run_all(settings, as_of)
-    soon = RUNS[2] + timedelta(minutes=5)
-    bc, ts, sc = schema.batch_changes.c, schema.tracking_state.c, schema.scans.c
+    soon = RUNS[3] + timedelta(minutes=5)
+    bc, ts, sh, od = schema.batch_changes.c, schema.tracking_state.c, schema.shipments.c, schema.orders.c
     engine = prepare(settings.db_url)
-    with engine.begin() as conn:
-        # (in flight, with no scan or order change of the previous run's: nothing else names it)
-        sid = conn.execute(select(ts.shipment_id).where(
-            ts.finished_at.is_(None),
-            ts.shipment_id.not_in(select(sc.shipment_id).where(sc.first_seen_at == RUNS[2])),
-            ts.shipment_id.not_in(select(bc.shipment_id).where(bc.batch_key == batch_key_for(RUNS[2]))))
-            .order_by(ts.shipment_id).limit(1)).scalar_one()
-        conn.execute(schema.batch_changes.insert(), [{"batch_key": batch_key_for(RUNS[2]), "shipment_id": sid}])
     with engine.connect() as conn:
-        found = candidates(conn, settings, soon, RUNS[2], feed_states(conn, settings, soon))
-    assert sid in found
+        sid, oid = conn.execute(select(bc.shipment_id, sh.order_id).join(schema.shipments, sh.shipment_id == bc.shipment_id)
+                                .join(schema.tracking_state, ts.shipment_id == bc.shipment_id)
+                                .where(bc.batch_key == batch_key_for(RUNS[3]), ts.finished_at.is_(None))
+                                .order_by(bc.shipment_id).limit(1)).one()
+        order = dict(conn.execute(select(schema.orders).where(od.order_id == oid)).mappings().one())
+        assert candidates(conn, settings, soon, RUNS[3], feed_states(conn, settings, soon)) == set()
+
+    def load_again(status: object) -> dict[str, object]:
+        """load_orders of the fourth run cleared and run again, alone: the shop now says `status`."""
+        row = {**order, "placed_at": utc_(order["placed_at"]).isoformat(), "status": status}
+        shop = RawOrders(customers=[], subscriptions=[], orders=[row], order_lines=[], shipments=[])
+        monkeypatch.setattr(load_module, "order_source", lambda *_: type("Shop", (), {"load": lambda _s, _at: shop})())
+        return pipeline.load_orders(settings, RUNS[3])
+
+    def looked_at() -> set[str]:
+        with engine.connect() as conn:
+            return candidates(conn, settings, soon, RUNS[3], feed_states(conn, settings, soon))
+
+    assert load_again("cancelled")["orders"] == 1
+    assert sid in looked_at()
+    pipeline.detect_exceptions(settings, RUNS[3])  # its detection run again too: that one saw it
+    assert looked_at() == set()
+    assert load_again("cancelled")["orders"] == 0  # the same content once more: nothing written, nothing new
+    assert looked_at() == set()
 
 
 def test_a_feed_read_again_after_the_detection_that_found_it_down_has_its_parcels_looked_at(

@@ -120,18 +120,20 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
     # with the run's instant, load_orders with its batch): they are not new again, unless more came
     # with that instant after it ran (a fetch or load_orders task cleared and run again, alone), and
     # then everything that came with it is looked at again.
-    seen = _detection_counts(conn, previous)
-    rerun = seen.get("arrived") != arrived_with(conn, previous)
+    seen, now = _detection_counts(conn, previous), arrived_with(conn, previous)
+    saw = seen.get("arrived") or {}
+    fetched_again = any(saw.get(k) != now[k] for k in ("scans", "estimates", "digest"))
+    loaded_again = any(saw.get(k) != now[k] for k in ("changed", "changes_digest"))
 
     def since(column: Any) -> Any:
-        return (column >= previous if rerun else column > previous) & (column <= as_of)
+        return (column >= previous if fetched_again else column > previous) & (column <= as_of)
 
     ids: set[str] = set()
     ids |= set(conn.execute(select(sc.shipment_id).where(
         or_(since(sc.first_seen_at), (sc.occurred_at > previous) & (sc.occurred_at <= as_of))).distinct()).scalars())
     ids |= set(conn.execute(select(es.shipment_id).where(since(es.observed_at))).scalars())
     ids |= set(conn.execute(select(sh.shipment_id).where(sh.created_at > previous, sh.created_at <= as_of)).scalars())
-    batches = [batch_key_for(as_of), *([batch_key_for(previous)] if rerun else [])]
+    batches = [batch_key_for(as_of), *([batch_key_for(previous)] if loaded_again else [])]
     ids |= set(conn.execute(select(bc.shipment_id).where(bc.batch_key.in_(batches))).scalars())
     # The parcels in flight at the previous run: their clock is what moves without a new fact.
     flying = sh.shipment_id.in_(progress.in_flight(previous))
@@ -139,10 +141,12 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
     # would read every parcel in flight, every hour)
     zones = [tz for tz in distinct_values(conn, sh.dest_tz) if every_zone or _new_day(tz, previous, as_of)]
     # The feeds as the previous detection read them (a fetch of its instant run again since may
-    # have changed what the history now says of that instant).
-    then = seen.get("feeds") or {a: f["state"] for a, f in feed_states(conn, settings, previous).items()}
+    # have changed what the history now says of that instant); an account configured since was
+    # read through the first account then.
+    read = seen.get("feeds") or {a: f["state"] for a, f in feed_states(conn, settings, previous).items()}
+    first = next(iter(read), None)
     moved = [a for a in settings.tracking_accounts
-             if (then.get(a) == "ok") != (feeds[a]["state"] == "ok")]
+             if (read.get(a, read.get(first)) == "ok") != (feeds[a]["state"] == "ok")]
     if zones or moved:
         routed = sh.tracking_account.in_(moved)
         if settings.tracking_accounts[0] in moved:  # unnamed accounts are read through the first one
@@ -160,14 +164,19 @@ def candidates(conn: Connection, settings: Settings, as_of: datetime, previous: 
 def arrived_with(conn: Connection, instant: datetime) -> dict[str, Any]:
     """What the run at `instant` fetched and loaded (scans first seen, estimates observed then,
     shipments its load_orders changed): how many, and a digest of which, so a later run can tell
-    whether more arrived with that instant."""
+    whether more arrived with that instant (fetched: scans and estimates; loaded: changes)."""
     sc, es, bc = schema.scans.c, schema.estimates.c, schema.batch_changes.c
     scans = sorted(conn.execute(select(sc.scan_id).where(sc.first_seen_at == instant)).scalars())
     estimates = sorted(f"{sid}|{day}" for sid, day in conn.execute(
         select(es.shipment_id, es.est_delivery_date).where(es.observed_at == instant)))
-    changed = sorted(conn.execute(select(bc.shipment_id).where(bc.batch_key == batch_key_for(instant))).scalars())
-    digest = hashlib.sha1("\n".join([*scans, "", *estimates, "", *changed]).encode()).hexdigest()
-    return {"scans": len(scans), "estimates": len(estimates), "changed": len(changed), "digest": digest}
+    changed = sorted(f"{sid}|{digest}" for sid, digest in conn.execute(
+        select(bc.shipment_id, bc.digest).where(bc.batch_key == batch_key_for(instant))))
+    return {"scans": len(scans), "estimates": len(estimates), "digest": _digest([*scans, "", *estimates]),
+            "changed": len(changed), "changes_digest": _digest(changed)}
+
+
+def _digest(lines: list[str]) -> str:
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()
 
 
 def _detection_counts(conn: Connection, instant: datetime) -> dict[str, Any]:

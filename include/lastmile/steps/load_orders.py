@@ -56,18 +56,28 @@ def load_orders(settings: Settings, as_of: datetime) -> dict[str, Any]:
         upsert(conn, wm, [{"source": settings.source, "entity": e, "watermark": w, "batch_key": batch_key_for(as_of)}
                           for e, w in raw.watermarks.items()], update=["watermark", "batch_key"])
         # What detection must look at again: the shipments written now, and those of orders written now
-        # (a cancelled or refunded order resolves its cases).
-        changed = {s["shipment_id"] for s in valid.shipments} | shipments_of_orders(
-            conn, [o["order_id"] for o in valid.orders])
+        # (a cancelled or refunded order resolves its cases), each with a digest of what was written.
         progress.track(conn, (s["shipment_id"] for s in valid.shipments))
-        upsert(conn, schema.batch_changes, [{"batch_key": batch_key_for(as_of), "shipment_id": sid}
-                                            for sid in sorted(changed)])
+        upsert(conn, schema.batch_changes, _changes(conn, batch_key_for(as_of), valid), update=["digest"])
         quarantine(conn, valid.rejections, as_of)
         return record_step(conn, as_of, "load_orders", {
             "source": settings.source, "orders": len(valid.orders), "order_lines": len(valid.order_lines),
             "shipments": len(valid.shipments), "customers": len(valid.customers),
             "subscriptions": len(valid.subscriptions), "quarantined": len(valid.rejections),
             "unchanged_rows_skipped": unchanged})
+
+
+def _changes(conn: Connection, batch: str, valid: orders.ValidOrders) -> list[dict[str, Any]]:
+    """One batch_changes row per shipment written now or of an order written now, with a digest of
+    its row and its order's row as written (a load of the same batch run again with other content
+    changes it; with the same content it writes nothing)."""
+    shipped = {s["shipment_id"]: s for s in valid.shipments}
+    ordered = {o["order_id"]: o for o in valid.orders}
+    order_of = {sid: s["order_id"] for sid, s in shipped.items()} | shipments_of_orders(conn, ordered)
+    return [{"batch_key": batch, "shipment_id": sid,
+             "digest": changes.row_digest({"shipment": changes.row_digest(shipped[sid]) if sid in shipped else "",
+                                           "order": changes.row_digest(ordered[oid]) if oid in ordered else ""})}
+            for sid, oid in sorted(order_of.items())]
 
 
 def _accepted(conn: Connection, source: str) -> changes.Stored:

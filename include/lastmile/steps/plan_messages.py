@@ -73,15 +73,19 @@ def _cases_to_consider(conn: Connection, batch: str, as_of: datetime) -> list[di
     ca, ob, d = schema.cases.c, schema.outbox.c, schema.detections.c
     lines = select(d.order_line_id).where(d.batch_key == batch)
     tomorrow = as_of.date() + timedelta(days=1)
+    # (a subquery per live case, through (state, case_id); as EXISTS, Postgres hashes every promise
+    # ever sent, since nearly all of them are past)
     promised = select(ob.case_id).where(ob.state == "sent", ob.case_id == ca.case_id,
-                                        or_(ob.window_latest < tomorrow, ob.check_in_by <= tomorrow)).exists()
+                                        or_(ob.window_latest < tomorrow, ob.check_in_by <= tomorrow)).limit(1)
     # Three lookups through indexes, not one OR that reads every case ever opened and every promise
     # ever made: by batch; by the lines re-detected (then "not resolved", which no index serves);
-    # the live cases (by state) with a sent promise (by state and case).
-    ids = union(select(ca.case_id).where(ca.last_batch == batch),
-                select(ca.case_id).where(ca.order_line_id.in_(lines), ca.state != "resolved"),
-                select(ca.case_id).where(ca.state.in_(LIVE_STATES), promised))
-    return [dict(r) for r in conn.execute(select(schema.cases).where(ca.case_id.in_(ids))).mappings()]
+    # the live cases (by state) with a sent promise. Then the cases themselves, by key.
+    ids = conn.execute(union(select(ca.case_id).where(ca.last_batch == batch),
+                             select(ca.case_id).where(ca.order_line_id.in_(lines), ca.state != "resolved"),
+                             select(ca.case_id).where(ca.state.in_(LIVE_STATES),
+                                                      promised.scalar_subquery().is_not(None)))).scalars()
+    return [dict(r) for part in chunks(ids) for r in conn.execute(
+        select(schema.cases).where(ca.case_id.in_(part))).mappings()]
 
 
 def _case_facts(conn: Connection, cases: list[dict[str, Any]],

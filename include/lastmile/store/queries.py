@@ -91,11 +91,11 @@ def chunks(ids: Iterable[str], size: int = CHUNK) -> Iterator[list[str]]:
         yield ordered[start:start + size]
 
 
-def shipments_of_orders(conn: Connection, order_ids: Iterable[str]) -> set[str]:
-    """The shipment ids of these orders."""
+def shipments_of_orders(conn: Connection, order_ids: Iterable[str]) -> dict[str, str]:
+    """The shipments of these orders: {shipment id: its order id}."""
     c = schema.shipments.c
-    return {sid for part in chunks(order_ids)
-            for sid in conn.execute(select(c.shipment_id).where(c.order_id.in_(part))).scalars()}
+    return {sid: oid for part in chunks(order_ids)
+            for sid, oid in conn.execute(select(c.shipment_id, c.order_id).where(c.order_id.in_(part))).all()}
 
 
 def rows_of(conn: Connection, stmt: Any, column: Any, ids: Iterable[str]) -> pd.DataFrame:

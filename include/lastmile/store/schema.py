@@ -300,6 +300,9 @@ batch_changes = Table(
     "batch_changes", metadata,  # the shipments a batch's load_orders wrote: detection looks again
     Column("batch_key", String(40), primary_key=True),
     Column("shipment_id", String(64), primary_key=True),
+    # What the batch loaded for it (its row's and its order's content): the batch's load run again
+    # with other content changes it, and the next detection looks again (detect_exceptions.arrived_with).
+    Column("digest", String(40)),
 )
 tracking_state = Table(
     "tracking_state", metadata,  # one per shipment: when its first terminal scan happened (NULL: in flight)

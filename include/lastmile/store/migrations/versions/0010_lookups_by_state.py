@@ -1,4 +1,5 @@
-"""An hour's lookups by state and zone, through indexes instead of passes over the history.
+"""An hour's lookups by state and zone, through indexes instead of passes over the history; what
+a batch loaded, by content.
 
 - shipments by dest_tz: the zones the history delivers to are read by a walk over this index
   (one probe per zone), so an hour asks which zones crossed a local midnight without listing
@@ -8,6 +9,9 @@
 - cases by (state, exception_type) and by last_batch: the live cases (not resolved) and the cases
   a batch changed, without reading every case ever opened.
 - current_detections by (open, exception_type): the open exceptions, counted by type.
+- batch_changes.digest: what the batch's load_orders wrote for each shipment (its row's and its
+  order's content), so a load run again alone with other content is seen by the next detection
+  (rows from before: NULL).
 
 On a large history these take a while to build, and on Postgres they are not built
 `CONCURRENTLY`: pause the DAGs while the upgrade runs.
@@ -21,6 +25,7 @@ Frozen: it imports nothing from lastmile.
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
@@ -41,8 +46,10 @@ INDEXES = (
 def upgrade() -> None:
     for name, table, columns in INDEXES:
         op.create_index(name, table, columns)
+    op.add_column("batch_changes", sa.Column("digest", sa.String(40), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("batch_changes", "digest")
     for name, table, _ in reversed(INDEXES):
         op.drop_index(name, table)
