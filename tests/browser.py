@@ -82,8 +82,14 @@ class Chromium:
     def wait_for(self, expression: str, what: str, timeout: float = 20) -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if value := self.js(expression):
-                return value
+            try:
+                if value := self.js(expression):
+                    return value
+            except RuntimeError as err:
+                # The page is navigating (a sign-in redirect) while the expression is evaluated: the
+                # next poll asks the new page (seen once on a loaded machine).
+                if "navigated or closed" not in str(err) and "context with specified id" not in str(err):
+                    raise
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}; at {self.js('location.href')}")
 
