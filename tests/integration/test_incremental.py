@@ -303,3 +303,30 @@ def test_a_feed_read_again_after_the_detection_that_found_it_down_has_its_parcel
         assert feed_states(conn, settings, RUNS[2])[settings.tracking_accounts[0]]["state"] == "ok"
         found = candidates(conn, settings, soon, RUNS[2], feed_states(conn, settings, soon))
     assert flying and flying <= found
+
+
+def test_an_account_configured_since_is_compared_with_the_account_that_read_its_parcels(tmp_path, sim_400):
+    """Parcels moved to a new carrier account were read, until now, through the first account.
+    If the new account is not read yet, their state is now unknown: they are looked at again. If it
+    reads fine, nothing changed for them: they are not."""
+    import dataclasses
+
+    from lastmile.steps.detect_exceptions import candidates
+    from lastmile.store import progress
+
+    settings = _settings(tmp_path, sim_400)
+    for as_of in RUNS[:3]:
+        pipeline.run_all(settings, as_of)
+    soon = RUNS[2] + timedelta(minutes=5)
+    engine = prepare(settings.db_url)
+    sh = schema.shipments.c
+    with engine.begin() as conn:
+        moved = sorted(conn.execute(select(sh.shipment_id).where(sh.shipment_id.in_(progress.in_flight(RUNS[2])))
+                                    .order_by(sh.shipment_id).limit(5)).scalars())
+        conn.execute(schema.shipments.update().where(sh.shipment_id.in_(moved)).values(tracking_account="simulated_eu"))
+    both = dataclasses.replace(settings, tracking_accounts=("simulated", "simulated_eu"))
+    with engine.connect() as conn:
+        unread = candidates(conn, both, soon, RUNS[2], {"simulated": {"state": "ok"}, "simulated_eu": {"state": "never"}})
+        fine = candidates(conn, both, soon, RUNS[2], {"simulated": {"state": "ok"}, "simulated_eu": {"state": "ok"}})
+    assert set(moved) <= unread
+    assert fine == set()
