@@ -1,6 +1,6 @@
 """The real step chain, hour by hour, over histories of a given size: does the hourly cost follow change?
 
-    python -m bench.pipeline --shipments 10000 100000 [--databases sqlite postgres]
+    python -m bench.pipeline --shipments 10000 100000 [--databases sqlite postgres] [--feeds poll changes]
 
 For each size a seeded shop is generated (bench.detect's vectorised generator: about a tenth of the
 shipments in flight), written into a fresh history database as months of hourly runs would have
@@ -19,7 +19,11 @@ zone crosses a midnight then) and count by their median: on this kind of machine
 same hour differs from the next by up to twofold (page cache paged out between processes).
 
 The carrier feed is a stand-in that hands fetch_tracking exactly the hour's new scans (no HTTP);
-the shop database answers with no new orders. In the same run the DuckDB reference of the
+the shop database answers with no new orders. It is read one of two ways (--feeds, each its own
+run): `poll`, asked about every parcel in flight every hour (EasyPost, the simulator), or `changes`,
+asked what changed since the previous fetch (AfterShip's updated_at_min), the day's first fetch
+asking about every parcel (steps/fetch_tracking.changes_since); a listing repeats the previous
+hour's scans within its overlap, which the stand-in does too. In the same run the DuckDB reference of the
 detection rules (bench.detect) runs over the same shipments and scans. Printed per size and
 database: seconds per step, the process's peak RSS; then the ratios the issue asks for:
 
@@ -124,14 +128,20 @@ def hour_scans(frames: synth.Frames, at: Any, previous: Any, share: float | int,
         "message": [synth.SCAN_KINDS[k][2] for k in kinds]})
 
 
-def _settings(url: str, out: Path, shop_url: str) -> Any:
+# The carrier account each feed is read through: its vendor decides how an hour asks it
+# (steps/fetch_tracking.changes_since). The stand-in below answers for either.
+FEEDS = {"changes": "aftership_bench", "poll": "easypost_bench"}
+
+
+def _settings(url: str, out: Path, shop_url: str, feed: str = "changes") -> Any:
     from lastmile.config import Settings
 
     return Settings(db_url=url, source="sql", email_transport="file", out_dir=out, sim_dir=out / "sim",
-                    sim_seed=7, orders_db_url=shop_url)
+                    sim_seed=7, orders_db_url=shop_url, tracking_accounts=(FEEDS[feed],))
 
 
-def run_hour(url: str, out: Path, shop_url: str, at_iso: str, scans_path: str | None) -> dict[str, Any]:
+def run_hour(url: str, out: Path, shop_url: str, at_iso: str, scans_path: str | None,
+             feed: str = "changes") -> dict[str, Any]:
     """One hourly run of the real steps (in this process); seconds per step and peak RSS."""
     from lastmile.carriers.tracking import ParsedTrackers
     from lastmile.steps import fetch_tracking as fetch_module
@@ -141,8 +151,14 @@ def run_hour(url: str, out: Path, shop_url: str, at_iso: str, scans_path: str | 
     at = pd.Timestamp(at_iso).to_pydatetime()
     new = pd.read_parquet(scans_path) if scans_path else None
 
-    def stand_in(settings: Any, account: Any, shipments: list[dict[str, Any]], as_of: Any) -> FeedRead:
+    def stand_in(settings: Any, account: Any, shipments: list[dict[str, Any]], as_of: Any,
+                 changed_since: Any = None, shipments_with: Any = None) -> FeedRead:
+        # Asked about parcels by code, it answers for those; asked what changed since the previous
+        # fetch, it lists the trackers with a scan since (this hour's, and the previous hour's within
+        # the listing's overlap), which fetch_tracking matches to its parcels by code.
         asked = {s["shipment_id"] for s in shipments}
+        if shipments_with is not None and new is not None:
+            asked |= {s["shipment_id"] for s in shipments_with(sorted(set(new["tracking_code"])))}
         rows = [] if new is None else [r for r in _scan_rows(new, as_of) if r["shipment_id"] in asked]
         for r in rows:
             r.pop("first_seen_at")
@@ -150,7 +166,7 @@ def run_hour(url: str, out: Path, shop_url: str, at_iso: str, scans_path: str | 
                         len(rows), None)
 
     fetch_module.read_feed = stand_in
-    settings = _settings(url, out, shop_url)
+    settings = _settings(url, out, shop_url, feed)
     seconds: dict[str, float] = {}
     for step in STEPS:
         start = time.perf_counter()
@@ -188,8 +204,8 @@ def _shop_db(folder: Path) -> str:
     return url
 
 
-def bench(n: int, database: str, folder: Path) -> dict[str, Any]:
-    """Seed, bring up to date, then the three hours, each in a fresh process."""
+def bench(n: int, database: str, folder: Path, feed: str = "changes") -> dict[str, Any]:
+    """Seed, bring up to date, then the hours, each in a fresh process, the carrier read as `feed`."""
     from sqlalchemy import create_engine, text
 
     frames = synth.as_of_view(synth.generate(n), synth.AS_OF)
@@ -204,7 +220,8 @@ def bench(n: int, database: str, folder: Path) -> dict[str, Any]:
     start = time.perf_counter()
     seed(frames, url)
     seeded = time.perf_counter() - start
-    first = _in_process(["--url", url, "--out", str(folder), "--shop", shop, "--at", synth.AS_OF.isoformat()])
+    first = _in_process(["--url", url, "--out", str(folder), "--shop", shop, "--at", synth.AS_OF.isoformat(),
+                         "--feed", feed])
     if database == "postgres":
         # What autovacuum does within minutes of a bulk load: months of hourly runs leave the
         # planner statistics of the tables they wrote, a freshly seeded schema has none.
@@ -215,18 +232,26 @@ def bench(n: int, database: str, folder: Path) -> dict[str, Any]:
             for table in history_schema.metadata.sorted_tables:
                 conn.execute(text(f'ANALYZE "{schema_name}"."{table.name}"'))
     result: dict[str, Any] = {"shipments": len(frames.shipments), "scans": len(frames.scans), "seed_s": seeded,
-                              "first_full_run": first, "database": database}
+                              "first_full_run": first, "database": database, "feed": feed}
+    from lastmile.steps.fetch_tracking import LISTING_OVERLAP
+
     previous, runs = synth.AS_OF, {name: [] for name in HOURS}
+    codes = frames.shipments.set_index("shipment_id")["tracking_code"]
+    before = frames.scans.iloc[:0]
     for k, (after, name) in enumerate(RUNS):
         at = synth.AS_OF + timedelta(hours=after)
         scans = hour_scans(frames, at, previous, HOURS[name], seed_no=100 + k)
         path = folder / f"{k}-{name}.parquet"
-        scans.to_parquet(path)
+        # What the carrier answers with: the hour's new scans, and the previous hour's within the
+        # listing's overlap (a listing of changes repeats those; a scan read twice is stored once).
+        again = before[before["occurred_at"] >= pd.Timestamp(previous) - LISTING_OVERLAP]
+        answer = pd.concat([again, scans], ignore_index=True)
+        answer.assign(tracking_code=answer["shipment_id"].map(codes)).to_parquet(path)
         run = _in_process(["--url", url, "--out", str(folder), "--shop", shop, "--at", at.isoformat(),
-                           "--scans", str(path)])
+                           "--scans", str(path), "--feed", feed])
         runs[name].append({**run, "new_scans": len(scans), "at": at.isoformat()})
         frames = synth.Frames(frames.shipments, pd.concat([frames.scans, scans], ignore_index=True), frames.estimates)
-        previous = at
+        previous, before = at, scans
     for name, done in runs.items():
         result[name] = {**_median(done), "totals": [r["total"] for r in done]}
     con = synth.duckdb_connect()
@@ -250,7 +275,8 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _print(result: dict[str, Any]) -> None:
-    print(f"== {result['shipments']} shipments, {result['scans']} scans, {result['database']} "
+    print(f"== {result['shipments']} shipments, {result['scans']} scans, {result['database']}, "
+          f"carrier feed {result['feed']} "
           f"(seeded in {result['seed_s']:.1f} s; first full run {result['first_full_run']['total']:.1f} s, "
           f"peak RSS {result['first_full_run']['peak_rss_mb']:.0f} MB)")
     print(f"   {'step':<20}" + "".join(f"{h:>11}" for h in HOURS))
@@ -271,28 +297,32 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url"), parser.add_argument("--out"), parser.add_argument("--shop")
     parser.add_argument("--at"), parser.add_argument("--scans")
+    parser.add_argument("--feeds", nargs="+", default=["poll", "changes"], choices=tuple(FEEDS),
+                        help="how the carrier is read: asked about every parcel in flight (poll: EasyPost, "
+                             "the simulator) or asked what changed (changes: AfterShip); each its own run")
+    parser.add_argument("--feed", choices=tuple(FEEDS), default="changes", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_hour(args.url, Path(args.out), args.shop, args.at, args.scans)))
+        print(json.dumps(run_hour(args.url, Path(args.out), args.shop, args.at, args.scans, args.feed)))
         return
     sizes = sorted(args.shipments)
-    for database in args.databases:
+    for database, feed in [(d, f) for d in args.databases for f in args.feeds]:
         results = {}
         for n in sizes:
             with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-                results[n] = bench(n, database, Path(tmp))
+                results[n] = bench(n, database, Path(tmp), feed)
             _print(results[n])
         largest = results[sizes[-1]]
-        print(f"quiet hour / DuckDB = {largest['quiet']['total'] / largest['duckdb_s']:.2f}   ({database})")
+        print(f"quiet hour / DuckDB = {largest['quiet']['total'] / largest['duckdb_s']:.2f}   ({database}, {feed})")
         smaller = [n for n in sizes if n * 10 == sizes[-1]]
         if smaller:
             growth = largest["quiet"]["total"] / results[smaller[0]]["quiet"]["total"]
-            print(f"quiet hour growth for 10x history = {growth:.2f}   ({database})")
+            print(f"quiet hour growth for 10x history = {growth:.2f}   ({database}, {feed})")
             # The quiet hour's change grows with the history (1% of ten times as many parcels in
             # flight); this is what the history alone costs, the change held the same.
             same = largest["fixed"]["total"] / results[smaller[0]]["fixed"]["total"]
             print(f"quiet hour growth for 10x history at equal change ({HOURS['fixed']} new scans) = {same:.2f}"
-                  f"   ({database})")
+                  f"   ({database}, {feed})")
 
 
 if __name__ == "__main__":

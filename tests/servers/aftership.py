@@ -9,7 +9,8 @@ README says "API Version: 2026-07"; paths are inside its wheel):
 * Envelope ``{"meta": {"code", "message", "type"}, "data": ...}`` -- ``tracking/models/meta.py`` and
   ``meta_type.py``; ``tracking/response.py`` reads ``data`` on 2xx and ``meta`` otherwise.
 * ``GET /trackings`` -- ``cursor``, ``limit`` (default 100, max 200), ``tracking_numbers`` (comma
-  separated, at most 50), ``slug`` (comma separated), as documented in ``get_trackings``; ``data`` is
+  separated, at most 50), ``slug`` (comma separated), ``updated_at_min`` / ``updated_at_max`` (a date and
+  time with its offset; trackings whose ``updated_at`` lies within), as documented in ``get_trackings``; ``data`` is
   ``{"pagination": {"total", "next_cursor", "has_next_page"}, "trackings": [...]}``
   (``get_trackings_response_data.py``, ``..._pagination.py``). Newest first. Cursors are opaque; an
   unknown one is 400 meta.code 4008 ("The value of [field_name] is invalid.").
@@ -277,6 +278,23 @@ class AfterShipServer(ScriptedServer):
             tracking.update(copy.deepcopy(fields))
             return copy.deepcopy(tracking)
 
+    def add_checkpoints(self, tracking_number: str, checkpoints: list[dict[str, Any]],
+                        updated_at: datetime | None = None) -> dict[str, Any]:
+        """Append checkpoints to the newest tracking of that number, as a carrier update does: its
+        tag follows the last one and ``updated_at`` moves (to ``updated_at``, else the server's clock).
+        Returns a copy."""
+        with self._lock:
+            tracking = next(t for t in reversed(self._trackings) if t["tracking_number"] == tracking_number)
+            points = [dict(cp, slug=tracking["slug"]) for cp in checkpoints]
+            tracking["checkpoints"] = [*tracking["checkpoints"], *points]
+            if points:
+                tracking.update({"tag": points[-1]["tag"], "subtag": points[-1]["subtag"],
+                                 "subtag_message": points[-1]["subtag_message"]})
+            if updated_at is None:
+                self._clock += timedelta(seconds=1)
+            tracking["updated_at"] = _iso(updated_at or self._clock)
+            return copy.deepcopy(tracking)
+
     def add_trackings(self, count: int, prefix: str = "AS9", **kwargs: Any) -> list[dict[str, Any]]:
         """``count`` trackings with numbers ``<prefix>000000001``... (oldest first)."""
         return [self.add_tracking(f"{prefix}{n:09d}", **kwargs) for n in range(1, count + 1)]
@@ -343,10 +361,22 @@ class AfterShipServer(ScriptedServer):
         if numbers is not None and len(numbers) > MAX_TRACKING_NUMBERS:
             return 400, error_body(400, 4008, "The value of tracking_numbers is invalid.")
         slugs = _csv(query.get("slug"))
+        window = []
+        for name in ("updated_at_min", "updated_at_max"):
+            try:
+                window.append(datetime.fromisoformat(query[name][-1]) if name in query else None)
+            except ValueError:
+                return 400, error_body(400, 4008, f"The value of {name} is invalid.")
+            if window[-1] is not None and window[-1].tzinfo is None:
+                return 400, error_body(400, 4008, f"The value of {name} is invalid.")
         with self._lock:
             items = list(reversed(self._trackings))  # newest first
         if numbers is not None:
             items = [t for t in items if t["tracking_number"] in numbers]
+        low, high = window
+        if low is not None or high is not None:
+            items = [t for t in items if (low is None or datetime.fromisoformat(t["updated_at"]) >= low)
+                     and (high is None or datetime.fromisoformat(t["updated_at"]) <= high)]
         if slugs is not None:
             items = [t for t in items if t["slug"] in slugs]
         offset = 0

@@ -23,6 +23,10 @@ from lastmile.config import base_url
 VENDORS = ("simulated", "easypost", "aftership", "export")
 SIMULATED = "simulated"
 EXPORT = "export"  # a history export's scans.csv, replayed as of each run (backtest --history)
+# Vendors whose API lists the trackers it updated since an instant (AfterShip's GET /trackings
+# updated_at_min): an hour asks them what changed, not about every parcel in flight
+# (steps/fetch_tracking.py; carriers.tracking.ChangeListing). EasyPost has no such filter.
+LISTS_CHANGES = frozenset({"aftership"})
 
 
 class AccountError(ValueError):

@@ -39,6 +39,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -232,6 +233,10 @@ class AfterShipClient(TrackingVendorClient):
 
     def _code_of(self, tracker: dict[str, Any]) -> str:
         return str(tracker.get("tracking_number") or "")
+
+    def _updated_since(self, since: datetime) -> Iterable[dict[str, Any]]:
+        # get_trackings' updated_at_min: "Start date and time of trackings updated".
+        return self.list_trackings(updated_at_min=since.astimezone(UTC).isoformat(timespec="seconds"))
 
     def _fits(self, shipment: dict[str, Any], tracker: dict[str, Any]) -> bool:
         wanted = aftership_slug(shipment.get("carrier"))

@@ -269,3 +269,14 @@ class TrackingSource(Protocol):
         """(shipment_id, EasyPost-shaped Tracker) for each shipment the carrier knows at `as_of`;
         each shipment is a dict of TRACKING_QUERY_COLUMNS."""
         ...
+
+
+class ChangeListing(Protocol):
+    """A feed that can also say which of its trackers changed (carriers.accounts.LISTS_CHANGES)."""
+
+    def changed_trackers(self, since: datetime, shipments_with: Callable[[list[str]], list[dict[str, Any]]],
+                         skip: set[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(shipment_id, tracker) for each tracker updated since `since` whose code belongs to one
+        of the shipments `shipments_with(codes)` returns (dicts of TRACKING_QUERY_COLUMNS): the
+        parcels still asked about. Shipments in `skip` were answered already."""
+        ...

@@ -28,12 +28,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from itertools import islice
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from lastmile.core.retry import GaveUp, RetryLater, call_with_retries, wait_hint
+
+T = TypeVar("T")
 
 # ------------------------------------------------------------------------------------------- errors
 
@@ -213,9 +216,10 @@ class VendorHTTPClient:
 # ----------------------------------------------------------------------------------- TrackingSource
 
 
-def chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    it = iter(items)
+    while batch := list(islice(it, size)):
+        yield batch
 
 
 class TrackingVendorClient(VendorHTTPClient):
@@ -297,6 +301,32 @@ class TrackingVendorClient(VendorHTTPClient):
                  as_of: datetime) -> Iterator[tuple[str, dict[str, Any]]]:
         """lastmile.carriers.tracking.TrackingSource.trackers: the client can stand in for the simulator."""
         return self.trackers_for(shipments, as_of)
+
+    def _updated_since(self, since: datetime) -> Iterable[dict[str, Any]]:
+        """Every tracker the vendor updated at or after `since`, newest first (vendors that list
+        changes: carriers.accounts.LISTS_CHANGES)."""
+        raise NotImplementedError
+
+    def changed_trackers(self, since: datetime, shipments_with: Callable[[list[str]], list[dict[str, Any]]],
+                         skip: set[str] | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """lastmile.carriers.tracking.ChangeListing.changed_trackers: (shipment_id, tracker) for the
+        trackers updated since `since`, matched like `trackers_for` to the shipments `shipments_with`
+        returns for their codes (those we still ask about); shipments in `skip` are already answered."""
+        matched: set[str] = set(skip or ())
+        listed = 0
+        for page in chunks(self._updated_since(since), 500):  # trackers matched per lookup
+            wanted: dict[str, list[dict[str, Any]]] = {}
+            for shipment in shipments_with(sorted({self._code_of(t) for t in page} - {""})):
+                wanted.setdefault(str(shipment["tracking_code"]).strip(), []).append(shipment)
+            for tracker in page:
+                for shipment in wanted.get(self._code_of(tracker), []):
+                    sid = str(shipment["shipment_id"])
+                    # Lists come newest first: the first tracker that fits a shipment is its current one.
+                    if sid not in matched and self._fits(shipment, tracker):
+                        matched.add(sid)
+                        listed += 1
+                        yield sid, tracker
+        self.log.info("%s: %d trackers updated since the last fetch matched a parcel in flight", self.vendor, listed)
 
     def _unmatched_by_carrier(self, group: Iterable[dict[str, Any]], code: str, matched: set[tuple[str, str]]
                               ) -> Iterator[tuple[str | None, list[dict[str, Any]]]]:

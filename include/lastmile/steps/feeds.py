@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from lastmile.carriers import tracking
 from lastmile.carriers.accounts import TrackingAccount, payload_format
@@ -20,8 +21,11 @@ class FeedRead:
 
 
 def read_feed(settings: Settings, account: TrackingAccount, shipments: list[dict[str, Any]],
-              as_of: datetime) -> FeedRead:
-    """Trackers for `shipments` from `account`, parsed into our scans.
+              as_of: datetime, changed_since: datetime | None = None,
+              shipments_with: Callable[[list[str]], list[dict[str, Any]]] | None = None) -> FeedRead:
+    """Trackers for `shipments` from `account`, parsed into our scans; with `changed_since`, also
+    every tracker the vendor updated since then that belongs to a shipment `shipments_with` finds
+    for its code (tracking.ChangeListing).
 
     A feed that fails half-way keeps what it returned before failing: those scans are facts.
     """
@@ -31,6 +35,10 @@ def read_feed(settings: Settings, account: TrackingAccount, shipments: list[dict
     try:
         for pair in source.trackers(shipments, as_of):
             received.append(pair)
+        if changed_since is not None and shipments_with is not None:
+            listing = cast(tracking.ChangeListing, source)
+            for pair in listing.changed_trackers(changed_since, shipments_with, {sid for sid, _ in received}):
+                received.append(pair)
     except Exception as err:  # noqa: BLE001 -- any failure means the same to ops: this feed is down
         error = f"{type(err).__name__}: {err}"
     finally:

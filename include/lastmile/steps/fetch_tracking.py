@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Connection, func, or_, select
 
-from lastmile.carriers.accounts import TrackingAccount, vendor_of
+from lastmile.carriers.accounts import LISTS_CHANGES, TrackingAccount, vendor_of
 from lastmile.carriers.tracking import TRACKING_QUERY_COLUMNS
 from lastmile.config import Settings
 from lastmile.steps.common import quarantine, record_step, utc_instant
 from lastmile.steps.feeds import read_feed
 from lastmile.store import progress, schema
-from lastmile.store.db import batch_key_for, engine_for, upsert, writing
+from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
+from lastmile.store.queries import chunks
 
 log = logging.getLogger("lastmile")
 
@@ -41,9 +43,68 @@ def _routed_to(account: str, settings: Settings) -> Any:
     return col == account
 
 
+# How far before the previous successful fetch a listing of changes reaches: the vendor's clock
+# and ours differ, and a tracker being written while we listed shows its change a moment later
+# (a scan listed twice is stored once).
+LISTING_OVERLAP = timedelta(minutes=15)
+
+
+def changes_since(conn: Connection, account: TrackingAccount, as_of: datetime) -> datetime | None:
+    """The instant to ask `account` what changed since, or None to ask about every parcel in flight.
+
+    Only a vendor that lists changes (LISTS_CHANGES) is asked what changed, and only when this
+    account's latest successful fetch before `as_of` was the same UTC day (the first fetch of each day
+    asks about every parcel: whatever a listing missed is read then) and no fetch of this account is
+    recorded after `as_of` (a past instant run again, a backfill: asked in full, like the first run).
+    A fetch that failed leaves the earlier success as the start: the next listing covers the gap."""
+    if account.vendor not in LISTS_CHANGES:
+        return None
+    fh = schema.feed_health.c
+    mine = fh.account == account.name
+    if conn.execute(select(fh.as_of).where(mine, fh.as_of > as_of).limit(1)).first() is not None:
+        return None
+    last_ok = utc(conn.execute(select(func.max(fh.as_of)).where(mine, fh.ok.is_(True), fh.as_of < as_of)).scalar())
+    if last_ok is None or last_ok.date() != as_of.date():
+        return None
+    return last_ok - LISTING_OVERLAP
+
+
+def _rows(conn: Connection, stmt: Any) -> list[dict[str, Any]]:
+    return [dict(zip(TRACKING_QUERY_COLUMNS, row, strict=True)) for row in conn.execute(stmt).tuples()]
+
+
+def _in_flight(conn: Connection, settings: Settings, account: str, as_of: datetime) -> list[dict[str, Any]]:
+    """The account's parcels in flight, as a feed is asked about them (TRACKING_QUERY_COLUMNS, not the
+    whole row: at 1M shipments 100k are in flight)."""
+    sh = schema.shipments.c
+    return _rows(conn, select(*(sh[c] for c in TRACKING_QUERY_COLUMNS)).where(
+        sh.shipment_id.in_(progress.in_flight(as_of)), sh.created_at <= as_of, _routed_to(account, settings)))
+
+
+def _in_flight_among(conn: Connection, settings: Settings, account: str, as_of: datetime, column: Any,
+                     values: Iterable[str]) -> list[dict[str, Any]]:
+    """The account's parcels in flight among a few, found through `column`'s index."""
+    sh, ts = schema.shipments.c, schema.tracking_state.c
+    flying = or_(ts.finished_at.is_(None), ts.finished_at > as_of)
+    joined = schema.shipments.join(schema.tracking_state, ts.shipment_id == sh.shipment_id)
+    return [row for part in chunks(values) for row in _rows(conn, select(
+        *(sh[c] for c in TRACKING_QUERY_COLUMNS)).select_from(joined).where(
+        column.in_(part), flying, sh.created_at <= as_of, _routed_to(account, settings)))]
+
+
+def _new_since(conn: Connection, since: datetime, as_of: datetime) -> set[str]:
+    """The shipments created, or written by a batch's load_orders, after `since`."""
+    sh, bc = schema.shipments.c, schema.batch_changes.c
+    new = set(conn.execute(select(sh.shipment_id).where(sh.created_at > since, sh.created_at <= as_of)).scalars())
+    return new | set(conn.execute(select(bc.shipment_id).where(
+        bc.batch_key > batch_key_for(since), bc.batch_key <= batch_key_for(as_of))).scalars())
+
+
 def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount | None = None) -> dict[str, Any]:
     """Poll one carrier account for its shipments not finished by `as_of`; store new scans and estimates.
 
+    A vendor that lists what changed is asked for that instead, once the day's first fetch has asked
+    about every parcel (changes_since): the hour then costs what changed, not what is in flight.
     A feed that fails still keeps what it returned before failing; its health row says it is down,
     and FeedDown is raised so ops see the account's task fail while the other accounts go on.
     """
@@ -51,14 +112,18 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
     account = account or TrackingAccount(settings.tracking_accounts[0], vendor_of(settings.tracking_accounts[0]))
     engine = engine_for(settings.db_url)
     with engine.connect() as conn:
-        # What a carrier feed is asked with (lastmile.carriers.tracking.TrackingSource), not the whole
-        # row (at 1M shipments, 100k of them are in flight).
-        sh = schema.shipments.c
-        active = [dict(zip(TRACKING_QUERY_COLUMNS, row, strict=True)) for row in conn.execute(
-            select(*(sh[c] for c in TRACKING_QUERY_COLUMNS)).where(
-                sh.shipment_id.in_(progress.in_flight(as_of)), sh.created_at <= as_of,
-                _routed_to(account.name, settings))).tuples().all()]
-    feed = read_feed(settings, account, active, as_of)
+        since = changes_since(conn, account, as_of)
+        # Asked by code: every parcel in flight, or (the vendor lists what changed) only those it may
+        # not know yet; the others' news comes from the listing.
+        active = (_in_flight(conn, settings, account.name, as_of) if since is None else
+                  _in_flight_among(conn, settings, account.name, as_of, schema.shipments.c.shipment_id,
+                                   _new_since(conn, since, as_of)))
+
+    def by_code(codes: list[str]) -> list[dict[str, Any]]:
+        with engine.connect() as conn:
+            return _in_flight_among(conn, settings, account.name, as_of, schema.shipments.c.tracking_code, codes)
+
+    feed = read_feed(settings, account, active, as_of, since, by_code if since is not None else None)
     parsed, error = feed.parsed, feed.error
     for scan in parsed.scans:
         scan["first_seen_at"] = as_of
@@ -80,11 +145,13 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
                     "scans_new", "error"])
         counts = record_step(conn, as_of, f"fetch_tracking[{account.name}]", {
             "account": account.name, "ok": error is None,
+            "changes_since": since.isoformat() if since is not None else None,
             "trackers_polled": len(active), "trackers_parsed": parsed.trackers_ok, "scans_seen": len(parsed.scans),
             "scans_new": new_scans, "trackers_updated": updated, "scans_unmapped": unmapped,
             "quarantined": len(parsed.rejections)})
     if error is not None:
-        log.error("ALERT carrier feed %s (%s) is down: %s; its %d active shipments are in an unknown state",
-                  account.name, account.vendor, error, len(active))
+        log.error("ALERT carrier feed %s (%s) is down: %s; its shipments in flight are in an unknown state "
+                  "(%d asked about by code%s)", account.name, account.vendor, error, len(active),
+                  "" if since is None else f", the others by a listing of what changed since {since.isoformat()}")
         raise FeedDown(account.name, error)
     return counts
