@@ -9,6 +9,7 @@ import pandas as pd
 from lastmile.core.calendar import (
     add_business_days,
     is_business_day,
+    learned_by,
     start_of_local_day,
     weekend,
     zone_country,
@@ -41,6 +42,28 @@ def test_a_day_whose_midnight_does_not_exist_still_has_a_start():
     # Brazil moved its clocks forward at midnight on 16 Oct 2016: 00:00 never happened in Sao Paulo.
     start = start_of_local_day(datetime(2016, 10, 16, 15, tzinfo=UTC), "America/Sao_Paulo")
     assert start == datetime(2016, 10, 16, 3, tzinfo=UTC)
+
+
+def test_a_destination_learns_by_one_instant_all_its_day_and_zones_of_one_utc_date_share_it():
+    from datetime import timedelta
+
+    zones = ["America/Los_Angeles", "America/New_York", "Europe/London", "Europe/Berlin", "Asia/Tokyo",
+             "Pacific/Kiritimati", "America/Sao_Paulo"]
+    hours = [datetime(2026, 3, 27, tzinfo=UTC) + timedelta(hours=h) for h in range(24 * 5)]  # over Europe's DST
+    for tz in zones:
+        by_day: dict = {}
+        for at in hours:
+            cutoff = learned_by(at, tz)
+            start = start_of_local_day(at, tz)
+            assert cutoff <= start < cutoff + timedelta(days=1) and cutoff.time() == datetime.min.time()
+            by_day.setdefault(start, set()).add(cutoff)
+        # One instant per local day, never an earlier one for a later day (a DST change can give two
+        # local days the same one: London's 30 March began at 23:00Z on the 29th).
+        assert all(len(c) == 1 for c in by_day.values())
+        ordered = [next(iter(by_day[start])) for start in sorted(by_day)]
+        assert ordered == sorted(ordered) and len(set(ordered)) >= len(ordered) - 1
+    # Every zone an hour touches learns by one of at most two instants (each computed once a day).
+    assert all(len({learned_by(at, tz) for tz in zones}) <= 2 for at in hours)
 
 
 def test_a_shipment_names_its_country_or_takes_its_zones_and_without_either_is_quarantined():

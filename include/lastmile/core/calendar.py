@@ -104,7 +104,16 @@ def business_days_between(start: date, end: date, country: str) -> int:
 
 
 def start_of_local_day(instant: datetime, tz: str) -> datetime:
-    """The UTC instant at which `instant`'s day began in `tz`: what is learned by then holds all day."""
+    """The UTC instant at which `instant`'s day began in `tz`."""
     day = instant.astimezone(ZoneInfo(tz)).date()
     return datetime.combine(day, time(0), ZoneInfo(tz)).astimezone(ZoneInfo("UTC"))
+
+
+def learned_by(instant: datetime, tz: str) -> datetime:
+    """What the thresholds and windows of a destination's day learn from: what was known at the last
+    UTC midnight at or before the start of its local day. The same all that local day (it moves
+    only when the destination's day does), and one instant for every zone whose day began on the
+    same UTC date, so a day's learning is done once, not once per time zone."""
+    start = start_of_local_day(instant, tz)
+    return datetime.combine(start.date(), time(0), ZoneInfo("UTC"))
 

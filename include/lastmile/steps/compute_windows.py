@@ -3,7 +3,8 @@
 Windows learn from the transit times, estimate errors and times after an exception kept per
 delivered parcel (`transit_samples`, `estimate_samples`, `exception_samples`, written by
 detect_exceptions as parcels are delivered): the latest of each carrier (and exception) delivered
-before the start of the destination's day, grouped by lane, service and carrier once per day and
+before the destination's day (core/calendar.learned_by: the last UTC midnight at or before its
+start), grouped by lane, service and carrier once per day and
 kept (store/learned.py), so an hour reads what it needs for this batch and nothing else.
 """
 
@@ -17,7 +18,7 @@ import pandas as pd
 from sqlalchemy import Connection, bindparam, select, update
 
 from lastmile.config import Settings
-from lastmile.core.calendar import start_of_local_day
+from lastmile.core.calendar import learned_by
 from lastmile.core.windows import (
     LEVELS,
     SampleLevels,
@@ -60,9 +61,9 @@ def compute_windows(settings: Settings, as_of: datetime) -> dict[str, Any]:
                    .agg(est=("est_delivery_date", "last"), at=("observed_at", "last"), n=("observed_at", "size"))
                    if not estimates.empty else pd.DataFrame(columns=["est", "at", "n"]))
         by_id = shipments.set_index("shipment_id")
-        # What was learned by the start of the destination's day: a window changes once a day (or
-        # when its parcel's facts change), not every hour as other parcels arrive.
-        starts = {tz: start_of_local_day(as_of, tz) for tz in set(shipments["dest_tz"])}
+        # What was learned by the destination's day (calendar.learned_by): a window changes once a
+        # day (or when its parcel's facts change), not every hour as other parcels arrive.
+        starts = {tz: learned_by(as_of, tz) for tz in set(shipments["dest_tz"])}
         kept = learned_levels(conn, set(starts.values()), as_of)
         learned_by_zone = {tz: kept[utc(start)] for tz, start in starts.items()}  # type: ignore[index]
         windows: list[dict[str, Any]] = []

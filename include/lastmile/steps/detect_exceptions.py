@@ -33,7 +33,7 @@ from sqlalchemy import Connection, delete, func, or_, select
 
 from lastmile.config import Settings
 from lastmile.core import detection, thresholds
-from lastmile.core.calendar import start_of_local_day
+from lastmile.core.calendar import learned_by
 from lastmile.core.windows import estimate_errors, exception_history, transit_history
 from lastmile.steps.common import record_step, superseded, utc_instant
 from lastmile.store import learned, progress, schema
@@ -197,10 +197,10 @@ THRESHOLDS_CODE = (thresholds.STALLED_QUANTILE, thresholds.LOST_QUANTILE, thresh
 
 def _thresholds(conn: Connection, shipments: pd.DataFrame, as_of: datetime) -> thresholds.ZonedThresholds:
     """The configured thresholds, raised to each carrier's rhythm as its delivered parcels show it
-    by the start of the destination's day (so they move only when that zone's parcels are all
+    by the destination's day (calendar.learned_by; so they move only when that zone's parcels are all
     looked at again: incremental and full detection agree)."""
     configured = thresholds.load()
-    midnights = {tz: utc(start_of_local_day(as_of, tz)) for tz in set(shipments["dest_tz"])}
+    midnights = {tz: utc(learned_by(as_of, tz)) for tz in set(shipments["dest_tz"])}
     tables = learned_thresholds(conn, configured, set(midnights.values()), as_of)  # type: ignore[arg-type]
     carriers = set(shipments["carrier"].astype(str))
     tables = {start: thresholds.cold_started(table, configured, carriers) for start, table in tables.items()}

@@ -1,8 +1,8 @@
 """What the rules and windows learned as of a cutoff, kept in the history (`learned_statistics`).
 
 A detection run needs the silence thresholds, and compute_windows the grouped samples, as they
-stood at the start of each destination's day: a handful of cutoffs a day, each needed every hour
-of that day. They are computed by the first run that needs a cutoff and read by the runs after it,
+stood for each destination's day (core/calendar.learned_by: the last UTC midnight at or before its
+start): one or two cutoffs an hour, each needed every hour of a day. They are computed by the first run that needs a cutoff and read by the runs after it,
 so an hour no longer re-reads and re-fits thousands of delivered parcels.
 
 A kept value is exactly what computing it again would give: whoever writes samples calls `forget`

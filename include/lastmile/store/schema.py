@@ -174,7 +174,7 @@ outbox = Table(
     Column("window_earliest", Date),
     Column("window_latest", Date),
     Column("check_in_by", Date),  # a wide window's promise: we write again by this date, whatever happens
-    Column("planned_at", TS, nullable=False, index=True),
+    Column("planned_at", TS, nullable=False),
     Column("planned_batch", String(40), nullable=False, index=True),
     Column("sent_at", TS),
     Column("send_at", TS),  # scheduled delivery (quiet hours); NULL: at once
@@ -182,6 +182,7 @@ outbox = Table(
     Column("transport_ref", Text),
     Column("attempts", Integer, nullable=False, default=0),
     Index("ix_outbox_state_case", "state", "case_id"),  # what is still planned or sending; a case's sent ones
+    Index("ix_outbox_planned_at_key", "planned_at", "message_key"),  # the newest, in the outbox page's order
 )
 message_events = Table(
     "message_events", metadata,  # what the e-mail provider later said about a message we sent
@@ -311,7 +312,7 @@ tracking_state = Table(
 )
 learned_statistics = Table(
     # A derived cache: what the rules and windows learned from the samples above as of a cutoff (the
-    # start of a destination's day), computed once and read every hour after. Rows are forgotten
+    # UTC midnight a destination's day learns by: core/calendar.learned_by), computed once and read every hour after. Rows are forgotten
     # when samples before their cutoff change; deleting any of them only costs a recomputation.
     "learned_statistics", metadata,
     Column("kind", String(32), primary_key=True),  # thresholds, transit, estimate_errors, after_exception
