@@ -173,14 +173,71 @@ def test_a_listing_starts_from_the_last_fetch_that_succeeded_and_never_serves_a_
         assert server.pending == 0
         with prepare(settings.db_url).connect() as conn:
             # After a failed fetch, the next one lists from the last success: the gap is covered.
-            assert changes_since(conn, account, T0.replace(hour=16)) == T0 - LISTING_OVERLAP
+            assert changes_since(conn, settings, account, T0.replace(hour=16)) == T0 - LISTING_OVERLAP
             # A past instant run again, or the first fetch of a new day: every parcel is asked about.
-            assert changes_since(conn, account, T0.replace(hour=13)) is None
-            assert changes_since(conn, account, T0.replace(hour=14, minute=30)) is None  # 15:00 is recorded
-            assert changes_since(conn, account, datetime(2026, 11, 21, 1, tzinfo=UTC)) is None
+            assert changes_since(conn, settings, account, T0.replace(hour=13)) is None
+            assert changes_since(conn, settings, account, T0.replace(hour=14, minute=30)) is None  # 15:00 is recorded
+            assert changes_since(conn, settings, account, datetime(2026, 11, 21, 1, tzinfo=UTC)) is None
             # A vendor that cannot list changes is always asked about every parcel.
             easypost = TrackingAccount("aftership_default", "easypost")
-            assert changes_since(conn, easypost, T0.replace(hour=16)) is None
+            assert changes_since(conn, settings, easypost, T0.replace(hour=16)) is None
         pipeline.fetch_tracking(settings, T0.replace(hour=16), account)
         with prepare(settings.db_url).connect() as conn:
-            assert changes_since(conn, account, T0.replace(hour=15, minute=30)) is None  # a later fetch exists
+            assert changes_since(conn, settings, account, T0.replace(hour=15, minute=30)) is None  # a later fetch exists
+            assert changes_since(conn, settings, account, T0.replace(hour=17)) == T0.replace(hour=16) - LISTING_OVERLAP
+            # Accounts configured otherwise, or the account moved elsewhere: parcels another account read
+            # until now are unknown to this one, so it asks about every parcel.
+            added = Settings.from_env({"LASTMILE_OUT_DIR": str(tmp_path / "h"),
+                                       "LASTMILE_TRACKING_ACCOUNTS": "aftership_default,aftership_eu"})
+            assert changes_since(conn, added, account, T0.replace(hour=17)) is None
+            moved = TrackingAccount("aftership_default", "aftership", api_key=server.api_key,
+                                    base_url=server.url + "/elsewhere")
+            assert changes_since(conn, settings, moved, T0.replace(hour=17)) is None
+
+
+def test_a_parcel_a_batch_loaded_since_the_last_fetch_is_asked_about_by_code(tmp_path):
+    from servers.aftership import AfterShipServer
+
+    settings = _history(tmp_path, "h")
+    with AfterShipServer(clock_start=DAY_START) as server:
+        account = TrackingAccount("aftership_default", "aftership", api_key=server.api_key, base_url=server.url)
+        pipeline.fetch_tracking(settings, T0, account)
+        server.reset()  # the carrier forgot every tracking: only a parcel asked about by code is registered
+        # A shipment the shop exported late: created last week, written by the 15:00 batch.
+        with prepare(settings.db_url).begin() as conn:
+            upsert(conn, schema.shipments, [shipment("S5", "AS1000000005", "aftership_default")])
+            upsert(conn, schema.batch_changes, [{"batch_key": "2026-11-20T15:00:00Z", "shipment_id": "S5"}])
+            progress.track(conn, ["S5"])
+        counts = pipeline.fetch_tracking(settings, T0.replace(hour=15), account)
+    assert counts["changes_since"] is not None and counts["trackers_polled"] == 1
+    assert [t["tracking_number"] for t in server.trackings()] == ["AS1000000005"]
+
+
+def test_our_history_failing_during_a_listing_is_not_reported_as_the_carrier_down(tmp_path, monkeypatch):
+    from servers.aftership import AfterShipServer
+    from sqlalchemy.exc import OperationalError
+
+    from lastmile.steps import fetch_tracking as step
+
+    settings = _history(tmp_path, "h")
+    with AfterShipServer(clock_start=DAY_START) as server:
+        server.add_tracking("AS1000000001", checkpoints=[checkpoint(
+            "InTransit", "InTransit_002", "2026-11-19T09:00:00-06:00", "Arrived at facility")])
+        account = TrackingAccount("aftership_default", "aftership", api_key=server.api_key, base_url=server.url)
+        pipeline.fetch_tracking(settings, T0, account)
+        server.add_checkpoints("AS1000000001", [checkpoint("InTransit", "InTransit_002", "2026-11-20T08:30:00-06:00",
+                                                           "Departed facility")], updated_at=T0.replace(minute=40))
+
+        among = step._in_flight_among
+
+        def broken(conn, settings, account, as_of, column, values):  # the lookup of the listed codes fails
+            if column.name == "tracking_code":
+                raise OperationalError("SELECT ...", {}, Exception("database is locked"))
+            return among(conn, settings, account, as_of, column, values)
+
+        monkeypatch.setattr(step, "_in_flight_among", broken)
+        with pytest.raises(OperationalError):
+            pipeline.fetch_tracking(settings, T0.replace(hour=15), account)
+    with prepare(settings.db_url).connect() as conn:
+        health = pd.read_sql(schema.feed_health.select(), conn)
+    assert list(health["ok"]) == [True], "the carrier answered: no 'down' recorded for it"

@@ -285,7 +285,7 @@ class TrackingVendorClient(VendorHTTPClient):
                     raise
                 except VendorClientError as err:
                     # One code the vendor refuses (e.g. not a valid code for that carrier) must not
-                    # stop every other shipment; it is polled again next run.
+                    # stop every other shipment; the next fetch that asks about every parcel asks again.
                     self.log.warning("%s: could not register tracking code %s: HTTP %s %s",
                                      self.vendor, code, err.status, err.code or "")
                     continue

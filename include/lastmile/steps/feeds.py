@@ -32,13 +32,22 @@ def read_feed(settings: Settings, account: TrackingAccount, shipments: list[dict
     received: list[tuple[str, dict[str, Any]]] = []
     error: str | None = None
     source = tracking_source(settings, account)
+
+    def ours(codes: list[str]) -> list[dict[str, Any]]:
+        try:
+            return shipments_with(codes) if shipments_with is not None else []
+        except Exception as err:
+            raise _OurSide(err) from err
+
     try:
         for pair in source.trackers(shipments, as_of):
             received.append(pair)
         if changed_since is not None and shipments_with is not None:
             listing = cast(tracking.ChangeListing, source)
-            for pair in listing.changed_trackers(changed_since, shipments_with, {sid for sid, _ in received}):
+            for pair in listing.changed_trackers(changed_since, ours, {sid for sid, _ in received}):
                 received.append(pair)
+    except _OurSide as err:  # our history failed, not the feed: the task fails (and retries) as such
+        raise err.__cause__ from None  # type: ignore[misc]
     except Exception as err:  # noqa: BLE001 -- any failure means the same to ops: this feed is down
         error = f"{type(err).__name__}: {err}"
     finally:
@@ -46,3 +55,7 @@ def read_feed(settings: Settings, account: TrackingAccount, shipments: list[dict
         if close is not None:
             close()
     return FeedRead(tracking.parse(payload_format(account.vendor), received, observed_at=as_of), len(received), error)
+
+
+class _OurSide(Exception):
+    """A lookup in our own history failed while a feed was being read."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -49,24 +51,38 @@ def _routed_to(account: str, settings: Settings) -> Any:
 LISTING_OVERLAP = timedelta(minutes=15)
 
 
-def changes_since(conn: Connection, account: TrackingAccount, as_of: datetime) -> datetime | None:
+def changes_since(conn: Connection, settings: Settings, account: TrackingAccount, as_of: datetime) -> datetime | None:
     """The instant to ask `account` what changed since, or None to ask about every parcel in flight.
 
     Only a vendor that lists changes (LISTS_CHANGES) is asked what changed, and only when this
     account's latest successful fetch before `as_of` was the same UTC day (the first fetch of each day
-    asks about every parcel: whatever a listing missed is read then) and no fetch of this account is
-    recorded after `as_of` (a past instant run again, a backfill: asked in full, like the first run).
-    A fetch that failed leaves the earlier success as the start: the next listing covers the gap."""
+    asks about every parcel: a parcel the vendor was never asked to track, or stopped tracking, is
+    registered then, and whatever a listing missed is read), was made with the same routing (vendor,
+    address, accounts configured: a parcel another account read until now is not known to this
+    one) and no fetch of this account is recorded after `as_of` (a past instant run again, a
+    backfill: asked in full, like the first run). A fetch that failed leaves the earlier success as
+    the start: the next listing covers the gap."""
     if account.vendor not in LISTS_CHANGES:
         return None
-    fh = schema.feed_health.c
-    mine = fh.account == account.name
-    if conn.execute(select(fh.as_of).where(mine, fh.as_of > as_of).limit(1)).first() is not None:
+    fh, rs = schema.feed_health.c, schema.run_steps.c
+    mine, key = fh.account == account.name, batch_key_for(as_of)  # (batch keys sort as their instants)
+    if conn.execute(select(fh.batch_key).where(mine, fh.batch_key > key).limit(1)).first() is not None:
         return None
-    last_ok = utc(conn.execute(select(func.max(fh.as_of)).where(mine, fh.ok.is_(True), fh.as_of < as_of)).scalar())
-    if last_ok is None or last_ok.date() != as_of.date():
+    last = conn.execute(select(fh.batch_key, fh.as_of).where(mine, fh.ok.is_(True), fh.batch_key < key)
+                        .order_by(fh.batch_key.desc()).limit(1)).first()
+    if last is None or utc(last.as_of).date() != as_of.date():  # type: ignore[union-attr]
         return None
-    return last_ok - LISTING_OVERLAP
+    counts = conn.execute(select(rs.counts).where(rs.batch_key == last.batch_key,
+                                                  rs.step == f"fetch_tracking[{account.name}]")).scalar()
+    if counts is None or json.loads(counts).get("routing") != routing(settings, account):
+        return None
+    return utc(last.as_of) - LISTING_OVERLAP  # type: ignore[operator]
+
+
+def routing(settings: Settings, account: TrackingAccount) -> str:
+    """A digest of what decides which parcels an account reads and where (not its key)."""
+    return hashlib.sha256(json.dumps([account.vendor, account.base_url or "", list(settings.tracking_accounts)])
+                          .encode()).hexdigest()[:16]
 
 
 def _rows(conn: Connection, stmt: Any) -> list[dict[str, Any]]:
@@ -112,7 +128,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
     account = account or TrackingAccount(settings.tracking_accounts[0], vendor_of(settings.tracking_accounts[0]))
     engine = engine_for(settings.db_url)
     with engine.connect() as conn:
-        since = changes_since(conn, account, as_of)
+        since = changes_since(conn, settings, account, as_of)
         # Asked by code: every parcel in flight, or (the vendor lists what changed) only those it may
         # not know yet; the others' news comes from the listing.
         active = (_in_flight(conn, settings, account.name, as_of) if since is None else
@@ -145,7 +161,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
                     "scans_new", "error"])
         counts = record_step(conn, as_of, f"fetch_tracking[{account.name}]", {
             "account": account.name, "ok": error is None,
-            "changes_since": since.isoformat() if since is not None else None,
+            "changes_since": since.isoformat() if since is not None else None, "routing": routing(settings, account),
             "trackers_polled": len(active), "trackers_parsed": parsed.trackers_ok, "scans_seen": len(parsed.scans),
             "scans_new": new_scans, "trackers_updated": updated, "scans_unmapped": unmapped,
             "quarantined": len(parsed.rejections)})

@@ -10,7 +10,7 @@ import pandas as pd
 from sqlalchemy import Connection, func, select
 
 from lastmile.store import schema
-from lastmile.store.db import utc
+from lastmile.store.db import batch_key_for, utc
 
 if TYPE_CHECKING:
     from lastmile.config import Settings
@@ -53,13 +53,14 @@ def feed_states(conn: Connection, settings: Settings, as_of: datetime) -> dict[s
     """Per configured account: ok, down (the latest fetch failed), stale (no success for too long), never."""
     fh = schema.feed_health
     out: dict[str, dict[str, Any]] = {}
+    key = batch_key_for(as_of)  # through the (account, batch_key) key: batch keys sort as their instants
     for account in settings.tracking_accounts:
         rows = conn.execute(select(fh.c.as_of, fh.c.ok, fh.c.error).where(fh.c.account == account,
-                                                                          fh.c.as_of <= as_of)
-                            .order_by(fh.c.as_of.desc()).limit(1)).all()
-        last_ok = conn.execute(select(func.max(fh.c.as_of)).where(fh.c.account == account, fh.c.ok.is_(True),
-                                                                  fh.c.as_of <= as_of)).scalar()
-        last_ok = utc(last_ok)
+                                                                          fh.c.batch_key <= key)
+                            .order_by(fh.c.batch_key.desc()).limit(1)).all()
+        last_ok = utc(conn.execute(select(fh.c.as_of).where(fh.c.account == account, fh.c.ok.is_(True),
+                                                            fh.c.batch_key <= key)
+                                   .order_by(fh.c.batch_key.desc()).limit(1)).scalar())
         state = feed_state(rows[0].ok if rows else None, last_ok, as_of, settings.feed_stale_hours)
         out[account] = {"state": state, "last_success": last_ok.isoformat() if last_ok else None,
                         "error": rows[0].error if rows else None}
