@@ -342,3 +342,31 @@ def test_outbox_index_masks_addresses_escapes_subjects_and_links_sent_messages(t
     assert "1 sent, 2 not sent, 3 in all" in page
     # Newest first.
     assert page.index("case-2") < page.index("case-1") < page.index("case-3")
+
+
+def test_a_new_process_reads_the_templates_compiled_before_and_a_broken_cache_is_never_an_error(tmp_path):
+    from jinja2 import Environment, FileSystemLoader
+
+    def environment(cache) -> Environment:
+        return Environment(loader=FileSystemLoader(emails.TEMPLATES), bytecode_cache=cache, **emails._OPTIONS)
+
+    folder = tmp_path / "compiled"
+    folder.mkdir()
+    first = environment(emails._CompiledTemplates(directory=str(folder)))
+    compiled = first.get_template("notice.html")
+    assert len(list(folder.iterdir())) == 1
+
+    class NoCompiling(Environment):
+        def compile(self, *args, **kwargs):
+            raise AssertionError("compiled again")
+
+    later = NoCompiling(loader=FileSystemLoader(emails.TEMPLATES),
+                        bytecode_cache=emails._CompiledTemplates(directory=str(folder)), **emails._OPTIONS)
+    assert later.get_template("notice.html").blocks.keys() == compiled.blocks.keys()
+    # A cache file cut short, or a cache directory that is not one: the template is compiled as usual.
+    for cached in folder.iterdir():
+        cached.write_bytes(cached.read_bytes()[:40])
+    assert environment(emails._CompiledTemplates(directory=str(folder))).get_template("notice.html")
+    not_a_folder = tmp_path / "a-file"
+    not_a_folder.write_text("")
+    assert environment(emails._CompiledTemplates(directory=str(not_a_folder))).get_template("notice.html")
