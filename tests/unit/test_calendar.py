@@ -49,7 +49,9 @@ def test_a_destination_learns_by_one_instant_all_its_day_and_zones_of_one_utc_da
 
     zones = ["America/Los_Angeles", "America/New_York", "Europe/London", "Europe/Berlin", "Asia/Tokyo",
              "Pacific/Kiritimati", "America/Sao_Paulo"]
-    hours = [datetime(2026, 3, 27, tzinfo=UTC) + timedelta(hours=h) for h in range(24 * 5)]  # over Europe's DST
+    # Over Europe's spring-forward (a 23-hour day) and fall-back (a 25-hour day) weeks.
+    hours = [start + timedelta(hours=h) for start in (datetime(2026, 3, 27, tzinfo=UTC), datetime(2026, 10, 23, tzinfo=UTC))
+             for h in range(24 * 5)]
     for tz in zones:
         by_day: dict = {}
         for at in hours:
