@@ -363,10 +363,15 @@ def test_a_new_process_reads_the_templates_compiled_before_and_a_broken_cache_is
     later = NoCompiling(loader=FileSystemLoader(emails.TEMPLATES),
                         bytecode_cache=emails._CompiledTemplates(directory=str(folder)), **emails._OPTIONS)
     assert later.get_template("notice.html").blocks.keys() == compiled.blocks.keys()
-    # A cache file cut short, or a cache directory that is not one: the template is compiled as usual.
-    for cached in folder.iterdir():
-        cached.write_bytes(cached.read_bytes()[:40])
-    assert environment(emails._CompiledTemplates(directory=str(folder))).get_template("notice.html")
+    # A cache file cut short, or a cache directory that is not one: the template is compiled as usual
+    # (and a cut file is written again whole).
+    whole = {f: f.read_bytes() for f in folder.iterdir()}
+    for cached in whole:
+        cached.write_bytes(whole[cached][:40])
+    again = environment(emails._CompiledTemplates(directory=str(folder))).get_template("notice.html")
+    assert again.blocks.keys() == compiled.blocks.keys()
+    assert {f: f.read_bytes() for f in folder.iterdir()} == whole
     not_a_folder = tmp_path / "a-file"
     not_a_folder.write_text("")
-    assert environment(emails._CompiledTemplates(directory=str(not_a_folder))).get_template("notice.html")
+    without = environment(emails._CompiledTemplates(directory=str(not_a_folder))).get_template("notice.html")
+    assert without.blocks.keys() == compiled.blocks.keys() and not_a_folder.read_text() == ""

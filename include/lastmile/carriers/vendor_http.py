@@ -216,6 +216,16 @@ class VendorHTTPClient:
 # ----------------------------------------------------------------------------------- TrackingSource
 
 
+def _by_code(shipments: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Shipments by their tracking code (those without one left out)."""
+    wanted: dict[str, list[dict[str, Any]]] = {}
+    for shipment in shipments:
+        code = str(shipment.get("tracking_code") or "").strip()
+        if code:
+            wanted.setdefault(code, []).append(shipment)
+    return wanted
+
+
 def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
     it = iter(items)
     while batch := list(islice(it, size)):
@@ -259,24 +269,12 @@ class TrackingVendorClient(VendorHTTPClient):
         dicts with shipment_id, tracking_code and carrier. A tracker is matched on its code and, when
         both sides name one, its carrier: carriers recycle codes.
         """
-        wanted: dict[str, list[dict[str, Any]]] = {}
-        for shipment in shipments:
-            code = str(shipment.get("tracking_code") or "").strip()
-            if code:
-                wanted.setdefault(code, []).append(shipment)
+        wanted = _by_code(shipments)
         matched: set[tuple[str, str]] = set()  # (shipment_id, code) already answered
-        listed = registered = 0
+        registered = 0
         for chunk in chunks(sorted(wanted), self._codes_per_request()):
-            for tracker in self._list_for_codes(chunk):
-                code = self._code_of(tracker)
-                for shipment in wanted.get(code, []):
-                    key = (str(shipment["shipment_id"]), code)
-                    # Lists come newest first: the first tracker that fits a shipment is its current one.
-                    if key in matched or not self._fits(shipment, tracker):
-                        continue
-                    matched.add(key)
-                    listed += 1
-                    yield key[0], tracker
+            yield from self._matches(self._list_for_codes(chunk), wanted, matched)
+        listed = len(matched)
         for code, group in sorted(wanted.items()):
             for carrier, members in self._unmatched_by_carrier(group, code, matched):
                 try:
@@ -312,21 +310,29 @@ class TrackingVendorClient(VendorHTTPClient):
         """lastmile.carriers.tracking.ChangeListing.changed_trackers: (shipment_id, tracker) for the
         trackers updated since `since`, matched like `trackers_for` to the shipments `shipments_with`
         returns for their codes (those we still ask about); shipments in `skip` are already answered."""
-        matched: set[str] = set(skip or ())
-        listed = 0
+        answered = skip or set()
+        matched: set[tuple[str, str]] = set()
         for page in chunks(self._updated_since(since), 500):  # trackers matched per lookup
-            wanted: dict[str, list[dict[str, Any]]] = {}
-            for shipment in shipments_with(sorted({self._code_of(t) for t in page} - {""})):
-                wanted.setdefault(str(shipment["tracking_code"]).strip(), []).append(shipment)
-            for tracker in page:
-                for shipment in wanted.get(self._code_of(tracker), []):
-                    sid = str(shipment["shipment_id"])
-                    # Lists come newest first: the first tracker that fits a shipment is its current one.
-                    if sid not in matched and self._fits(shipment, tracker):
-                        matched.add(sid)
-                        listed += 1
-                        yield sid, tracker
-        self.log.info("%s: %d trackers updated since the last fetch matched a parcel in flight", self.vendor, listed)
+            found = shipments_with(sorted({self._code_of(t) for t in page} - {""}))
+            yield from self._matches(page, _by_code(s for s in found if str(s["shipment_id"]) not in answered),
+                                     matched)
+        self.log.info("%s: %d trackers updated since the last fetch matched a parcel in flight",
+                      self.vendor, len(matched))
+
+    def _matches(self, trackers: Iterable[dict[str, Any]], wanted: dict[str, list[dict[str, Any]]],
+                 matched: set[tuple[str, str]]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(shipment_id, tracker) for each wanted shipment a tracker answers, matched on its code and,
+        when both sides name one, its carrier (carriers recycle codes); `matched` keeps the
+        (shipment_id, code) pairs answered."""
+        for tracker in trackers:
+            code = self._code_of(tracker)
+            for shipment in wanted.get(code, []):
+                key = (str(shipment["shipment_id"]), code)
+                # Lists come newest first: the first tracker that fits a shipment is its current one.
+                if key in matched or not self._fits(shipment, tracker):
+                    continue
+                matched.add(key)
+                yield key[0], tracker
 
     def _unmatched_by_carrier(self, group: Iterable[dict[str, Any]], code: str, matched: set[tuple[str, str]]
                               ) -> Iterator[tuple[str | None, list[dict[str, Any]]]]:

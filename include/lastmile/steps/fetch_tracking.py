@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -16,7 +15,7 @@ from lastmile.carriers.tracking import TRACKING_QUERY_COLUMNS
 from lastmile.config import Settings
 from lastmile.steps.common import quarantine, record_step, utc_instant
 from lastmile.steps.feeds import read_feed
-from lastmile.store import progress, schema
+from lastmile.store import learned, progress, schema
 from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
 from lastmile.store.queries import chunks
 
@@ -80,9 +79,8 @@ def changes_since(conn: Connection, settings: Settings, account: TrackingAccount
 
 
 def routing(settings: Settings, account: TrackingAccount) -> str:
-    """A digest of what decides which parcels an account reads and where (not its key)."""
-    return hashlib.sha256(json.dumps([account.vendor, account.base_url or "", list(settings.tracking_accounts)])
-                          .encode()).hexdigest()[:16]
+    """A fingerprint of what decides which parcels an account reads and where (not its key)."""
+    return learned.version(account.vendor, account.base_url or "", list(settings.tracking_accounts))
 
 
 def _rows(conn: Connection, stmt: Any) -> list[dict[str, Any]]:
