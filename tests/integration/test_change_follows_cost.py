@@ -97,3 +97,17 @@ def test_digests_ignore_column_order_and_never_hide_a_duplicate_or_a_flawed_row(
     assert [r["customer_id"] for r in kept.customers] == ["C2", "C3", "C3", "C4"]
     assert [o.row for o in kept.places("customers")] == [2, 3, 4, 5]
     assert set(digests["customers"]) == {"C2"}, "a duplicate or a flawed row is never remembered"
+
+
+def test_a_full_collection_during_a_run_does_not_walk_the_loaded_code_again():
+    # A fresh process, as an Airflow task or the CLI starts: what the steps' import loaded is frozen,
+    # so a full garbage collection walks only what the run allocated since (gc.get_objects: what a
+    # collection walks; frozen objects are not among them).
+    import subprocess
+    import sys
+
+    probe = "import gc\nfrom lastmile.steps import pipeline\nprint(gc.get_freeze_count(), len(gc.get_objects()))"
+    frozen, walked = map(int, subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                                             check=True).stdout.split())
+    assert frozen > 100_000  # pandas, SQLAlchemy, the rules: what every step loads
+    assert walked < frozen / 20

@@ -4,10 +4,18 @@ The DAG, the CLI (`python -m lastmile run`) and every replay or backtest call th
 each of which lives in its own module under `lastmile.steps` and reads "read → rule → write".
 Data moves between steps through the history database, keyed by the run's batch key (its `as_of`),
 so every step can be rerun on its own and a rerun of the same instant changes nothing.
+
+Importing this module loads the code every step runs (pandas, SQLAlchemy, the rules), and then
+freezes what is loaded (gc.freeze): about 100,000 objects that live as long as the process.
+Python's full garbage collections then walk only what the run itself allocated, not all of that
+again each time the run's allocations trigger one. Measured on a quiet hour over 100k shipments
+of history (SQLite): a full collection took 0.037 s of its 0.41 s before; frozen, the hour's
+collections take 0.01 s in all (docs/benchmark.md).
 """
 
 from __future__ import annotations
 
+import gc
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +35,8 @@ from lastmile.steps.summarise import summarise
 __all__ = ["STEPS", "FeedDown", "compute_windows", "detect_exceptions", "fetch_tracking", "load_orders",
            "plan_messages", "reconcile", "record_history", "run_all", "send_messages", "summarise",
            "tracking_accounts"]
+
+gc.freeze()
 
 
 def run_all(settings: Settings, as_of: datetime) -> dict[str, Any]:
