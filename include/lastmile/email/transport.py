@@ -194,16 +194,16 @@ def write_index(folder: Path, messages: list[dict[str, Any]], by_state: dict[str
     Each row names the language the message is written in, and its subject carries that language
     (lang attribute). `by_state` counts the whole outbox when `messages` is only its newest part
     (the page then stays the same size however long the history grows)."""
-    rows = []
+    esc, rows = html.escape, []
     for m in sorted(messages, key=lambda m: (str(m["planned_at"]), m["message_key"]), reverse=True):
-        stem = file_stem(m["message_key"])
-        links = (f'<a href="{html.escape(stem)}.html">read</a> · <a href="{html.escape(stem)}.eml">.eml</a>'
-                 if m["state"] == "sent" else "")
-        lang = html.escape(message_language(m))
-        rows.append(
-            "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in (
-                str(m["planned_at"])[:16], m["case_id"], m["kind"], m["state"], mask_email(m["recipient"])))
-            + f'<td>{lang}</td><td lang="{lang}">{html.escape(str(m["subject"]))}</td><td>{links}</td></tr>')
+        stem = esc(file_stem(m["message_key"]))
+        links = f'<a href="{stem}.html">read</a> · <a href="{stem}.eml">.eml</a>' if m["state"] == "sent" else ""
+        lang = esc(message_language(m))
+        # (one string per row: the page is written every hour that sends, 1,000 rows at most)
+        rows.append(f'<tr><td>{esc(str(m["planned_at"])[:16])}</td><td>{esc(str(m["case_id"]))}</td>'
+                    f'<td>{esc(str(m["kind"]))}</td><td>{esc(str(m["state"]))}</td>'
+                    f'<td>{esc(mask_email(m["recipient"]))}</td><td>{lang}</td>'
+                    f'<td lang="{lang}">{esc(str(m["subject"]))}</td><td>{links}</td></tr>')
     counts = by_state if by_state is not None else {}
     if by_state is None:
         for m in messages:

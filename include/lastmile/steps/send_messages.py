@@ -175,7 +175,7 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
             listed = [dict(r) for r in conn.execute(select(
                 ob.c.message_key, ob.c.planned_at, ob.c.case_id, ob.c.kind, ob.c.state, ob.c.recipient,
                 ob.c.subject, func.substr(ob.c.body_html, 1, HTML_HEAD_CHARS).label("html_head"))
-                .order_by(ob.c.planned_at.desc(), ob.c.message_key.desc()).limit(INDEX_LIMIT)).mappings()]
+                .order_by(ob.c.planned_at.desc(), ob.c.message_key.desc()).limit(INDEX_LIMIT)).mappings().all()]
             index = write_index(settings.outbox_dir, listed, by_state)
         counts = record_step(conn, as_of, "send_messages", {
             "sent": outcome["sent"], "failed": outcome["failed"], "ambiguous": outcome["ambiguous"] + orphaned,
