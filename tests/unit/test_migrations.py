@@ -53,7 +53,8 @@ ADDED_AFTER_BASELINE = {"tables": {"message_events", "current_detections", "tran
                         "indexes": {"ix_detections_shipment_type", "ix_scans_shipment_status_occurred", "ix_scans_first_seen_at", "ix_scans_occurred_at", "ix_scans_status_occurred",
                                     "ix_shipments_created_at", "ix_estimates_observed_at", "ix_outbox_planned_at_key",
                                     "ix_shipments_dest_tz", "ix_outbox_state_case", "ix_outbox_planned_batch",
-                                    "ix_cases_state_type", "ix_cases_last_batch", "ix_current_detections_open_type"},
+                                    "ix_cases_state_type", "ix_cases_last_batch", "ix_current_detections_open_type",
+                                    "ix_outbox_state_kind"},
                         "columns": {("orders", "status"), ("quarantine", "file"), ("quarantine", "row_no"),
                                     ("shipments", "dest_country"), ("outbox", "check_in_by"), ("outbox", "handed_at")},
                         "constraints": {"uq_case_event_batch": ("uq_case_event", ("case_id", "event", "detail"))}}
@@ -100,14 +101,14 @@ def tables(engine: Engine) -> set[str]:
 
 def test_upgrade_from_empty_builds_exactly_schema_py(engine: Engine) -> None:
     assert migrate.upgrade(engine) is None
-    assert revision(engine) == migrate.head_revision() == "0011"
+    assert revision(engine) == migrate.head_revision() == "0012"
     assert schema_diff(engine) == []
     assert tables(engine) == set(metadata.tables) | {migrate.VERSION_TABLE}
     assert views(engine) == VIEWS
     with engine.connect() as conn:
         for view in sorted(VIEWS):
             assert conn.execute(text(f"SELECT * FROM {view}")).all() == []
-    assert migrate.upgrade(engine) == "0011"  # a second start finds nothing to do
+    assert migrate.upgrade(engine) == "0012"  # a second start finds nothing to do
 
 
 def test_the_drift_check_is_not_vacuous(engine: Engine) -> None:
@@ -174,14 +175,14 @@ def test_a_failing_migration_leaves_the_database_as_it_was(engine: Engine, tmp_p
     folder = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "versions" / "0099_broken.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0011"\n'
+        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0012"\n'
         "branch_labels = None\ndepends_on = None\n\n"
         "def upgrade():\n    op.create_table('half_done', sa.Column('id', sa.Integer, primary_key=True))\n"
         "    raise RuntimeError('the disk filled up')\n\ndef downgrade():\n    pass\n")
     monkeypatch.setattr(migrate, "MIGRATIONS", folder)
     with pytest.raises(RuntimeError, match="disk filled up"):
         migrate.upgrade(engine)
-    # One transaction: not even 0001..0011 stayed (SQLite too, through BEGIN IMMEDIATE).
+    # One transaction: not even 0001..0012 stayed (SQLite too, through BEGIN IMMEDIATE).
     assert tables(engine) == set() and views(engine) == set()
 
 
