@@ -143,7 +143,7 @@ cases = Table(
     Column("owner", String(128), nullable=False),
     Column("last_batch", String(40), nullable=False, index=True),
     # the live cases, without the resolved ones; their keys too (read without touching a row)
-    Index("ix_cases_state_type", "state", "exception_type", "case_id"),
+    Index("ix_cases_state_type_case", "state", "exception_type", "case_id"),
 )
 case_events = Table(
     "case_events", metadata,
@@ -183,7 +183,7 @@ outbox = Table(
     Column("transport_ref", Text),
     Column("attempts", Integer, nullable=False, default=0),
     # what is still planned or sending; a case's sent ones, with the promises they made
-    Index("ix_outbox_state_case", "state", "case_id", "window_latest", "check_in_by"),
+    Index("ix_outbox_state_case_promise", "state", "case_id", "window_latest", "check_in_by"),
     Index("ix_outbox_state_kind", "state", "kind"),  # the sent messages counted by kind
     Index("ix_outbox_planned_at_key", "planned_at", "message_key"),  # the newest, in the outbox page's order
 )
