@@ -29,7 +29,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pandas as pd
-from sqlalchemy import Connection, delete, func, or_, select
+from sqlalchemy import Connection, delete, or_, select
 
 from lastmile.config import Settings
 from lastmile.core import detection, thresholds
@@ -40,6 +40,7 @@ from lastmile.store import learned, progress, schema
 from lastmile.store.db import batch_key_for, engine_for, refresh_statistics, upsert, utc, writing
 from lastmile.store.queries import (
     chunks,
+    detections_by_type,
     distinct_values,
     estimates_until,
     feed_states,
@@ -100,13 +101,7 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
             samples_seen.update(_learn(conn, shipments, scans, facts, estimates, found, as_of, known))
             checked, unknown = checked + len(shipments), unknown + int(shipments["feed_unknown"].sum())
             changed.update(found["exception_type"])
-        # (both from one walk of the (open, exception_type) index, in its order: no sort, no row read)
-        open_now, everything = Counter[str](), Counter[str]()
-        for is_open, kind, n in conn.execute(select(cd.c.open, cd.c.exception_type, func.count())
-                                             .group_by(cd.c.open, cd.c.exception_type)).all():
-            everything[kind] += n
-            if is_open:
-                open_now[kind] += n
+        open_now, everything = detections_by_type(conn)
         return record_step(conn, as_of, "detect_exceptions", {
             "mode": "full" if ids is None else "changed", "shipments_checked": checked, "arrived": arrived,
             "detections": sum(changed.values()), "feeds": {a: f["state"] for a, f in feeds.items()},

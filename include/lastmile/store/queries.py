@@ -82,6 +82,20 @@ def estimates_until(conn: Connection, as_of: datetime, ids: Iterable[str] | None
     return pd.read_sql(stmt, conn) if ids is None else rows_of(conn, stmt, schema.estimates.c.shipment_id, ids)
 
 
+def detections_by_type(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """The current detections per exception type: (those still open, all of them), from one walk of
+    the (open, exception_type) index in its order (no sort, no row read)."""
+    cd = schema.current_detections.c
+    open_now: dict[str, int] = {}
+    everything: dict[str, int] = {}
+    for is_open, kind, n in conn.execute(select(cd.open, cd.exception_type, func.count())
+                                         .group_by(cd.open, cd.exception_type)).all():
+        everything[kind] = everything.get(kind, 0) + n
+        if is_open:
+            open_now[kind] = open_now.get(kind, 0) + n
+    return open_now, everything
+
+
 CHUNK = 500  # ids per IN (...) list: well under every driver's parameter limit
 
 
