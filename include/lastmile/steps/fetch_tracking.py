@@ -84,7 +84,7 @@ def routing(settings: Settings, account: TrackingAccount) -> str:
 
 
 def _rows(conn: Connection, stmt: Any) -> list[dict[str, Any]]:
-    # (fetched at once: a poll lists every parcel in flight, and a row at a time costs twice as much)
+    # (fetched at once, not a row at a time: a poll lists every parcel in flight)
     return [dict(zip(TRACKING_QUERY_COLUMNS, row, strict=True)) for row in conn.execute(stmt).tuples().all()]
 
 
