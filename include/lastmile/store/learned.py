@@ -2,8 +2,9 @@
 
 A detection run needs the silence thresholds, and compute_windows the grouped samples, as they
 stood for each destination's day (core/calendar.learned_by: the last UTC midnight at or before its
-start): one or two cutoffs an hour, each needed every hour of a day. They are computed by the first run that needs a cutoff and read by the runs after it,
-so an hour no longer re-reads and re-fits thousands of delivered parcels.
+start): one or two cutoffs an hour, each needed every hour of a day. They are computed by the
+first run that needs a cutoff and read by the runs after it, so an hour no longer re-reads and
+re-fits thousands of delivered parcels.
 
 A kept value is exactly what computing it again would give: whoever writes samples calls `forget`
 with the earliest instant a changed sample counts from, and every value with a later cutoff goes

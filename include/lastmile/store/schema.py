@@ -315,8 +315,9 @@ tracking_state = Table(
 )
 learned_statistics = Table(
     # A derived cache: what the rules and windows learned from the samples above as of a cutoff (the
-    # UTC midnight a destination's day learns by: core/calendar.learned_by), computed once and read every hour after. Rows are forgotten
-    # when samples before their cutoff change; deleting any of them only costs a recomputation.
+    # UTC midnight a destination's day learns by: core/calendar.learned_by), computed once and read
+    # every hour after. Rows are forgotten when samples before their cutoff change; deleting any of
+    # them only costs a recomputation.
     "learned_statistics", metadata,
     Column("kind", String(32), primary_key=True),  # thresholds, transit, estimate_errors, after_exception
     Column("version", String(16), primary_key=True),  # of the settings and code that computed it

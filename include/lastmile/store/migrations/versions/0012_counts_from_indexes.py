@@ -15,8 +15,8 @@ dropped index locks its table against readers (the ops page too) until the upgra
 building the others first would have held that lock for the whole build.
 
 On SQLite at 100k shipments of history the count took 2 ms of every hour and the lookup 7 ms;
-0.1 ms and 2 ms with these indexes. Both grow with the history. On Postgres the indexes are not built `CONCURRENTLY`: pause the DAGs while
-the upgrade runs.
+0.1 ms and 2 ms with these indexes. Both grow with the history. On Postgres the indexes are not
+built `CONCURRENTLY`: pause the DAGs while the upgrade runs.
 
 Revision ID: 0012
 Revises: 0011
