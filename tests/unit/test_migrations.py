@@ -101,14 +101,14 @@ def tables(engine: Engine) -> set[str]:
 
 def test_upgrade_from_empty_builds_exactly_schema_py(engine: Engine) -> None:
     assert migrate.upgrade(engine) is None
-    assert revision(engine) == migrate.head_revision() == "0012"
+    assert revision(engine) == migrate.head_revision() == "0013"
     assert schema_diff(engine) == []
     assert tables(engine) == set(metadata.tables) | {migrate.VERSION_TABLE}
     assert views(engine) == VIEWS
     with engine.connect() as conn:
         for view in sorted(VIEWS):
             assert conn.execute(text(f"SELECT * FROM {view}")).all() == []
-    assert migrate.upgrade(engine) == "0012"  # a second start finds nothing to do
+    assert migrate.upgrade(engine) == "0013"  # a second start finds nothing to do
 
 
 def test_the_drift_check_is_not_vacuous(engine: Engine) -> None:
@@ -175,14 +175,14 @@ def test_a_failing_migration_leaves_the_database_as_it_was(engine: Engine, tmp_p
     folder = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "versions" / "0099_broken.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0012"\n'
+        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0013"\n'
         "branch_labels = None\ndepends_on = None\n\n"
         "def upgrade():\n    op.create_table('half_done', sa.Column('id', sa.Integer, primary_key=True))\n"
         "    raise RuntimeError('the disk filled up')\n\ndef downgrade():\n    pass\n")
     monkeypatch.setattr(migrate, "MIGRATIONS", folder)
     with pytest.raises(RuntimeError, match="disk filled up"):
         migrate.upgrade(engine)
-    # One transaction: not even 0001..0012 stayed (SQLite too, through BEGIN IMMEDIATE).
+    # One transaction: not even 0001..0013 stayed (SQLite too, through BEGIN IMMEDIATE).
     assert tables(engine) == set() and views(engine) == set()
 
 

@@ -180,7 +180,9 @@ def _digest(lines: list[str]) -> str:
 
 def _detection_counts(conn: Connection, instant: datetime) -> dict[str, Any]:
     rs = schema.run_steps.c
-    counts = conn.execute(select(rs.counts).where(rs.step == "detect_exceptions", rs.as_of == instant)).scalar()
+    # (through the key: by instant alone it read every run's every step)
+    counts = conn.execute(select(rs.counts).where(
+        rs.batch_key == batch_key_for(instant), rs.step == "detect_exceptions", rs.as_of == instant)).scalar()
     return json.loads(counts) if counts else {}
 
 

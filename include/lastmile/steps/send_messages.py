@@ -81,10 +81,7 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
             for email, kind in conn.execute(select(sup.email, sup.kind).where(
                     sup.email.in_(recipients[start:start + 500]))):
                 suppressed.setdefault(email, set()).add(kind)
-        sent_before = [row for part in chunks({r["order_id"] for r in pending}) for row in conn.execute(
-            select(ob.c.order_id, ob.c.sent_at, ob.c.send_at, schema.customers.c.tz).join(
-                schema.customers, schema.customers.c.customer_id == ob.c.customer_id).where(
-                ob.c.state == "sent", ob.c.order_id.in_(part)))]
+        sent_before = sent_to_orders(conn, {r["order_id"] for r in pending})
     policy = brand.policy
     today: Counter[str] = Counter(
         order for order, sent_at, send_at, tz in sent_before
@@ -185,6 +182,18 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
     if auth_error:
         raise PermissionError(f"e-mail provider refused our credentials ({auth_error}); messages kept for the next run")
     return counts
+
+
+def sent_to_orders(conn: Connection, order_ids: set[str]) -> list[tuple[str, Any, Any, str]]:
+    """The messages already sent about these orders: (order, sent_at, send_at, the customer's zone)."""
+    ob = schema.outbox.c
+    # Through the order index, the sent ones kept here: with the state in the query the planner may
+    # walk every message ever sent instead (SQLite did, through the (state, kind) index).
+    return [(order, sent_at, send_at, tz) for part in chunks(order_ids)
+            for order, state, sent_at, send_at, tz in conn.execute(
+                select(ob.order_id, ob.state, ob.sent_at, ob.send_at, schema.customers.c.tz).join(
+                    schema.customers, schema.customers.c.customer_id == ob.customer_id).where(ob.order_id.in_(part)))
+            if state == "sent"]
 
 
 def _claim(conn: Connection, group: list[tuple[dict[str, Any], datetime | None]], as_of: datetime) -> set[str]:

@@ -125,8 +125,10 @@ def rows_of(conn: Connection, stmt: Any, column: Any, ids: Iterable[str]) -> pd.
 def previous_detection(conn: Connection, batch: str) -> datetime | None:
     """The instant of the newest detection run before `batch` (None: this is the first)."""
     rs = schema.run_steps.c
-    value = conn.execute(select(func.max(rs.as_of)).where(
-        rs.step == "detect_exceptions", rs.batch_key < batch)).scalar()
+    # The newest key, not the largest instant: keys sort as their instants, and a walk back from
+    # `batch` stops at the first detection, where max() read every earlier run's every step.
+    value = conn.execute(select(rs.as_of).where(rs.step == "detect_exceptions", rs.batch_key < batch)
+                         .order_by(rs.batch_key.desc()).limit(1)).scalar()
     return utc(value)
 
 

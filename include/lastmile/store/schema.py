@@ -216,6 +216,7 @@ quarantine = Table(
     Column("payload", Text, nullable=False),
     Column("first_batch", String(40), nullable=False),
     Column("first_seen_at", TS, nullable=False),
+    Index("ix_quarantine_first_batch_source", "first_batch", "source"),  # a run's own rejects (summarise)
 )
 feed_health = Table(
     "feed_health", metadata,  # one row per carrier account per run
@@ -258,6 +259,7 @@ current_detections = Table(
     Column("window_basis", String(64)),
     Column("batch_key", String(40), nullable=False),  # the batch that last computed it
     Index("ix_current_detections_open_type", "open", "exception_type"),
+    Index("ix_current_detections_batch_open", "batch_key", "open"),  # a batch's open detections (windows)
 )
 transit_samples = Table(
     "transit_samples", metadata,  # one per delivered parcel: acceptance to delivery, business days
