@@ -4,7 +4,8 @@
 
 For each size a seeded shop is generated (bench.detect's vectorised generator: about a tenth of the
 shipments in flight), written into a fresh history database as months of hourly runs would have
-left it, and brought up to date by one full run at AS_OF. Then, each in its own fresh process (so
+left it, and brought up to date by one full run at AS_OF; a year of hourly runs before it is then
+written into the run log (run_steps, feed_health), as long operation leaves it. Then, each in its own fresh process (so
 peak RSS is its own), the production steps run -- load_orders, fetch_tracking, detect_exceptions,
 compute_windows, record_history, plan_messages, send_messages, summarise -- for:
 
@@ -106,6 +107,31 @@ def seed(frames: synth.Frames, url: str) -> None:
         for start in range(0, len(rows), 20000):
             conn.execute(schema.scans.insert(), rows[start:start + 20000])
         progress.rebuild(conn)
+
+
+# The hourly runs a history has logged before AS_OF: a year's (the log grows with the hours run,
+# not with the shipments: the same at every size).
+RUN_LOG_HOURS = 24 * 365
+
+
+def run_log(url: str, as_of: Any, hours: int) -> None:
+    """What `hours` earlier hourly runs left in the run log: each step's counts and each feed's
+    health, as the run at `as_of` wrote them, once an hour before it (a step that reads the log by
+    scanning it would cost the hours run, not the change)."""
+    from sqlalchemy import select
+
+    from lastmile.store import schema
+    from lastmile.store.db import batch_key_for, engine_for
+
+    engine = engine_for(url)
+    with engine.begin() as conn:
+        for table in (schema.run_steps, schema.feed_health):
+            rows = [dict(r) for r in conn.execute(select(table).where(
+                table.c.batch_key == batch_key_for(as_of))).mappings()]
+            earlier = [{**r, "batch_key": batch_key_for(at), "as_of": at}
+                       for h in range(1, hours + 1) for at in [as_of - timedelta(hours=h)] for r in rows]
+            for start in range(0, len(earlier), 20000):
+                conn.execute(table.insert(), earlier[start:start + 20000])
 
 
 def hour_scans(frames: synth.Frames, at: Any, previous: Any, share: float | int, seed_no: int) -> pd.DataFrame:
@@ -222,6 +248,7 @@ def bench(n: int, database: str, folder: Path, feed: str = "changes") -> dict[st
     seeded = time.perf_counter() - start
     first = _in_process(["--url", url, "--out", str(folder), "--shop", shop, "--at", synth.AS_OF.isoformat(),
                          "--feed", feed])
+    run_log(url, synth.AS_OF, RUN_LOG_HOURS)
     if database == "postgres":
         # What autovacuum does within minutes of a bulk load: months of hourly runs leave the
         # planner statistics of the tables they wrote, a freshly seeded schema has none.
