@@ -131,3 +131,27 @@ def test_a_carrier_that_gives_up_on_a_parcel_is_never_a_quiet_end():
     scans = [*moving(), scan("S1", "2026-11-04T15:00:00+00:00", "failed", "failure", "Unable to deliver")]
     hits = found([shipment(created=LABEL, promised="2026-11-09")], scans, "2026-11-04T16:00:00+00:00")
     assert ("S1", "returned") in hits and hits[("S1", "returned")].open
+
+
+def test_evidence_says_null_for_every_kind_of_missing_fact_and_keeps_dates_and_numbers_plain():
+    import json
+    from datetime import date
+
+    import numpy as np
+    import pandas as pd
+
+    from lastmile.core.detection import _evidence
+
+    rows = pd.DataFrame(index=[7, 3])  # the rows of a rule's hits keep the facts' own labels
+    texts = pd.Series(["No access", pd.NA], index=[7, 3], dtype="string")
+    found = _evidence(rows, "failed_attempt", carrier_message=texts,
+                      at=pd.Series([pd.Timestamp("2026-11-20 14:00", tz="UTC"), pd.NaT], index=[7, 3]),
+                      days=pd.Series([np.int64(3), np.nan], index=[7, 3]),
+                      promised=pd.Series([date(2026, 11, 9), None], index=[7, 3]),
+                      lost=pd.Series([True, False], index=[7, 3]))
+    assert list(found.index) == [7, 3]
+    assert json.loads(found[7]) == {"rule": "failed_attempt", "carrier_message": "No access",
+                                    "at": "2026-11-20T14:00:00+00:00", "days": 3.0, "promised": "2026-11-09",
+                                    "lost": True}
+    assert json.loads(found[3]) == {"rule": "failed_attempt", "carrier_message": None, "at": None, "days": None,
+                                    "promised": None, "lost": False}
