@@ -1,0 +1,45 @@
+"""bench/pipeline's history is shaped like months of operation: the run log holds the hours run
+before the ones it times, so a step that walks the log pays for it in the bench too. No timings here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import func, insert, select
+
+from lastmile.store import schema
+from lastmile.store.db import batch_key_for, engine_for, prepare
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # bench/ lives beside include/, not in the package
+
+from bench import pipeline as bench  # noqa: E402
+
+AS_OF = datetime(2026, 11, 20, 14, tzinfo=UTC)
+
+
+def test_the_run_log_repeats_the_up_to_date_run_once_an_hour_before_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'history.db'}"
+    prepare(url)
+    key = batch_key_for(AS_OF)
+    with engine_for(url).begin() as conn:
+        conn.execute(insert(schema.run_steps), [{"batch_key": key, "step": step, "as_of": AS_OF,
+                                                 "counts": json.dumps({"step": step})}
+                                                for step in ("load_orders", "detect_exceptions")])
+        conn.execute(insert(schema.feed_health), [{
+            "account": "easypost_bench", "batch_key": key, "vendor": "easypost", "as_of": AS_OF, "ok": True,
+            "shipments_asked": 3, "trackers_received": 3, "trackers_updated": 1, "scans_new": 1, "error": None}])
+    bench.run_log(url, AS_OF, 48)
+    rs, fh = schema.run_steps.c, schema.feed_health.c
+    with engine_for(url).connect() as conn:
+        assert conn.execute(select(func.count()).select_from(schema.run_steps)).scalar() == 2 * 49
+        assert conn.execute(select(func.count()).select_from(schema.feed_health)).scalar() == 49
+        oldest = conn.execute(select(rs.batch_key, rs.as_of, rs.counts).order_by(rs.batch_key).limit(1)).one()
+        newest_health = conn.execute(select(func.max(fh.batch_key))).scalar()
+    assert oldest.batch_key == batch_key_for(AS_OF - timedelta(hours=48))
+    assert json.loads(oldest.counts) == {"step": "detect_exceptions"}
+    assert newest_health == key  # nothing after the up-to-date run: it stays the newest
