@@ -145,3 +145,42 @@ def test_detections_are_counted_by_type_open_and_in_all(db_url):
         open_now, everything = detections_by_type(conn)
     assert open_now == {"late": 2, "lost": 1}
     assert everything == {"late": 3, "stalled": 1, "lost": 1}
+
+
+def test_a_poll_asks_by_the_code_and_account_the_shop_sent_last(db_url, tmp_path):
+    """tracking_state's copy of what a carrier is asked by follows the shipment through every load."""
+    from datetime import UTC, date, datetime
+
+    from lastmile.config import Settings
+    from lastmile.steps.fetch_tracking import _in_flight
+    from lastmile.store.db import upsert
+
+    settings = Settings.from_env({"LASTMILE_DB_URL": db_url, "LASTMILE_OUT_DIR": str(tmp_path),
+                                  "LASTMILE_TRACKING_ACCOUNTS": "easypost_us,easypost_eu"})
+    created = datetime(2026, 11, 16, 15, tzinfo=UTC)
+
+    def load(conn, sid: str, code: str, account: str | None) -> None:  # what load_orders writes
+        upsert(conn, schema.shipments, [{
+            "shipment_id": sid, "order_line_id": f"L-{sid}", "order_id": "O1", "customer_id": "C1",
+            "carrier": "USPS", "service": "Priority", "tracking_code": code, "created_at": created,
+            "promised_date": date(2026, 11, 19), "origin": "US-HOUSTON", "destination": "US-BROOKLYN",
+            "dest_tz": "America/New_York", "sequence": 1, "tracking_account": account}],
+            update=["tracking_code", "tracking_account"])
+        progress.track(conn, [sid])
+
+    engine = prepare(db_url)
+    with engine.begin() as conn:
+        load(conn, "S1", "9400100000000000000001", None)
+        load(conn, "S2", "9400100000000000000002", None)
+        progress.record_scans(conn, [{"shipment_id": "S2", "status": "delivered",
+                                      "occurred_at": datetime(2026, 11, 18, 16, tzinfo=UTC)}])
+        load(conn, "S1", "9400100000000000000009", "easypost_eu")  # relabelled, moved to the EU account
+
+    def asked(account: str, at: datetime) -> list[tuple[str, str]]:
+        with engine.connect() as conn:
+            return sorted((p["shipment_id"], p["tracking_code"]) for p in _in_flight(conn, settings, account, at))
+
+    assert asked("easypost_eu", datetime(2026, 11, 20, tzinfo=UTC)) == [("S1", "9400100000000000000009")]
+    assert asked("easypost_us", datetime(2026, 11, 20, tzinfo=UTC)) == []  # S2 was delivered by then
+    assert asked("easypost_us", datetime(2026, 11, 17, tzinfo=UTC)) == [("S2", "9400100000000000000002")]
+    assert asked("easypost_us", datetime(2026, 11, 16, 14, tzinfo=UTC)) == []  # no label yet

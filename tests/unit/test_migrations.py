@@ -101,14 +101,14 @@ def tables(engine: Engine) -> set[str]:
 
 def test_upgrade_from_empty_builds_exactly_schema_py(engine: Engine) -> None:
     assert migrate.upgrade(engine) is None
-    assert revision(engine) == migrate.head_revision() == "0013"
+    assert revision(engine) == migrate.head_revision() == "0014"
     assert schema_diff(engine) == []
     assert tables(engine) == set(metadata.tables) | {migrate.VERSION_TABLE}
     assert views(engine) == VIEWS
     with engine.connect() as conn:
         for view in sorted(VIEWS):
             assert conn.execute(text(f"SELECT * FROM {view}")).all() == []
-    assert migrate.upgrade(engine) == "0013"  # a second start finds nothing to do
+    assert migrate.upgrade(engine) == "0014"  # a second start finds nothing to do
 
 
 def test_the_drift_check_is_not_vacuous(engine: Engine) -> None:
@@ -175,14 +175,14 @@ def test_a_failing_migration_leaves_the_database_as_it_was(engine: Engine, tmp_p
     folder = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "versions" / "0099_broken.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0013"\n'
+        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0014"\n'
         "branch_labels = None\ndepends_on = None\n\n"
         "def upgrade():\n    op.create_table('half_done', sa.Column('id', sa.Integer, primary_key=True))\n"
         "    raise RuntimeError('the disk filled up')\n\ndef downgrade():\n    pass\n")
     monkeypatch.setattr(migrate, "MIGRATIONS", folder)
     with pytest.raises(RuntimeError, match="disk filled up"):
         migrate.upgrade(engine)
-    # One transaction: not even 0001..0013 stayed (SQLite too, through BEGIN IMMEDIATE).
+    # One transaction: not even 0001..0014 stayed (SQLite too, through BEGIN IMMEDIATE).
     assert tables(engine) == set() and views(engine) == set()
 
 
@@ -243,6 +243,30 @@ def test_0008_counts_messages_confirmed_by_hand_before_it(db_url: str) -> None:
         states = dict(conn.execute(select(schema.cases.c.case_id, schema.cases.c.state)).all())
     assert utc(sent["C-open"]) == scheduled and utc(sent["C-resolved"]) == planned
     assert states == {"C-open": "told", "C-escalated": "escalated", "C-resolved": "resolved"}  # never backwards
+    engine.dispose()
+
+
+def test_0014_copies_what_a_carrier_is_asked_by_into_tracking_state(db_url: str) -> None:
+    cfg = migrate.alembic_config(url=db_url)
+    command.upgrade(cfg, "0013")
+    engine = create_engine(db_url)
+    created = datetime(2026, 11, 16, 15, tzinfo=UTC)
+    with engine.begin() as conn:
+        for n, account in enumerate(("easypost_eu", None)):
+            conn.execute(insert(schema.shipments).values(
+                shipment_id=f"S{n}", order_line_id=f"L{n}", order_id="O1", customer_id="C1", carrier="DHL",
+                service="Express", tracking_code=f"JD{n:010d}", created_at=created, promised_date=created.date(),
+                origin="DE-BERLIN", destination="FR-PARIS", dest_tz="Europe/Paris", sequence=1,
+                tracking_account=account))
+            conn.execute(text("INSERT INTO tracking_state (shipment_id, finished_at) VALUES (:s, NULL)"), {"s": f"S{n}"})
+    command.upgrade(cfg, "0014")
+    with engine.connect() as conn:
+        copied = {r.shipment_id: r for r in conn.execute(select(schema.tracking_state))}
+    assert [copied[s].tracking_code for s in ("S0", "S1")] == ["JD0000000000", "JD0000000001"]
+    assert [copied[s].tracking_account for s in ("S0", "S1")] == ["easypost_eu", None]
+    assert {(r.carrier, r.service, r.origin, r.destination, utc(r.created_at)) for r in copied.values()} == {
+        ("DHL", "Express", "DE-BERLIN", "FR-PARIS", created)}
+    assert all(r.finished_at is None for r in copied.values())
     engine.dispose()
 
 

@@ -17,13 +17,21 @@ from sqlalchemy import Connection, Select, func, insert, select
 from lastmile.core.status import TERMINAL
 from lastmile.store import schema
 from lastmile.store.db import upsert
+from lastmile.store.queries import chunks
+from lastmile.store.schema import TRACKED_COLUMNS
 
 ts = schema.tracking_state
 
 
 def track(conn: Connection, shipment_ids: Iterable[str]) -> None:
-    """Newly loaded shipments start in flight (a known shipment keeps its state)."""
-    upsert(conn, ts, [{"shipment_id": sid, "finished_at": None} for sid in set(shipment_ids)])
+    """Newly loaded shipments start in flight (a known shipment keeps its state); every one takes
+    what a carrier is asked by as `shipments` now holds it (a changed code or account replaces the
+    copy), after the same transaction wrote them there."""
+    sh = schema.shipments.c
+    for part in chunks(shipment_ids):
+        rows = [dict(r) for r in conn.execute(select(sh.shipment_id, *(sh[c] for c in TRACKED_COLUMNS)).where(
+            sh.shipment_id.in_(part))).mappings()]
+        upsert(conn, ts, [{**r, "finished_at": None} for r in rows], update=TRACKED_COLUMNS)
 
 
 def record_scans(conn: Connection, scans: Iterable[Mapping[str, Any]]) -> None:
@@ -37,10 +45,12 @@ def record_scans(conn: Connection, scans: Iterable[Mapping[str, Any]]) -> None:
            update=["finished_at"], only_if_newer="finished_at")
 
 
-def in_flight(as_of: datetime) -> Select[Any]:
-    """The shipment ids with no terminal scan by `as_of` (through the finished_at index)."""
-    return select(ts.c.shipment_id).where(ts.c.finished_at.is_(None)).union_all(
-        select(ts.c.shipment_id).where(ts.c.finished_at > as_of))
+def in_flight(as_of: datetime, *columns: str) -> Select[Any]:
+    """The shipment ids with no terminal scan by `as_of` (through the finished_at index), and any of
+    their TRACKED_COLUMNS asked for."""
+    wanted = (ts.c.shipment_id, *(ts.c[c] for c in columns))
+    return select(*wanted).where(ts.c.finished_at.is_(None)).union_all(
+        select(*wanted).where(ts.c.finished_at > as_of))
 
 
 def rebuild(conn: Connection) -> None:
@@ -51,7 +61,9 @@ def rebuild(conn: Connection) -> None:
     # every terminal scan for each shipment).
     first = (select(sc.shipment_id, func.min(sc.occurred_at).label("finished_at"))
              .where(sc.status.in_(sorted(TERMINAL))).group_by(sc.shipment_id).subquery())
-    conn.execute(insert(ts).from_select(["shipment_id", "finished_at"], select(sh.shipment_id, first.c.finished_at)
-                                        .select_from(schema.shipments.outerjoin(first, first.c.shipment_id == sh.shipment_id))))
+    conn.execute(insert(ts).from_select(
+        ["shipment_id", "finished_at", *TRACKED_COLUMNS],
+        select(sh.shipment_id, first.c.finished_at, *(sh[c] for c in TRACKED_COLUMNS))
+        .select_from(schema.shipments.outerjoin(first, first.c.shipment_id == sh.shipment_id))))
 
 

@@ -23,6 +23,9 @@ from sqlalchemy import (
 
 metadata = MetaData()
 TS = DateTime(timezone=True)
+# The shipment columns tracking_state keeps a copy of: what a poll asks a carrier by, and the two
+# it filters on (created by then, the account it is read through).
+TRACKED_COLUMNS = ("tracking_code", "carrier", "service", "origin", "destination", "created_at", "tracking_account")
 
 customers = Table(
     "customers", metadata,
@@ -314,6 +317,10 @@ tracking_state = Table(
     "tracking_state", metadata,  # one per shipment: when its first terminal scan happened (NULL: in flight)
     Column("shipment_id", String(64), primary_key=True),
     Column("finished_at", TS, index=True),
+    # What a carrier is asked by, copied from `shipments` whenever load_orders writes one
+    # (progress.track): a poll lists every parcel in flight from here, not by looking each one up
+    # in `shipments` (NULL: a row no load wrote, never listed).
+    *(Column(c.name, c.type) for c in shipments.c if c.name in TRACKED_COLUMNS),
 )
 learned_statistics = Table(
     # A derived cache: what the rules and windows learned from the samples above as of a cutoff (the
