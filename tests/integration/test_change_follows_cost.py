@@ -184,3 +184,11 @@ def test_a_poll_asks_by_the_code_and_account_the_shop_sent_last(db_url, tmp_path
     assert asked("easypost_us", datetime(2026, 11, 20, tzinfo=UTC)) == []  # S2 was delivered by then
     assert asked("easypost_us", datetime(2026, 11, 17, tzinfo=UTC)) == [("S2", "9400100000000000000002")]
     assert asked("easypost_us", datetime(2026, 11, 16, 14, tzinfo=UTC)) == []  # no label yet
+    with engine.begin() as conn:
+        progress.track(conn, ["S3"])  # known by id before its shipment is written: in flight, not polled
+        flying = set(conn.execute(progress.in_flight(datetime(2026, 11, 20, tzinfo=UTC))).scalars())
+    assert flying == {"S1", "S3"}
+    assert asked("easypost_us", datetime(2026, 11, 20, tzinfo=UTC)) == []
+    with engine.begin() as conn:
+        load(conn, "S3", "9400100000000000000003", None)
+    assert asked("easypost_us", datetime(2026, 11, 20, tzinfo=UTC)) == [("S3", "9400100000000000000003")]

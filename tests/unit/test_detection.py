@@ -155,3 +155,21 @@ def test_evidence_says_null_for_every_kind_of_missing_fact_and_keeps_dates_and_n
                                     "lost": True}
     assert json.loads(found[3]) == {"rule": "failed_attempt", "carrier_message": None, "at": None, "days": None,
                                     "promised": None, "lost": False}
+
+
+def test_evidence_reads_each_fact_by_its_rows_label_and_names_the_rule_when_it_has_no_facts():
+    from decimal import Decimal
+
+    import numpy as np
+    import pandas as pd
+
+    from lastmile.core.detection import _evidence
+
+    rows = pd.DataFrame(index=[9, 5, 2])
+    assert list(_evidence(rows, "late")) == ['{"rule": "late"}'] * 3
+    shuffled = pd.Series([30, 20, 10], index=[2, 5, 9])  # the same facts, in another order
+    assert list(_evidence(rows, "late", days=shuffled)) == [
+        '{"days": 10, "rule": "late"}', '{"days": 20, "rule": "late"}', '{"days": 30, "rule": "late"}']
+    odd = pd.Series([Decimal("NaN"), np.float32("nan"), Decimal("1.5")], index=[9, 5, 2], dtype=object)
+    assert list(_evidence(rows, "late", v=odd)) == [
+        '{"rule": "late", "v": null}', '{"rule": "late", "v": null}', '{"rule": "late", "v": "1.5"}']

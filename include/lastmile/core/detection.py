@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
@@ -329,13 +330,18 @@ def _evidence(s: pd.DataFrame, rule: str, **facts: pd.Series) -> pd.Series:
     """JSON evidence per row: the rule and the facts that triggered it (no customer data)."""
     # (column by column as Python values: a frame of the facts, made and turned into records for a
     # few rows, cost more than the JSON)
-    columns = [[None if _missing(value) else value for value in fact.tolist()] for fact in facts.values()]
+    columns = [[None if _missing(value) else value
+                for value in (fact if fact.index.equals(s.index) else fact.reindex(s.index)).tolist()]
+               for fact in facts.values()]
+    rows = zip(*columns, strict=True) if columns else [()] * len(s)
     return pd.Series([json.dumps({"rule": rule, **dict(zip(facts, row, strict=True))}, default=_json_default,
-                                 sort_keys=True) for row in zip(*columns, strict=True)], index=s.index)
+                                 sort_keys=True) for row in rows], index=s.index)
 
 
 def _missing(value: object) -> bool:
-    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value)
+    """NA in any of its forms (a NaN of any float type: it is the only value unequal to itself)."""
+    return (value is None or value is pd.NA or value is pd.NaT
+            or (isinstance(value, (float, np.floating, Decimal)) and value != value))
 
 
 def _json_default(value: object) -> object:

@@ -3,7 +3,9 @@
 Kept as scans arrive (fetch_tracking) and as shipments are loaded (load_orders), so that "the
 parcels in flight at T" is an index range whose size follows the parcels in flight -- not a pass
 over every terminal scan ever stored. Any order: `finished_at` only ever moves earlier, so a
-late-seen scan or an older run's fetch leaves the same state.
+late-seen scan or an older run's fetch leaves the same state. Each row also holds a copy of what a
+carrier is asked by (schema.TRACKED_COLUMNS), taken whenever its shipment is written: a poll lists
+the parcels in flight from here alone.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def track(conn: Connection, shipment_ids: Iterable[str]) -> None:
         rows = [dict(r) for r in conn.execute(select(sh.shipment_id, *(sh[c] for c in TRACKED_COLUMNS)).where(
             sh.shipment_id.in_(part))).mappings()]
         upsert(conn, ts, [{**r, "finished_at": None} for r in rows], update=TRACKED_COLUMNS)
+        # An id not (yet) in shipments is tracked all the same, with nothing to ask a carrier by:
+        # in flight, never polled until a load writes its shipment and the copy.
+        found = {r["shipment_id"] for r in rows}
+        upsert(conn, ts, [{"shipment_id": sid, "finished_at": None} for sid in part if sid not in found])
 
 
 def record_scans(conn: Connection, scans: Iterable[Mapping[str, Any]]) -> None:
