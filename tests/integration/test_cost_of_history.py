@@ -172,3 +172,29 @@ def test_the_summary_counts_this_runs_rejects_through_their_batch(tmp_path):
     seen = plans(engine, lambda: summary.update(summarise(_settings(engine, tmp_path), NOW)))
     [plan] = [p for statement, p in seen.items() if "quarantine.first_batch" in statement]
     assert "ix_quarantine_first_batch_source (first_batch=?)" in plan, plan
+
+
+def test_a_poll_lists_the_parcels_in_flight_from_one_index_alone(tmp_path):
+    from lastmile.steps.fetch_tracking import _in_flight
+    from lastmile.store import progress
+
+    engine = _history(tmp_path, "poll.db")
+    settings = _settings(engine, tmp_path)
+    with engine.begin() as conn:
+        conn.execute(insert(schema.shipments), [{
+            "shipment_id": f"S{i}", "order_line_id": f"L{i}", "order_id": f"O{i}", "customer_id": "C1",
+            "carrier": "USPS", "service": "Priority", "tracking_code": f"9400{i:018d}",
+            "created_at": NOW - timedelta(days=2), "promised_date": (NOW + timedelta(days=2)).date(),
+            "origin": "US-HOUSTON", "destination": "US-BROOKLYN", "dest_tz": "America/New_York", "sequence": 1}
+            for i in range(50)])
+        progress.track(conn, [f"S{i}" for i in range(50)])
+    listed: list[dict[str, Any]] = []
+
+    def poll() -> None:
+        with engine.connect() as conn:
+            listed.extend(_in_flight(conn, settings, settings.tracking_accounts[0], NOW))
+
+    seen = plans(engine, poll)
+    assert len(listed) == 50
+    [plan] = [p for statement, p in seen.items() if "FROM tracking_state" in statement]
+    assert plan.count("COVERING INDEX ix_tracking_state_poll") == 2, plan  # in flight, and finished after NOW

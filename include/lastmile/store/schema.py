@@ -321,6 +321,9 @@ tracking_state = Table(
     # (progress.track): a poll lists every parcel in flight from here, not by looking each one up
     # in `shipments` (NULL: a row no load wrote, never listed).
     *(Column(c.name, c.type) for c in shipments.c if c.name in TRACKED_COLUMNS),
+    # The poll's listing read from the index alone (the rows are not visited).
+    Index("ix_tracking_state_poll", "finished_at", "created_at", "tracking_account", "shipment_id",
+          *(c for c in TRACKED_COLUMNS if c not in ("created_at", "tracking_account"))),
 )
 learned_statistics = Table(
     # A derived cache: what the rules and windows learned from the samples above as of a cutoff (the

@@ -7,7 +7,9 @@ in `shipments` only, so the listing looked each parcel up there: at 100k shipmen
 `tracking_code`, `carrier`, `service`, `origin`, `destination`, `created_at` and
 `tracking_account` as `shipments` has them; load_orders copies them whenever it writes a
 shipment (store/progress.track), in the same transaction. Here they are filled from `shipments`
-in one statement.
+in one statement, then indexed so that the listing reads the index alone
+(`ix_tracking_state_poll`: on SQLite at 100k, 15 ms for the 11,000 parcels in flight against 26 ms
+through the rows).
 
 On Postgres the copy rewrites every row of tracking_state (one per shipment): pause the DAGs while
 the upgrade runs.
@@ -42,9 +44,13 @@ def upgrade() -> None:
     names = ", ".join(name for name, _ in COPIED)
     op.execute(f"UPDATE tracking_state SET ({names}) = (SELECT {names} FROM shipments s "
                "WHERE s.shipment_id = tracking_state.shipment_id)")
+    op.create_index("ix_tracking_state_poll", "tracking_state",
+                    ["finished_at", "created_at", "tracking_account", "shipment_id", "tracking_code", "carrier",
+                     "service", "origin", "destination"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tracking_state_poll", "tracking_state")
     with op.batch_alter_table("tracking_state") as batch:
         for name, _ in reversed(COPIED):
             batch.drop_column(name)
