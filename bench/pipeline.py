@@ -5,8 +5,8 @@
 For each size a seeded shop is generated (bench.detect's vectorised generator: about a tenth of the
 shipments in flight), written into a fresh history database as months of hourly runs would have
 left it, and brought up to date by one full run at AS_OF; a year of hourly runs before it is then
-written into the run log (run_steps, feed_health), as long operation leaves it. Then, each in its own fresh process (so
-peak RSS is its own), the production steps run -- load_orders, fetch_tracking, detect_exceptions,
+written into the run log (run_steps, feed_health), as long operation leaves it. Then, each in its
+own fresh process (so peak RSS is its own), the production steps run -- load_orders, fetch_tracking, detect_exceptions,
 compute_windows, record_history, plan_messages, send_messages, summarise -- for:
 
   quiet hour     AS_OF + 1 h: 1% of the in-flight shipments got a new scan

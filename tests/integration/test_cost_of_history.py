@@ -147,11 +147,7 @@ def plans(engine: Engine, run: Callable[[], Any]) -> dict[str, str]:
 
 def test_windows_read_their_own_batchs_open_detections_through_the_batch(tmp_path):
     engine = _history(tmp_path, "windows.db")
-    with engine.begin() as conn:
-        conn.execute(insert(schema.current_detections), [{
-            "shipment_id": f"S{i}", "exception_type": "late", "order_line_id": f"L{i}", "severity": 2,
-            "open": True, "first_evidence_at": NOW - timedelta(days=1), "evidence": "{}",
-            "batch_key": batch_key_for(NOW - timedelta(hours=1))} for i in range(500)])
+    _open_detections(engine, 500, batch_key_for(NOW - timedelta(hours=1)))
     counts: dict[str, Any] = {}
     seen = plans(engine, lambda: counts.update(compute_windows(_settings(engine, tmp_path), NOW)))
     assert counts["open_detections"] == 0  # the 500 open ones are an earlier batch's

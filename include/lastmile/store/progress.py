@@ -31,13 +31,12 @@ def track(conn: Connection, shipment_ids: Iterable[str]) -> None:
     copy), after the same transaction wrote them there."""
     sh = schema.shipments.c
     for part in chunks(shipment_ids):
-        rows = [dict(r) for r in conn.execute(select(sh.shipment_id, *(sh[c] for c in TRACKED_COLUMNS)).where(
-            sh.shipment_id.in_(part))).mappings()]
-        upsert(conn, ts, [{**r, "finished_at": None} for r in rows], update=TRACKED_COLUMNS)
-        # An id not (yet) in shipments is tracked all the same, with nothing to ask a carrier by:
-        # in flight, never polled until a load writes its shipment and the copy.
-        found = {r["shipment_id"] for r in rows}
-        upsert(conn, ts, [{"shipment_id": sid, "finished_at": None} for sid in part if sid not in found])
+        copies = {r["shipment_id"]: dict(r) for r in conn.execute(select(
+            sh.shipment_id, *(sh[c] for c in TRACKED_COLUMNS)).where(sh.shipment_id.in_(part))).mappings()}
+        # (an id not yet in shipments is tracked all the same, with nothing to ask a carrier by: in
+        # flight, never polled until a load writes its shipment and the copy)
+        upsert(conn, ts, [{**dict.fromkeys(TRACKED_COLUMNS), **copies.get(sid, {}), "shipment_id": sid,
+                           "finished_at": None} for sid in part], update=TRACKED_COLUMNS)
 
 
 def record_scans(conn: Connection, scans: Iterable[Mapping[str, Any]]) -> None:
@@ -52,8 +51,8 @@ def record_scans(conn: Connection, scans: Iterable[Mapping[str, Any]]) -> None:
 
 
 def in_flight(as_of: datetime, *columns: str) -> Select[Any]:
-    """The shipment ids with no terminal scan by `as_of` (through the finished_at index), and any of
-    their TRACKED_COLUMNS asked for."""
+    """The shipment ids with no terminal scan by `as_of` (an index range: ix_tracking_state_poll
+    begins with finished_at), and any of their TRACKED_COLUMNS asked for."""
     wanted = (ts.c.shipment_id, *(ts.c[c] for c in columns))
     return select(*wanted).where(ts.c.finished_at.is_(None)).union_all(
         select(*wanted).where(ts.c.finished_at > as_of))

@@ -316,14 +316,15 @@ batch_changes = Table(
 tracking_state = Table(
     "tracking_state", metadata,  # one per shipment: when its first terminal scan happened (NULL: in flight)
     Column("shipment_id", String(64), primary_key=True),
-    Column("finished_at", TS, index=True),
+    Column("finished_at", TS),
     # What a carrier is asked by, copied from `shipments` whenever load_orders writes one
     # (progress.track): a poll lists every parcel in flight from here, not by looking each one up
     # in `shipments` (NULL: a row no load wrote, never listed).
     *(Column(c.name, c.type) for c in shipments.c if c.name in TRACKED_COLUMNS),
-    # The poll's listing read from the index alone (the rows are not visited).
+    # The parcels in flight at an instant (finished_at first), and the poll's listing of them read
+    # from the index alone (the rows are not visited).
     Index("ix_tracking_state_poll", "finished_at", "created_at", "tracking_account", "shipment_id",
-          *(c for c in TRACKED_COLUMNS if c not in ("created_at", "tracking_account"))),
+          "tracking_code", "carrier", "service", "origin", "destination"),
 )
 learned_statistics = Table(
     # A derived cache: what the rules and windows learned from the samples above as of a cutoff (the

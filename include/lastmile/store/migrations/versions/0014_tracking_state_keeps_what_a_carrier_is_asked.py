@@ -9,7 +9,7 @@ in `shipments` only, so the listing looked each parcel up there: at 100k shipmen
 shipment (store/progress.track), in the same transaction. Here they are filled from `shipments`
 in one statement, then indexed so that the listing reads the index alone
 (`ix_tracking_state_poll`: on SQLite at 100k, 15 ms for the 11,000 parcels in flight against 26 ms
-through the rows).
+through the rows). It begins with `finished_at`, so it replaces the index on `finished_at` alone.
 
 On Postgres the copy rewrites every row of tracking_state (one per shipment): pause the DAGs while
 the upgrade runs.
@@ -47,9 +47,12 @@ def upgrade() -> None:
     op.create_index("ix_tracking_state_poll", "tracking_state",
                     ["finished_at", "created_at", "tracking_account", "shipment_id", "tracking_code", "carrier",
                      "service", "origin", "destination"])
+    # It begins with finished_at: the index on finished_at alone would only be a second copy to write.
+    op.drop_index("ix_tracking_state_finished_at", "tracking_state")
 
 
 def downgrade() -> None:
+    op.create_index("ix_tracking_state_finished_at", "tracking_state", ["finished_at"])
     op.drop_index("ix_tracking_state_poll", "tracking_state")
     with op.batch_alter_table("tracking_state") as batch:
         for name, _ in reversed(COPIED):
