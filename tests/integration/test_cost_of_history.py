@@ -20,8 +20,8 @@ from lastmile.steps.compute_windows import compute_windows
 from lastmile.steps.detect_exceptions import _detection_counts
 from lastmile.steps.send_messages import sent_to_orders
 from lastmile.steps.summarise import summarise
-from lastmile.store import schema
-from lastmile.store.db import batch_key_for, engine_for, prepare
+from lastmile.store import schema, tallies
+from lastmile.store.db import batch_key_for, engine_for, prepare, writing
 from lastmile.store.queries import previous_detection
 
 NOW = datetime(2026, 11, 20, 14, tzinfo=UTC)
@@ -194,3 +194,33 @@ def test_a_poll_lists_the_parcels_in_flight_from_one_index_alone(tmp_path):
     assert len(listed) == 50
     [plan] = [p for statement, p in seen.items() if "FROM tracking_state" in statement]
     assert plan.count("COVERING INDEX ix_tracking_state_poll") == 2, plan  # in flight, and finished after NOW
+
+
+def test_the_whole_historys_counts_are_read_from_their_tallies_not_from_the_rows(tmp_path):
+    """What ops read every hour (messages by state and kind, cases by state, rejects by source,
+    detections by type) was a walk over every row ever written; now it is a few rows."""
+    from lastmile.store.queries import detections_by_type
+
+    from tally_check import case, message, reject
+
+    engine = _history(tmp_path, "counts.db")
+    with engine.begin() as conn:
+        conn.execute(insert(schema.outbox), [message(n, "sent") for n in range(300)])
+        conn.execute(insert(schema.cases), [case(n, "resolved") for n in range(300)])
+        conn.execute(insert(schema.quarantine), [reject(n) for n in range(300)])
+    _open_detections(engine, 300, batch_key_for(NOW - timedelta(hours=1)))
+    summary: dict[str, Any] = {}
+    seen = plans(engine, lambda: summary.update(summarise(_settings(engine, tmp_path), NOW)))
+    assert (summary["outbox_by_state"], summary["cases_by_state"]) == ({"sent": 300}, {"resolved": 300})
+    walks = {s: p for s, p in seen.items()
+             if any(f"SCAN {t}" in p for t in ("outbox", "cases", "quarantine", "current_detections"))}
+    assert walks == {}
+
+    few = _history(tmp_path, "few_detections.db")
+    _open_detections(few, 10, "b")
+    for history in (few, engine):  # as every detection does first (the summary did it for `engine`)
+        with writing(history) as conn:
+            tallies.fold(conn)
+    (small, found_few), (large, found_many) = work(few, detections_by_type), work(engine, detections_by_type)
+    assert found_few == ({"late": 10}, {"late": 10}) and found_many == ({"late": 300}, {"late": 300})
+    assert large <= small + 2, (small, large)

@@ -23,6 +23,7 @@ from lastmile.steps import pipeline
 from lastmile.store import schema
 from lastmile.store.db import prepare
 
+from tally_check import assert_tallies_hold
 from tiny_shop import START, TinyShop, day, run
 
 
@@ -87,6 +88,7 @@ def test_runs_in_any_order_end_as_a_straight_run(db_url, tmp_path):
     assert outbox_keys(settings) == outbox_keys(straight) == after_reruns[0]
     assert case_states(settings) == case_states(straight) == after_reruns[1]
     assert outbox_keys(straight), "the script produces e-mails"
+    assert_tallies_hold(db_url)  # the whole history's counts, through every rerun and backfill
 
 
 def test_an_older_run_neither_moves_cases_back_nor_sends(db_url, tmp_path):
@@ -256,6 +258,7 @@ def _drive(db_url: str, folder: Path, lives: list[list[str]], order: list[int], 
     planned_twice = [k for k, n in Counter(k for _, k in decided).items() if n > 1]
     assert planned_twice == [], f"message keys planned twice: {planned_twice}"
     assert len(outbox_keys(settings)) == len(decided)
+    assert_tallies_hold(db_url)
 
 
 @hyp_settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
@@ -417,6 +420,7 @@ def test_two_whole_runs_of_the_same_instant_take_turns(db_url, tmp_path, sim_600
         states = Counter(conn.execute(select(schema.outbox.c.state)).scalars())
     assert states["sent"] > 0 and set(states) == {"sent"}
     assert len(list((tmp_path / "outbox").glob("*.eml"))) == states["sent"]
+    assert_tallies_hold(db_url)
 
 
 @pytest.mark.postgres

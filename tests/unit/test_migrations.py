@@ -38,7 +38,7 @@ from sqlalchemy import (
     text,
 )
 
-from lastmile.store import migrate, schema
+from lastmile.store import migrate, schema, tallies
 from lastmile.store.db import engine_for, prepare, upsert, utc
 from lastmile.store.schema import metadata
 
@@ -49,11 +49,11 @@ VIEWS = {"v_shipment_outcomes", "v_exceptions_weekly", "v_late_rate_monthly", "v
 # Objects schema.py gained after the baseline: the old create_all never built them.
 ADDED_AFTER_BASELINE = {"tables": {"message_events", "current_detections", "transit_samples", "estimate_samples",
                                    "batch_changes", "tracking_state", "source_rows",
-                                   "exception_samples", "learned_statistics"},
+                                   "exception_samples", "learned_statistics", "tally_deltas"},
                         "indexes": {"ix_detections_shipment_type", "ix_scans_shipment_status_occurred", "ix_scans_first_seen_at", "ix_scans_occurred_at", "ix_scans_status_occurred",
                                     "ix_shipments_created_at", "ix_estimates_observed_at", "ix_outbox_planned_at_key",
                                     "ix_shipments_dest_tz", "ix_outbox_state_case_promise", "ix_outbox_planned_batch",
-                                    "ix_cases_state_type_case", "ix_cases_last_batch", "ix_current_detections_open_type",
+                                    "ix_cases_state_type_case", "ix_cases_last_batch", "ix_tally_deltas_name_key",
                                     "ix_outbox_state_kind"},
                         "columns": {("orders", "status"), ("quarantine", "file"), ("quarantine", "row_no"),
                                     ("shipments", "dest_country"), ("outbox", "check_in_by"), ("outbox", "handed_at")},
@@ -101,14 +101,14 @@ def tables(engine: Engine) -> set[str]:
 
 def test_upgrade_from_empty_builds_exactly_schema_py(engine: Engine) -> None:
     assert migrate.upgrade(engine) is None
-    assert revision(engine) == migrate.head_revision() == "0014"
+    assert revision(engine) == migrate.head_revision() == "0015"
     assert schema_diff(engine) == []
     assert tables(engine) == set(metadata.tables) | {migrate.VERSION_TABLE}
     assert views(engine) == VIEWS
     with engine.connect() as conn:
         for view in sorted(VIEWS):
             assert conn.execute(text(f"SELECT * FROM {view}")).all() == []
-    assert migrate.upgrade(engine) == "0014"  # a second start finds nothing to do
+    assert migrate.upgrade(engine) == "0015"  # a second start finds nothing to do
 
 
 def test_the_drift_check_is_not_vacuous(engine: Engine) -> None:
@@ -175,14 +175,14 @@ def test_a_failing_migration_leaves_the_database_as_it_was(engine: Engine, tmp_p
     folder = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "versions" / "0099_broken.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0014"\n'
+        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0015"\n'
         "branch_labels = None\ndepends_on = None\n\n"
         "def upgrade():\n    op.create_table('half_done', sa.Column('id', sa.Integer, primary_key=True))\n"
         "    raise RuntimeError('the disk filled up')\n\ndef downgrade():\n    pass\n")
     monkeypatch.setattr(migrate, "MIGRATIONS", folder)
     with pytest.raises(RuntimeError, match="disk filled up"):
         migrate.upgrade(engine)
-    # One transaction: not even 0001..0014 stayed (SQLite too, through BEGIN IMMEDIATE).
+    # One transaction: not even 0001..0015 stayed (SQLite too, through BEGIN IMMEDIATE).
     assert tables(engine) == set() and views(engine) == set()
 
 
@@ -267,6 +267,35 @@ def test_0014_copies_what_a_carrier_is_asked_by_into_tracking_state(db_url: str)
     assert {(r.carrier, r.service, r.origin, r.destination, utc(r.created_at)) for r in copied.values()} == {
         ("DHL", "Express", "DE-BERLIN", "FR-PARIS", created)}
     assert all(r.finished_at is None for r in copied.values())
+    engine.dispose()
+
+
+def test_0015_counts_what_the_history_already_holds_then_keeps_counting(db_url: str) -> None:
+    from tally_check import case, detection, kept, message, recounted, reject
+
+    cfg = migrate.alembic_config(url=db_url)
+    command.upgrade(cfg, "0014")
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(insert(schema.outbox), [message(n, ("planned", "sent", "failed")[n % 3]) for n in range(9)])
+        conn.execute(insert(schema.cases), [case(n, ("open", "told", "resolved")[n % 3]) for n in range(7)])
+        conn.execute(insert(schema.current_detections), [detection(n, "late", n % 2 == 0) for n in range(5)])
+        conn.execute(insert(schema.quarantine), [reject(n) for n in range(2)])
+    command.upgrade(cfg, "0015")
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE outbox SET state = 'sent' WHERE state = 'planned'"))
+        conn.execute(text("DELETE FROM cases WHERE state = 'open'"))
+    with engine.connect() as conn:
+        found = kept(conn)
+        assert found == recounted(conn)
+    assert found[tallies.OUTBOX_BY_STATE] == {"failed": 3, "sent": 6}
+    assert found[tallies.CASES_BY_STATE] == {"resolved": 2, "told": 2}
+    assert found[tallies.OPEN_DETECTIONS_BY_TYPE] == {"late": 3}
+    command.downgrade(cfg, "0014")  # the triggers go with their table: writes go on without them
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE outbox SET state = 'planned'"))
+        conn.execute(insert(schema.quarantine), [reject(9)])
+    assert "tally_deltas" not in tables(engine)
     engine.dispose()
 
 

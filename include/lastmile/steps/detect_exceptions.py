@@ -36,7 +36,7 @@ from lastmile.core import detection, thresholds
 from lastmile.core.calendar import learned_by
 from lastmile.core.windows import estimate_errors, exception_history, transit_history
 from lastmile.steps.common import record_step, superseded, utc_instant
-from lastmile.store import learned, progress, schema
+from lastmile.store import learned, progress, schema, tallies
 from lastmile.store.db import batch_key_for, engine_for, refresh_statistics, upsert, utc, writing
 from lastmile.store.queries import (
     chunks,
@@ -57,6 +57,7 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
     as_of = utc_instant(as_of)
     batch = batch_key_for(as_of)
     with writing(engine_for(settings.db_url)) as conn:
+        tallies.fold(conn)  # (the last hour's few count changes, one row per key again)
         if (done := superseded(conn, as_of, "detect_exceptions", {"shipments_checked": 0, "detections": 0})):
             return done
         feeds = feed_states(conn, settings, as_of)

@@ -24,7 +24,7 @@ from lastmile.email.transport import (
     write_index,
 )
 from lastmile.steps.common import record_step, superseded, utc_instant
-from lastmile.store import schema
+from lastmile.store import schema, tallies
 from lastmile.store.db import Busy, batch_key_for, engine_for, held, upsert, utc, writing
 from lastmile.store.queries import chunks
 
@@ -165,7 +165,7 @@ def _send_locked(settings: Settings, as_of: datetime, engine: Any, sendgrid: Sen
         settle(0)
     with engine.begin() as conn:
         write_outcomes(conn)
-        by_state = dict(conn.execute(select(ob.c.state, func.count()).group_by(ob.c.state)).all())
+        by_state = tallies.counts(conn, tallies.OUTBOX_BY_STATE)
         total = sum(by_state.values())
         index = None
         if isinstance(transport, FileTransport):  # the outbox a person reads: the file transport's

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pandas as pd
 from sqlalchemy import Connection, func, select
 
-from lastmile.store import schema
+from lastmile.store import schema, tallies
 from lastmile.store.db import batch_key_for, utc
 
 if TYPE_CHECKING:
@@ -83,17 +83,9 @@ def estimates_until(conn: Connection, as_of: datetime, ids: Iterable[str] | None
 
 
 def detections_by_type(conn: Connection) -> tuple[dict[str, int], dict[str, int]]:
-    """The current detections per exception type: (those still open, all of them), from one walk of
-    the (open, exception_type) index in its order (no sort, no row read)."""
-    cd = schema.current_detections.c
-    open_now: dict[str, int] = {}
-    everything: dict[str, int] = {}
-    for is_open, kind, n in conn.execute(select(cd.open, cd.exception_type, func.count())
-                                         .group_by(cd.open, cd.exception_type)).all():
-        everything[kind] = everything.get(kind, 0) + n
-        if is_open:
-            open_now[kind] = open_now.get(kind, 0) + n
-    return open_now, everything
+    """The current detections per exception type: (those still open, all of them), from their
+    tallies (store/tallies), not from the detections."""
+    return tallies.counts(conn, tallies.OPEN_DETECTIONS_BY_TYPE), tallies.counts(conn, tallies.DETECTIONS_BY_TYPE)
 
 
 CHUNK = 500  # ids per IN (...) list: well under every driver's parameter limit

@@ -261,7 +261,6 @@ current_detections = Table(
     Column("window_latest", Date),
     Column("window_basis", String(64)),
     Column("batch_key", String(40), nullable=False),  # the batch that last computed it
-    Index("ix_current_detections_open_type", "open", "exception_type"),
     Index("ix_current_detections_batch_open", "batch_key", "open"),  # a batch's open detections (windows)
 )
 transit_samples = Table(
@@ -337,6 +336,18 @@ learned_statistics = Table(
     Column("cutoff", TS, primary_key=True),
     Column("computed_at", TS, nullable=False),  # the instant of the run that computed it
     Column("payload", Text, nullable=False),  # JSON
+)
+tally_deltas = Table(
+    # Counts over the whole history (messages by state, cases by state, ...: store/tallies), kept by
+    # triggers on the counted tables (migration 0015) as their rows change: a count is the sum of
+    # its rows' n, and the rows of a key are folded into one now and then. Only ever inserted into
+    # by the triggers: overlapping runs never wait on a count.
+    "tally_deltas", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(48), nullable=False),
+    Column("key", String(32), nullable=False),
+    Column("n", Integer, nullable=False),
+    Index("ix_tally_deltas_name_key", "name", "key", "n"),
 )
 source_rows = Table(
     "source_rows", metadata,  # a digest of each shop record as last accepted: unchanged rows are skipped
