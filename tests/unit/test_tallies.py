@@ -65,10 +65,10 @@ def test_every_kind_of_write_keeps_the_counts_equal_to_the_rows(db_url):
     with engine.begin() as conn:
         before = conn.execute(select(func.count()).select_from(schema.tally_deltas)).scalar_one()
     with writing(engine) as conn:
-        folded = tallies.fold(conn)
+        tallies.fold(conn)
     with engine.connect() as conn:
         rows = conn.execute(select(schema.tally_deltas.c.name, schema.tally_deltas.c.key)).all()
-    assert folded == before - len(rows) > 0
+    assert before > len(rows)
     assert len(rows) == len(set(rows)), "after a fold, one row per count and key"
     holds("folded")
 

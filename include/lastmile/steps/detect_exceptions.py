@@ -57,7 +57,6 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
     as_of = utc_instant(as_of)
     batch = batch_key_for(as_of)
     with writing(engine_for(settings.db_url)) as conn:
-        tallies.fold(conn)  # (the last hour's few count changes, one row per key again)
         if (done := superseded(conn, as_of, "detect_exceptions", {"shipments_checked": 0, "detections": 0})):
             return done
         feeds = feed_states(conn, settings, as_of)
@@ -102,6 +101,7 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
             samples_seen.update(_learn(conn, shipments, scans, facts, estimates, found, as_of, known))
             checked, unknown = checked + len(shipments), unknown + int(shipments["feed_unknown"].sum())
             changed.update(found["exception_type"])
+        tallies.fold(conn)  # (the counts' changes since the summary folded them: this run's detections)
         open_now, everything = detections_by_type(conn)
         return record_step(conn, as_of, "detect_exceptions", {
             "mode": "full" if ids is None else "changed", "shipments_checked": checked, "arrived": arrived,
