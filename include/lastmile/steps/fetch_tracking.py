@@ -84,8 +84,8 @@ def routing(settings: Settings, account: TrackingAccount) -> str:
 
 
 def _rows(conn: Connection, stmt: Any) -> list[dict[str, Any]]:
-    # (fetched at once, not a row at a time: a poll lists every parcel in flight)
-    return [dict(zip(TRACKING_QUERY_COLUMNS, row, strict=True)) for row in conn.execute(stmt).tuples().all()]
+    # (fetched at once, not a row at a time: a poll lists every parcel in flight; a Row is a tuple)
+    return [dict(zip(TRACKING_QUERY_COLUMNS, row, strict=True)) for row in conn.execute(stmt).all()]
 
 
 def _in_flight(conn: Connection, settings: Settings, account: str, as_of: datetime) -> list[dict[str, Any]]:
