@@ -299,6 +299,24 @@ def test_0015_counts_what_the_history_already_holds_then_keeps_counting(db_url: 
     engine.dispose()
 
 
+def counting_triggers(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            return set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars())
+        return set(conn.execute(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal "
+                                     "AND tgrelid::regclass::text IN ('outbox', 'cases', 'quarantine', "
+                                     "'current_detections')")).scalars())
+
+
+def test_every_counted_table_keeps_its_triggers_at_head(engine: Engine) -> None:
+    """A later migration that rebuilds a counted table (SQLite's batch operations copy it into a new
+    one) would drop its triggers without a word, and the counts would stop following the rows."""
+    migrate.upgrade(engine)
+    assert counting_triggers(engine) == {f"tally_{table}_{event}" for table in ("outbox", "cases", "quarantine",
+                                                                                "current_detections")
+                                         for event in ("insert", "update", "delete")}
+
+
 STARTER = """
 import logging, sys, time
 from lastmile.store.db import prepare as engine_for
