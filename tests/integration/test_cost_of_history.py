@@ -218,7 +218,7 @@ def test_the_whole_historys_counts_are_read_from_their_tallies_not_from_the_rows
 
     few = _history(tmp_path, "few_detections.db")
     _open_detections(few, 10, "b")
-    for history in (few, engine):  # as every detection does first (the summary did it for `engine`)
+    for history in (few, engine):  # as every detection does before it reads them
         with writing(history) as conn:
             tallies.fold(conn)
     (small, found_few), (large, found_many) = work(few, detections_by_type), work(engine, detections_by_type)

@@ -156,3 +156,17 @@ def test_writers_and_folds_at_once_lose_no_count(db_url):
     with engine.connect() as conn:
         assert tallies.counts(conn, tallies.OUTBOX_BY_STATE) == {"sent": 200}
         assert kept(conn) == recounted(conn)
+
+
+@pytest.mark.postgres
+def test_a_truncated_table_counts_nothing(postgres_url):
+    prepare(postgres_url)
+    engine = engine_for(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(insert(schema.cases), [case(n) for n in range(3)])
+        conn.execute(insert(schema.outbox), [message(n) for n in range(2)])
+        conn.execute(text("TRUNCATE cases"))
+    with engine.connect() as conn:
+        assert kept(conn) == recounted(conn)
+        assert tallies.counts(conn, tallies.OUTBOX_BY_STATE) == {"planned": 2}
+

@@ -101,7 +101,7 @@ def detect_exceptions(settings: Settings, as_of: datetime) -> dict[str, Any]:
             samples_seen.update(_learn(conn, shipments, scans, facts, estimates, found, as_of, known))
             checked, unknown = checked + len(shipments), unknown + int(shipments["feed_unknown"].sum())
             changed.update(found["exception_type"])
-        tallies.fold(conn)  # (the counts' changes since the summary folded them: this run's detections)
+        tallies.fold(conn)  # (the counts' changes since the last detection's fold, this run's detections too)
         open_now, everything = detections_by_type(conn)
         return record_step(conn, as_of, "detect_exceptions", {
             "mode": "full" if ids is None else "changed", "shipments_checked": checked, "arrived": arrived,

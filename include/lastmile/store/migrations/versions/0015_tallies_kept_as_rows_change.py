@@ -6,13 +6,14 @@ a walk of an index over everything ever written, the only reads of an hour that 
 whole history (at 100k shipments on Postgres 15 ms of the server's time in every hour, ten times
 that at 1M). Triggers on those four tables now add what each write changes to `tally_deltas`, in
 the writing transaction itself, so a count is never out of step with its rows whoever writes them
-(a step, the ops page, a hand-made fix in SQL). A count is the sum of its rows; the hour's deltas
-are folded into one row per key by the next detection (store/tallies.fold).
+(a step, the ops page, a fix by hand in SQL: INSERT, UPDATE, DELETE, and on Postgres TRUNCATE; not
+SQLite's REPLACE, whose delete fires no trigger, nor a Postgres restore with triggers disabled). A
+count is the sum of its rows; they are folded into one row per key by detection (store/tallies.fold).
 
 The deltas are only ever inserted: two overlapping runs never wait on, or deadlock over, a count's
 row. SQLite: a trigger per row. Postgres: a trigger per statement, over its transition tables, set
-based (the first full run's million rows are a few statements). The trigger function is pinned to
-the schema it was created in (two histories in one database keep their own counts).
+based (the first full run's million rows are a few statements), into the `tally_deltas` of the
+schema the written table is in (two histories in one database keep their own counts).
 
 The index on current_detections (`open`, `exception_type`) only served the count: it goes.
 
@@ -74,26 +75,36 @@ def _sqlite_triggers(table: str) -> list[str]:
 
 
 def _postgres_triggers(table: str) -> list[str]:
+    # (into the tally_deltas of the schema the written table is in, named at each call: a function
+    # pinned to a search_path would resolve "$user" when it runs, and could count into another
+    # history's schema)
+    def run(sql: str) -> str:
+        return f"EXECUTE format($sql${sql}$sql$, TG_TABLE_SCHEMA);"
+
     def delta(*sources: tuple[str, int]) -> str:
         union = " UNION ALL ".join(p for source, n in sources for p in _parts(table, source, n))
-        return (f"INSERT INTO tally_deltas (name, key, n) SELECT name, key, sum(n) FROM ({union}) AS d "
-                "GROUP BY name, key HAVING sum(n) <> 0;")
+        return run(f"INSERT INTO %I.tally_deltas (name, key, n) SELECT name, key, sum(n) FROM ({union}) AS d "
+                   "GROUP BY name, key HAVING sum(n) <> 0")
 
+    names = ", ".join(f"'{name}'" for name, t, _, _ in TALLIES if t == table)
     function = (
-        f"CREATE FUNCTION tally_{table}() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$\n"
+        f"CREATE FUNCTION tally_{table}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
         "BEGIN\n"
         f"  IF TG_OP = 'INSERT' THEN {delta(('new_rows', 1))}\n"
         f"  ELSIF TG_OP = 'UPDATE' THEN {delta(('old_rows', -1), ('new_rows', 1))}\n"
-        f"  ELSE {delta(('old_rows', -1))}\n"
+        f"  ELSIF TG_OP = 'DELETE' THEN {delta(('old_rows', -1))}\n"
+        # (TRUNCATE locks the table against every writer: nothing else is counting it meanwhile)
+        f"  ELSE {run(f'DELETE FROM %I.tally_deltas WHERE name IN ({names})')}\n"
         "  END IF;\n"
         "  RETURN NULL;\n"
         "END $$")
     on = f"ON {table} REFERENCING"
-    run = f"FOR EACH STATEMENT EXECUTE FUNCTION tally_{table}()"
+    call = f"FOR EACH STATEMENT EXECUTE FUNCTION tally_{table}()"
     return [function,
-            f"CREATE TRIGGER tally_{table}_insert AFTER INSERT {on} NEW TABLE AS new_rows {run}",
-            f"CREATE TRIGGER tally_{table}_update AFTER UPDATE {on} OLD TABLE AS old_rows NEW TABLE AS new_rows {run}",
-            f"CREATE TRIGGER tally_{table}_delete AFTER DELETE {on} OLD TABLE AS old_rows {run}"]
+            f"CREATE TRIGGER tally_{table}_insert AFTER INSERT {on} NEW TABLE AS new_rows {call}",
+            f"CREATE TRIGGER tally_{table}_update AFTER UPDATE {on} OLD TABLE AS old_rows NEW TABLE AS new_rows {call}",
+            f"CREATE TRIGGER tally_{table}_delete AFTER DELETE {on} OLD TABLE AS old_rows {call}",
+            f"CREATE TRIGGER tally_{table}_truncate AFTER TRUNCATE ON {table} {call}"]
 
 
 def upgrade() -> None:
@@ -120,7 +131,7 @@ def downgrade() -> None:
     op.create_index("ix_current_detections_open_type", "current_detections", ["open", "exception_type"])
     postgres = op.get_bind().dialect.name == "postgresql"
     for table in TABLES:
-        for event in ("insert", "update", "delete"):
+        for event in ("insert", "update", "delete", *(("truncate",) if postgres else ())):
             op.execute(f"DROP TRIGGER tally_{table}_{event}" + (f" ON {table}" if postgres else ""))
         if postgres:
             op.execute(f"DROP FUNCTION tally_{table}()")
