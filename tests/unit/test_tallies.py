@@ -99,19 +99,21 @@ def test_the_summary_reads_the_counts_not_the_rows(db_url, tmp_path):
 
 @pytest.mark.postgres
 def test_a_writer_whose_search_path_is_elsewhere_still_counts_into_its_history(postgres_url):
-    """Two histories in one database (two shops, parallel tests): the trigger writes the counts of
-    the schema its table is in, whatever the writing session's search_path."""
-    prepare(postgres_url)
+    """Two histories in one database (two shops, parallel tests). `mine` was migrated with a
+    search_path whose first schema did not exist yet ("$user" before anyone made that schema);
+    `other` is that schema, made later. A write to `mine`'s table from a session whose search_path
+    finds `other` first counts into `mine`: the trigger is pinned to a schema, not to a path."""
     mine = postgres_url.rsplit("%3D", 1)[1]
     other = f"lastmile_other_{uuid.uuid4().hex[:8]}"
+    path = f"{POSTGRES_URL}?options=-csearch_path%3D{other},{mine}"
+    prepare(path)  # `other` does not exist yet: the tables go into `mine`
     admin = create_engine(POSTGRES_URL)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{other}"'))
     try:
         prepare(f"{POSTGRES_URL}?options=-csearch_path%3D{other}")
-        with admin.begin() as conn:  # search_path: public
-            conn.execute(insert(schema.outbox.to_metadata(MetaData(), schema=mine)),
-                         [message(1, "sent")])
+        with create_engine(path).begin() as conn:  # finds other's tables first
+            conn.execute(insert(schema.outbox.to_metadata(MetaData(), schema=mine)), [message(1, "sent")])
         with engine_for(postgres_url).connect() as conn:
             assert tallies.counts(conn, tallies.OUTBOX_BY_STATE) == {"sent": 1}
         with engine_for(f"{POSTGRES_URL}?options=-csearch_path%3D{other}").connect() as conn:
