@@ -17,7 +17,7 @@ from lastmile.email.locales import customer_locale
 from lastmile.email.messages import CaseFacts, decide
 from lastmile.steps.common import quarantine, record_step, superseded, utc_instant
 from lastmile.steps.record_history import CASE_EVENT_KEY
-from lastmile.store import schema
+from lastmile.store import schema, tallies
 from lastmile.store.db import batch_key_for, engine_for, upsert, utc, writing
 from lastmile.store.queries import chunks
 
@@ -59,6 +59,9 @@ def plan_messages(settings: Settings, as_of: datetime) -> dict[str, Any]:
                                            "detail": "window_passed"} for case_id in escalations],
                conflict=CASE_EVENT_KEY)
         kinds = Counter(f"{m['kind']}:{m['state']}" for m in planned)
+        # (the count changes of the cases record_history wrote and the messages planned now, one
+        # row per key again: after a first run over a large history, tens of thousands)
+        tallies.fold(conn)
         return record_step(conn, as_of, "plan_messages", {
             "planned": inserted, "by_kind": dict(sorted(kinds.items())), "escalated": len(escalations),
             "cases_without_records": len(unplannable), "by_language": dict(sorted(languages.items())),
