@@ -8,7 +8,8 @@ that at 1M). Triggers on those four tables now add what each write changes to `t
 the writing transaction itself, so a count is never out of step with its rows whoever writes them
 (a step, the ops page, a fix by hand in SQL: INSERT, UPDATE, DELETE, and on Postgres TRUNCATE; not
 SQLite's REPLACE, whose delete fires no trigger, nor a Postgres restore with triggers disabled). A
-count is the sum of its rows; they are folded into one row per key by detection (store/tallies.fold).
+count is the sum of its rows; they are folded into one row per key by detection and planning
+(store/tallies.fold).
 
 The deltas are only ever inserted: two overlapping runs never wait on, or deadlock over, a count's
 row. SQLite: a trigger per row. Postgres: a trigger per statement, over its transition tables, set
