@@ -82,7 +82,8 @@ def test_every_kind_of_write_keeps_the_counts_equal_to_the_rows(db_url):
         assert conn.execute(select(func.count()).select_from(schema.tally_deltas)).scalar_one() == 0
 
 
-def test_the_summary_reads_the_counts_not_the_rows(db_url, tmp_path):
+def test_the_summarys_whole_history_counts_are_what_the_rows_hold(db_url, tmp_path):
+    # (that it reads them from the tallies, not the rows: test_cost_of_history's plans)
     from lastmile.config import Settings
 
     engine = engine_for(db_url)

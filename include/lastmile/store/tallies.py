@@ -47,7 +47,8 @@ def fold(conn: Connection) -> None:
     top = conn.execute(text("SELECT max(id) FROM tally_deltas")).scalar()
     if top is None:
         return
-    several = ("SELECT name, key FROM tally_deltas WHERE id <= :top GROUP BY name, key HAVING count(*) > 1")
-    conn.execute(text("INSERT INTO tally_deltas (name, key, n) SELECT name, key, sum(n) FROM tally_deltas"
-                      " WHERE id <= :top GROUP BY name, key HAVING count(*) > 1 AND sum(n) <> 0"), {"top": top})
-    conn.execute(text(f"DELETE FROM tally_deltas WHERE id <= :top AND (name, key) IN ({several})"), {"top": top})
+    several = "FROM tally_deltas WHERE id <= :top GROUP BY name, key HAVING count(*) > 1"  # keys with rows to fold
+    conn.execute(text(f"INSERT INTO tally_deltas (name, key, n) SELECT name, key, sum(n) {several} AND sum(n) <> 0"),
+                 {"top": top})
+    conn.execute(text(f"DELETE FROM tally_deltas WHERE id <= :top AND (name, key) IN (SELECT name, key {several})"),
+                 {"top": top})
