@@ -142,7 +142,7 @@ def test_evidence_says_null_for_every_kind_of_missing_fact_and_keeps_dates_and_n
 
     from lastmile.core.detection import _evidence
 
-    rows = pd.DataFrame(index=[7, 3])  # the rows of a rule's hits keep the facts' own labels
+    rows = pd.Index([7, 3])  # the rows of a rule's hits keep the facts' own labels
     texts = pd.Series(["No access", pd.NA], index=[7, 3], dtype="string")
     found = _evidence(rows, "failed_attempt", carrier_message=texts,
                       at=pd.Series([pd.Timestamp("2026-11-20 14:00", tz="UTC"), pd.NaT], index=[7, 3]),
@@ -165,7 +165,7 @@ def test_evidence_reads_each_fact_by_its_rows_label_and_names_the_rule_when_it_h
 
     from lastmile.core.detection import _evidence
 
-    rows = pd.DataFrame(index=[9, 5, 2])
+    rows = pd.Index([9, 5, 2])
     assert list(_evidence(rows, "late")) == ['{"rule": "late"}'] * 3
     shuffled = pd.Series([30, 20, 10], index=[2, 5, 9])  # the same facts, in another order
     assert list(_evidence(rows, "late", days=shuffled)) == [

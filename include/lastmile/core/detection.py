@@ -11,6 +11,7 @@ import json
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -190,23 +191,21 @@ def detect(
     s = shipment_facts(shipments, scans, as_of) if facts is None else facts
     if s.empty:
         return pd.DataFrame(columns=DETECTION_COLUMNS)
-    rows: list[pd.DataFrame] = []
+    hits: list[_Hits] = []
 
     def emit(mask: pd.Series, kind: str, evidence_at: pd.Series, facts: dict[str, pd.Series],
              open_mask: pd.Series | None = None) -> None:
-        # (only the columns a detection row takes: the facts frame is wide, and every rule copied all of it)
-        hit = s.loc[mask.fillna(False).astype(bool), ["shipment_id", "order_line_id", "delivered", "superseded"]]
-        if hit.empty:
+        # (the rows of a rule are kept as columns and made one frame at the end: a frame per rule
+        # cost more than the rules on an hour's few parcels)
+        tripped = mask.fillna(False).astype(bool)
+        index = tripped.index[tripped.to_numpy()]
+        if index.empty:
             return
-        still_open = ~hit["delivered"] if open_mask is None else open_mask.loc[hit.index]
-        still_open = still_open & ~hit["superseded"]
-        rows.append(pd.DataFrame({
-            "shipment_id": hit["shipment_id"], "order_line_id": hit["order_line_id"],
-            "exception_type": kind, "severity": SEVERITY[kind], "open": still_open.astype(bool),
-            "first_evidence_at": evidence_at.loc[hit.index],
-            # JSON only for the rows that tripped the rule (a per-row dumps over every shipment is slow).
-            "evidence": _evidence(hit, kind, **{k: v.loc[hit.index] for k, v in facts.items()}),
-        }))
+        still_open = ~s["delivered"].loc[index] if open_mask is None else open_mask.loc[index]
+        still_open = still_open & ~s["superseded"].loc[index]
+        hits.append(_Hits(kind, index, still_open.astype(bool), evidence_at.loc[index],
+                          # JSON only for the rows that tripped the rule (a per-row dumps over every shipment is slow).
+                          _evidence(index, kind, **{k: v.loc[index] for k, v in facts.items()})))
 
     # late: the promise passed undelivered, delivery came after it, or the carrier's estimate moved past it.
     promise_end = end_of_local_day(s["promised_date"].dt.date, s["dest_tz"])
@@ -263,9 +262,17 @@ def detect(
     emit(reship, "reshipped", pd.to_datetime(s["created_at"], utc=True),
          dict(shipment_number=s["sequence"], replaces=s["replaces_shipment_id"]))
 
-    if not rows:
+    if not hits:
         return pd.DataFrame(columns=DETECTION_COLUMNS)
-    found = pd.concat(rows, ignore_index=True)
+    rows = np.concatenate([h.index.to_numpy() for h in hits])
+    sizes = [len(h.index) for h in hits]
+    found = pd.DataFrame({
+        "shipment_id": s["shipment_id"].loc[rows].to_numpy(), "order_line_id": s["order_line_id"].loc[rows].to_numpy(),
+        "exception_type": np.repeat(np.array([h.kind for h in hits], dtype=object), sizes),
+        "severity": np.repeat([SEVERITY[h.kind] for h in hits], sizes),
+        "open": np.concatenate([h.still_open.to_numpy(dtype=bool) for h in hits]),
+        "first_evidence_at": pd.concat([h.evidence_at for h in hits], ignore_index=True),
+        "evidence": np.concatenate([h.evidence.to_numpy(dtype=object) for h in hits])})
     # A shipment can trip one rule twice (e.g. a stall now and one earlier); keep the earliest evidence.
     found = found.sort_values("first_evidence_at").drop_duplicates(["shipment_id", "exception_type"])
     return found[DETECTION_COLUMNS].reset_index(drop=True)
@@ -326,16 +333,26 @@ def _latest_estimates(estimates: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFr
         ["shipment_id", "est_delivery_date", "est_observed_at"]]
 
 
-def _evidence(s: pd.DataFrame, rule: str, **facts: pd.Series) -> pd.Series:
-    """JSON evidence per row: the rule and the facts that triggered it (no customer data)."""
+class _Hits(NamedTuple):
+    """The rows one rule tripped on (`index`: of the facts frame), as detection columns."""
+
+    kind: str
+    index: pd.Index
+    still_open: pd.Series
+    evidence_at: pd.Series
+    evidence: pd.Series
+
+
+def _evidence(index: pd.Index, rule: str, **facts: pd.Series) -> pd.Series:
+    """JSON evidence per row of `index`: the rule and the facts that triggered it (no customer data)."""
     # (column by column as Python values: a frame of the facts, made and turned into records for a
     # few rows, cost more than the JSON)
     columns = [[None if _missing(value) else value
-                for value in (fact if fact.index.equals(s.index) else fact.reindex(s.index)).tolist()]
+                for value in (fact if fact.index.equals(index) else fact.reindex(index)).tolist()]
                for fact in facts.values()]
-    rows = zip(*columns, strict=True) if columns else [()] * len(s)
+    rows = zip(*columns, strict=True) if columns else [()] * len(index)
     return pd.Series([json.dumps({"rule": rule, **dict(zip(facts, row, strict=True))}, default=_json_default,
-                                 sort_keys=True) for row in rows], index=s.index)
+                                 sort_keys=True) for row in rows], index=index)
 
 
 def _missing(value: object) -> bool:
