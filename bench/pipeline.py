@@ -15,9 +15,12 @@ compute_windows, record_history, plan_messages, send_messages, summarise -- for:
   midnight hour  AS_OF + 9 h (23:00Z, local midnight in Berlin, Paris, Madrid, Amsterdam): 1% new
                  scans, and every in-flight parcel to those zones crosses into a new business day
 
-The quiet and the fixed hour run three times each (quiet at +1, +4, +6 h; fixed at +3, +5, +7 h: no
-zone crosses a midnight then) and count by their median: on this kind of machine one run of the
-same hour differs from the next by up to twofold (page cache paged out between processes).
+The sizes' hours run in turns: every size's history is made first, then each hour runs at every
+size before the next hour runs (`interleaved`), so that a ratio of two sizes compares runs made
+seconds apart, not a machine that drifted between them. The quiet and the fixed hour run three
+times each (quiet at +1, +4, +6 h; fixed at +3, +5, +7 h: no zone crosses a midnight then) and
+count by their median: on this kind of machine one run of the same hour differs from the next by
+up to twofold (page cache paged out between processes).
 
 The carrier feed is a stand-in that hands fetch_tracking exactly the hour's new scans (no HTTP);
 the shop database answers with no new orders. It is read one of two ways (--feeds, each its own
@@ -36,6 +39,7 @@ database: seconds per step, the process's peak RSS; then the ratios the issue as
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -43,6 +47,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Generator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -230,57 +235,76 @@ def _shop_db(folder: Path) -> str:
     return url
 
 
-def bench(n: int, database: str, folder: Path, feed: str = "changes") -> dict[str, Any]:
-    """Seed, bring up to date, then the hours, each in a fresh process, the carrier read as `feed`."""
+@contextlib.contextmanager
+def _history(database: str, folder: Path) -> Iterator[tuple[str, str | None]]:
+    """A fresh history database: its URL and, on Postgres, its schema (dropped when done, also when
+    a run fails or the bench is stopped)."""
     from sqlalchemy import create_engine, text
 
-    frames = synth.as_of_view(synth.generate(n), synth.AS_OF)
     if database == "sqlite":
-        url = f"sqlite:///{folder / 'history.db'}"
-    else:
-        schema_name = f"bench_{uuid.uuid4().hex[:8]}"
+        yield f"sqlite:///{folder / 'history.db'}", None
+        return
+    schema_name = f"bench_{uuid.uuid4().hex[:8]}"
+    with create_engine(POSTGRES).begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
+    try:
+        yield f"{POSTGRES}?options=-csearch_path%3D{schema_name}", schema_name
+    finally:
         with create_engine(POSTGRES).begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema_name}"'))
-        url = f"{POSTGRES}?options=-csearch_path%3D{schema_name}"
-    shop = _shop_db(folder)
-    start = time.perf_counter()
-    seed(frames, url)
-    seeded = time.perf_counter() - start
-    first = _in_process(["--url", url, "--out", str(folder), "--shop", shop, "--at", synth.AS_OF.isoformat(),
-                         "--feed", feed])
-    run_log(url, synth.AS_OF, RUN_LOG_HOURS)
-    if database == "postgres":
-        # What autovacuum does within minutes of a bulk load (since Postgres 13 an insert-only
-        # table is vacuumed too): months of hourly runs leave the planner statistics of the tables
-        # they wrote, and their pages marked all-visible, so an index-only scan reads no row. A
-        # freshly seeded schema has neither: its index-only scans visit every row they list.
-        from lastmile.store import schema as history_schema
+            conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
 
-        with create_engine(POSTGRES).connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            for table in history_schema.metadata.sorted_tables:
-                conn.execute(text(f'VACUUM ANALYZE "{schema_name}"."{table.name}"'))
-    result: dict[str, Any] = {"shipments": len(frames.shipments), "scans": len(frames.scans), "seed_s": seeded,
-                              "first_full_run": first, "database": database, "feed": feed}
+
+def bench(n: int, database: str, folder: Path, feed: str = "changes") -> Generator[None, None, dict[str, Any]]:
+    """Seed, bring up to date, then the hours, each in a fresh process, the carrier read as `feed`.
+
+    A generator: it pauses once the history is ready and after each hour, so that `interleaved` can
+    run the hours of several sizes in turn; its result is what it returns."""
+    from sqlalchemy import create_engine, text
+
     from lastmile.steps.fetch_tracking import LISTING_OVERLAP
 
-    previous, runs = synth.AS_OF, {name: [] for name in HOURS}
-    codes = frames.shipments.set_index("shipment_id")["tracking_code"]
-    before = frames.scans.iloc[:0]
-    for k, (after, name) in enumerate(RUNS):
-        at = synth.AS_OF + timedelta(hours=after)
-        scans = hour_scans(frames, at, previous, HOURS[name], seed_no=100 + k)
-        path = folder / f"{k}-{name}.parquet"
-        # What the carrier answers with: the hour's new scans, and the previous hour's within the
-        # listing's overlap (a listing of changes repeats those; a scan read twice is stored once).
-        again = before[before["occurred_at"] >= pd.Timestamp(previous) - LISTING_OVERLAP]
-        answer = pd.concat([again, scans], ignore_index=True)
-        answer.assign(tracking_code=answer["shipment_id"].map(codes)).to_parquet(path)
-        run = _in_process(["--url", url, "--out", str(folder), "--shop", shop, "--at", at.isoformat(),
-                           "--scans", str(path), "--feed", feed])
-        runs[name].append({**run, "new_scans": len(scans), "at": at.isoformat()})
-        frames = synth.Frames(frames.shipments, pd.concat([frames.scans, scans], ignore_index=True), frames.estimates)
-        previous, before = at, scans
+    frames = synth.as_of_view(synth.generate(n), synth.AS_OF)
+    with _history(database, folder) as (url, schema_name):
+        shop = _shop_db(folder)
+        start = time.perf_counter()
+        seed(frames, url)
+        seeded = time.perf_counter() - start
+        first = _in_process(["--url", url, "--out", str(folder), "--shop", shop, "--at", synth.AS_OF.isoformat(),
+                             "--feed", feed])
+        run_log(url, synth.AS_OF, RUN_LOG_HOURS)
+        if schema_name is not None:
+            # What autovacuum does within minutes of a bulk load (since Postgres 13 an insert-only
+            # table is vacuumed too): months of hourly runs leave the planner statistics of the tables
+            # they wrote, and their pages marked all-visible, so an index-only scan reads no row. A
+            # freshly seeded schema has neither: its index-only scans visit every row they list.
+            from lastmile.store import schema as history_schema
+
+            with create_engine(POSTGRES).connect() as conn:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                for table in history_schema.metadata.sorted_tables:
+                    conn.execute(text(f'VACUUM ANALYZE "{schema_name}"."{table.name}"'))
+        result: dict[str, Any] = {"shipments": len(frames.shipments), "scans": len(frames.scans),
+                                  "seed_s": seeded, "first_full_run": first, "database": database, "feed": feed}
+        yield  # the history is ready
+        previous, runs = synth.AS_OF, {name: [] for name in HOURS}
+        codes = frames.shipments.set_index("shipment_id")["tracking_code"]
+        before = frames.scans.iloc[:0]
+        for k, (after, name) in enumerate(RUNS):
+            at = synth.AS_OF + timedelta(hours=after)
+            scans = hour_scans(frames, at, previous, HOURS[name], seed_no=100 + k)
+            path = folder / f"{k}-{name}.parquet"
+            # What the carrier answers with: the hour's new scans, and the previous hour's within the
+            # listing's overlap (a listing of changes repeats those; a scan read twice is stored once).
+            again = before[before["occurred_at"] >= pd.Timestamp(previous) - LISTING_OVERLAP]
+            answer = pd.concat([again, scans], ignore_index=True)
+            answer.assign(tracking_code=answer["shipment_id"].map(codes)).to_parquet(path)
+            run = _in_process(["--url", url, "--out", str(folder), "--shop", shop, "--at", at.isoformat(),
+                               "--scans", str(path), "--feed", feed])
+            runs[name].append({**run, "new_scans": len(scans), "at": at.isoformat()})
+            frames = synth.Frames(frames.shipments, pd.concat([frames.scans, scans], ignore_index=True),
+                                  frames.estimates)
+            previous, before = at, scans
+            yield  # an hour done
     for name, done in runs.items():
         result[name] = {**_median(done), "totals": [r["total"] for r in done]}
     con = synth.duckdb_connect()
@@ -291,10 +315,34 @@ def bench(n: int, database: str, folder: Path, feed: str = "changes") -> dict[st
         synth.duckdb_detect(con, synth.AS_OF + timedelta(hours=1))
         reference.append(time.perf_counter() - start)
     result["duckdb_s"] = float(np.median(reference))
-    if database == "postgres":
-        with create_engine(POSTGRES).begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema_name}" CASCADE'))
     return result
+
+
+def interleaved(sizes: list[int], database: str, folder: Path, feed: str) -> dict[int, dict[str, Any]]:
+    """Each size's bench, their histories made one after the other, then their hours in turn.
+
+    A ratio of two sizes compares runs made minutes apart; this kind of machine ran 1.7 times
+    slower in one hour than in the next, so all of one size and then all of the other measured the
+    machine as much as the history. In turns (each round's order reversed in the next), every hour
+    of one size runs beside the same hour of the other."""
+    runs = {n: bench(n, database, folder / str(n), feed) for n in sizes}
+    results = {}
+    try:
+        for n in sizes:
+            (folder / str(n)).mkdir(parents=True)
+            next(runs[n])
+        for k in range(len(RUNS)):
+            for n in (sizes if k % 2 == 0 else sizes[::-1]):
+                next(runs[n])
+        for n in sizes:
+            try:
+                next(runs[n])
+            except StopIteration as done:
+                results[n] = done.value
+    finally:
+        for run in runs.values():
+            run.close()  # (a size whose run failed: the others' Postgres schemas are dropped now)
+    return results
 
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -336,10 +384,9 @@ def main() -> None:
         return
     sizes = sorted(args.shipments)
     for database, feed in [(d, f) for d in args.databases for f in args.feeds]:
-        results = {}
+        with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+            results = interleaved(sizes, database, Path(tmp), feed)
         for n in sizes:
-            with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
-                results[n] = bench(n, database, Path(tmp), feed)
             _print(results[n])
         largest = results[sizes[-1]]
         print(f"quiet hour / DuckDB = {largest['quiet']['total'] / largest['duckdb_s']:.2f}   ({database}, {feed})")

@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, insert, select
 
 from lastmile.store import schema
@@ -43,3 +44,33 @@ def test_the_run_log_repeats_the_up_to_date_run_once_an_hour_before_it(tmp_path)
     assert oldest.batch_key == batch_key_for(AS_OF - timedelta(hours=48))
     assert json.loads(oldest.counts) == {"step": "detect_exceptions"}
     assert newest_health == key  # nothing after the up-to-date run: it stays the newest
+
+
+def test_the_sizes_take_turns_hour_by_hour_and_a_failing_size_closes_the_others(tmp_path, monkeypatch):
+    """A growth ratio compares each hour with the same hour at the other size, run beside it."""
+    events: list[tuple[int, str]] = []
+
+    def fake(n, database, folder, feed):
+        try:
+            events.append((n, "ready"))
+            yield
+            for k in range(len(bench.RUNS)):
+                if n == 5 and k == 2 and feed == "fail":
+                    raise RuntimeError("the hour failed")
+                events.append((n, f"hour {k}"))
+                yield
+            return {"n": n}
+        finally:
+            events.append((n, "closed"))
+
+    monkeypatch.setattr(bench, "bench", fake)
+    assert bench.interleaved([1, 5], "sqlite", tmp_path, "changes") == {1: {"n": 1}, 5: {"n": 5}}
+    hours = [e for e in events if e[1].startswith("hour")]
+    assert [e[1] for e in events[:2]] == ["ready", "ready"]
+    assert hours[:4] == [(1, "hour 0"), (5, "hour 0"), (5, "hour 1"), (1, "hour 1")]
+    assert all({hours[2 * k][1], hours[2 * k + 1][1]} == {f"hour {k}"} for k in range(len(bench.RUNS)))
+
+    events.clear()
+    with pytest.raises(RuntimeError, match="the hour failed"):
+        bench.interleaved([1, 5], "sqlite", tmp_path / "again", "fail")
+    assert {e for e in events if e[1] == "closed"} == {(1, "closed"), (5, "closed")}
