@@ -173,3 +173,15 @@ def test_evidence_reads_each_fact_by_its_rows_label_and_names_the_rule_when_it_h
     odd = pd.Series([Decimal("NaN"), np.float32("nan"), Decimal("1.5")], index=[9, 5, 2], dtype=object)
     assert list(_evidence(rows, "late", v=odd)) == [
         '{"rule": "late", "v": null}', '{"rule": "late", "v": null}', '{"rule": "late", "v": "1.5"}']
+
+
+def test_a_detection_names_its_parcel_and_line_in_the_callers_own_id_type():
+    """The ids come out as they went in (a "string" column stays one; one frame is built for every
+    rule at the end, from the facts' own columns)."""
+    ships, scans, estimates = frames([shipment(created=LABEL, promised="2026-11-05")],
+                                     moving(until="2026-11-05T10:00:00+00:00"), ())
+    ships = ships.astype({"shipment_id": "string", "order_line_id": "string"})
+    scans = scans.astype({"shipment_id": "string"})
+    result = detect(ships, scans, estimates, utc("2026-11-06T12:00:00+00:00"))
+    assert list(result["shipment_id"]) == ["S1"] and str(result["shipment_id"].dtype) == "string"
+    assert str(result["order_line_id"].dtype) == "string"

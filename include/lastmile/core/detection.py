@@ -267,7 +267,9 @@ def detect(
     rows = np.concatenate([h.index.to_numpy() for h in hits])
     sizes = [len(h.index) for h in hits]
     found = pd.DataFrame({
-        "shipment_id": s["shipment_id"].loc[rows].to_numpy(), "order_line_id": s["order_line_id"].loc[rows].to_numpy(),
+        # (as Series: the ids keep the facts' dtype, whatever the caller's frames held)
+        "shipment_id": s["shipment_id"].loc[rows].reset_index(drop=True),
+        "order_line_id": s["order_line_id"].loc[rows].reset_index(drop=True),
         "exception_type": np.repeat(np.array([h.kind for h in hits], dtype=object), sizes),
         "severity": np.repeat([SEVERITY[h.kind] for h in hits], sizes),
         "open": np.concatenate([h.still_open.to_numpy(dtype=bool) for h in hits]),
