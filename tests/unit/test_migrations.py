@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -41,6 +42,8 @@ from sqlalchemy import (
 from lastmile.store import migrate, schema, tallies
 from lastmile.store.db import engine_for, prepare, upsert, utc
 from lastmile.store.schema import metadata
+
+from conftest import POSTGRES_URL
 
 ROOT = Path(__file__).resolve().parents[2]
 VIEWS = {"v_shipment_outcomes", "v_exceptions_weekly", "v_late_rate_monthly", "v_promises", "v_promises_kept",
@@ -101,14 +104,14 @@ def tables(engine: Engine) -> set[str]:
 
 def test_upgrade_from_empty_builds_exactly_schema_py(engine: Engine) -> None:
     assert migrate.upgrade(engine) is None
-    assert revision(engine) == migrate.head_revision() == "0015"
+    assert revision(engine) == migrate.head_revision() == "0016"
     assert schema_diff(engine) == []
     assert tables(engine) == set(metadata.tables) | {migrate.VERSION_TABLE}
     assert views(engine) == VIEWS
     with engine.connect() as conn:
         for view in sorted(VIEWS):
             assert conn.execute(text(f"SELECT * FROM {view}")).all() == []
-    assert migrate.upgrade(engine) == "0015"  # a second start finds nothing to do
+    assert migrate.upgrade(engine) == "0016"  # a second start finds nothing to do
 
 
 def test_the_drift_check_is_not_vacuous(engine: Engine) -> None:
@@ -175,14 +178,14 @@ def test_a_failing_migration_leaves_the_database_as_it_was(engine: Engine, tmp_p
     folder = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "versions" / "0099_broken.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0015"\n'
+        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0016"\n'
         "branch_labels = None\ndepends_on = None\n\n"
         "def upgrade():\n    op.create_table('half_done', sa.Column('id', sa.Integer, primary_key=True))\n"
         "    raise RuntimeError('the disk filled up')\n\ndef downgrade():\n    pass\n")
     monkeypatch.setattr(migrate, "MIGRATIONS", folder)
     with pytest.raises(RuntimeError, match="disk filled up"):
         migrate.upgrade(engine)
-    # One transaction: not even 0001..0015 stayed (SQLite too, through BEGIN IMMEDIATE).
+    # One transaction: not even 0001..0016 stayed (SQLite too, through BEGIN IMMEDIATE).
     assert tables(engine) == set() and views(engine) == set()
 
 
@@ -297,6 +300,52 @@ def test_0015_counts_what_the_history_already_holds_then_keeps_counting(db_url: 
         conn.execute(insert(schema.quarantine), [reject(9)])
     assert "tally_deltas" not in tables(engine)
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_0016_makes_a_history_migrated_by_0015_count_with_static_sql_pinned_to_its_schema(postgres_url: str) -> None:
+    """A history upgraded to 0015 has trigger functions that EXECUTE their SQL anew at every call.
+    0016 replaces them, in the history's schema, with static SQL pinned to that schema: also when
+    the upgrade runs from a session whose search_path now finds a newer schema first, which gets
+    no copy. The counts go on following the rows."""
+    from tally_check import kept, message, recounted
+
+    mine = postgres_url.rsplit("%3D", 1)[1]
+    other = f"lastmile_other_{uuid.uuid4().hex[:8]}"
+    path = f"{POSTGRES_URL}?options=-csearch_path%3D{other},{mine}"
+    command.upgrade(migrate.alembic_config(url=postgres_url), "0015")
+    admin = create_engine(POSTGRES_URL)
+
+    def functions() -> dict[str, tuple[bool, list[str] | None]]:
+        """The counting functions in either schema: whether each EXECUTEs its SQL, and its settings."""
+        with admin.connect() as conn:
+            return {f"{where}.{name}": ("EXECUTE" in source, config)
+                    for where, name, source, config in conn.execute(text(
+                        "SELECT n.nspname, p.proname, p.prosrc, p.proconfig FROM pg_proc p "
+                        "JOIN pg_namespace n ON n.oid = p.pronamespace "
+                        "WHERE p.proname LIKE 'tally_%' AND n.nspname IN (:a, :b)"), {"a": mine, "b": other})}
+
+    before = functions()
+    assert len(before) == 4 and all(dynamic and config is None for dynamic, config in before.values())
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{other}"'))
+    try:
+        command.upgrade(migrate.alembic_config(url=path), "0016")
+        after = functions()
+        assert set(after) == set(before)  # replaced where they were; nothing in `other`
+        assert all(not dynamic and config == [f"search_path={mine}"] for dynamic, config in after.values())
+        engine = create_engine(postgres_url)
+        with engine.begin() as conn:
+            conn.execute(insert(schema.outbox), [message(n, ("planned", "sent")[n % 2]) for n in range(6)])
+            conn.execute(text("UPDATE outbox SET state = 'failed' WHERE state = 'planned'"))
+        with engine.connect() as conn:
+            assert kept(conn) == recounted(conn)
+            assert tallies.counts(conn, tallies.OUTBOX_BY_STATE) == {"failed": 3, "sent": 3}
+        engine.dispose()
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{other}" CASCADE'))
+        admin.dispose()
 
 
 def counting_triggers(engine: Engine) -> set[str]:

@@ -8,13 +8,12 @@ that at 1M). Triggers on those four tables now add what each write changes to `t
 the writing transaction itself, so a count is never out of step with its rows whoever writes them
 (a step, the ops page, a fix by hand in SQL: INSERT, UPDATE, DELETE, and on Postgres TRUNCATE; not
 SQLite's REPLACE, whose delete fires no trigger, nor a Postgres restore with triggers disabled). A
-count is the sum of its rows; they are folded into one row per key by detection and planning
-(store/tallies.fold).
+count is the sum of its rows; they are folded into one row per key by detection (store/tallies.fold).
 
 The deltas are only ever inserted: two overlapping runs never wait on, or deadlock over, a count's
 row. SQLite: a trigger per row. Postgres: a trigger per statement, over its transition tables, set
-based (the first full run's million rows are a few statements), its function pinned by name to the
-schema the upgrade created the tables in (two histories in one database keep their own counts).
+based (the first full run's million rows are a few statements), into the `tally_deltas` of the
+schema the written table is in (two histories in one database keep their own counts).
 
 The index on current_detections (`open`, `exception_type`) only served the count: it goes.
 
@@ -76,29 +75,29 @@ def _sqlite_triggers(table: str) -> list[str]:
 
 
 def _postgres_triggers(table: str) -> list[str]:
+    # (into the tally_deltas of the schema the written table is in, named at each call: a function
+    # pinned to a search_path would resolve "$user" when it runs, and could count into another
+    # history's schema)
+    def run(sql: str) -> str:
+        return f"EXECUTE format($sql${sql}$sql$, TG_TABLE_SCHEMA);"
+
     def delta(*sources: tuple[str, int]) -> str:
         union = " UNION ALL ".join(p for source, n in sources for p in _parts(table, source, n))
-        return (f"INSERT INTO tally_deltas (name, key, n) SELECT name, key, sum(n) FROM ({union}) AS d "
-                "GROUP BY name, key HAVING sum(n) <> 0;")
+        return run(f"INSERT INTO %I.tally_deltas (name, key, n) SELECT name, key, sum(n) FROM ({union}) AS d "
+                   "GROUP BY name, key HAVING sum(n) <> 0")
 
     names = ", ".join(f"'{name}'" for name, t, _, _ in TALLIES if t == table)
-    body = (
+    function = (
+        f"CREATE FUNCTION tally_{table}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
         "BEGIN\n"
         f"  IF TG_OP = 'INSERT' THEN {delta(('new_rows', 1))}\n"
         f"  ELSIF TG_OP = 'UPDATE' THEN {delta(('old_rows', -1), ('new_rows', 1))}\n"
         f"  ELSIF TG_OP = 'DELETE' THEN {delta(('old_rows', -1))}\n"
         # (TRUNCATE locks the table against every writer: nothing else is counting it meanwhile)
-        f"  ELSE DELETE FROM tally_deltas WHERE name IN ({names});\n"
+        f"  ELSE {run(f'DELETE FROM %I.tally_deltas WHERE name IN ({names})')}\n"
         "  END IF;\n"
         "  RETURN NULL;\n"
-        "END")
-    # Pinned to the schema the tables are created in, by its name (current_schema() as the upgrade
-    # runs, in SQL: `upgrade --sql` prints it too). Pinned to the search_path's text instead, "$user"
-    # would be resolved as each write runs, and could count into another history's schema. Static
-    # SQL, not EXECUTE: its plan is kept for the session, and every executemany row fires it.
-    function = ("DO $do$ BEGIN EXECUTE format($f$"
-                f"CREATE FUNCTION tally_{table}() RETURNS trigger LANGUAGE plpgsql SET search_path = %I "
-                f"AS $body$\n{body}\n$body$$f$, current_schema()); END $do$")
+        "END $$")
     on = f"ON {table} REFERENCING"
     call = f"FOR EACH STATEMENT EXECUTE FUNCTION tally_{table}()"
     return [function,
