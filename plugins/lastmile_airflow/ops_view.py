@@ -329,6 +329,14 @@ def create_app() -> FastAPI:
     # answer every delivery with 422 ("query parameter `request` missing").
     app.add_route("/sendgrid/events", sendgrid_events, methods=["POST"])
 
+    async def easypost_events(request: Request) -> JSONResponse:
+        """EasyPost's tracker webhook for one account (the path names its Connection): no Airflow
+        login, so every body must carry EasyPost's HMAC under that account's webhook secret; the
+        signature header is checked before the body is read, and the body is capped."""
+        return await receive_easypost_request(request)
+
+    app.add_route("/easypost/{account}/events", easypost_events, methods=["POST"])
+
     return app
 
 
@@ -436,6 +444,65 @@ def _verify_and_record(key: str, body: bytes, headers: Any, now: datetime) -> An
         return JSONResponse({"detail": "body is not JSON"}, status_code=400)
     counts = record(engine_for(airflow_settings().db_url), events, now)
     return JSONResponse(counts)
+
+
+def _now() -> datetime:
+    """The instant a delivery is received (one place, so tests can hold the clock)."""
+    return datetime.now(UTC)
+
+
+def easypost_webhook_secret(account: str) -> str | None:
+    """The webhook secret of the EasyPost account `account` (its Connection's extra `webhook_secret`)."""
+    from airflow.models.connection import Connection
+
+    from lastmile.carriers.accounts import account_from_fields
+
+    try:
+        conn = Connection.get_connection_from_secrets(account)
+        found = account_from_fields(account, conn.conn_type, conn.host, conn.port, conn.password, conn.extra_dejson)
+    except Exception:  # noqa: BLE001 -- no Connection, or not a usable one: the webhook is not set up
+        return None
+    return found.webhook_secret if found.vendor == "easypost" else None
+
+
+async def receive_easypost_request(request: Any, now: datetime | None = None) -> Any:
+    """The EasyPost endpoint's work: refuse on the headers alone when possible, then read the body with a cap."""
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    from lastmile.carriers.easypost_events import MAX_BODY_BYTES, SIGNATURE_HEADER
+
+    account = str(request.path_params["account"])
+    secret = await run_in_threadpool(easypost_webhook_secret, account)
+    if not secret:  # 503: EasyPost retries, and nothing is lost while ops add the secret
+        return JSONResponse({"detail": "no EasyPost account with a webhook secret at this address"}, status_code=503)
+    if not request.headers.get(SIGNATURE_HEADER):
+        return JSONResponse({"detail": "missing or invalid EasyPost signature"}, status_code=403)
+    too_large = JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
+    if _declared_too_large(request.headers.get("content-length"), MAX_BODY_BYTES):
+        return too_large
+    body = await _read_capped(request, MAX_BODY_BYTES)
+    if body is None:
+        return too_large
+    return await run_in_threadpool(receive_easypost_event, account, secret, body, request.headers, now or _now())
+
+
+def receive_easypost_event(account: str, secret: str, body: bytes, headers: Any, now: datetime) -> Any:
+    """Verify and record one delivery of EasyPost's webhook; the answer tells EasyPost whether to retry
+    (a 2xx: never again, so a body we cannot read is quarantined and acknowledged)."""
+    from fastapi.responses import JSONResponse
+
+    from lastmile.carriers.easypost_events import SIGNATURE_HEADER, is_signed_by_easypost, record
+    from lastmile.store.db import engine_for
+    from lastmile_airflow.connections import airflow_settings
+
+    if not is_signed_by_easypost(secret, body, headers.get(SIGNATURE_HEADER)):
+        return JSONResponse({"detail": "missing or invalid EasyPost signature"}, status_code=403)
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return JSONResponse({"detail": "body is not JSON"}, status_code=400)
+    return JSONResponse(record(engine_for(airflow_settings().db_url), account, event, now))
 
 
 class _LazyApp:

@@ -54,7 +54,17 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-class-name": f"{HOOKS}.EasyPostHook",
                 "hook-name": "EasyPost (lastmile)",
                 "ui-field-behaviour": _api_form("EasyPost", EASYPOST_BASE_URL),
-                "conn-fields": {"timeout": _TIMEOUT},
+                "conn-fields": {
+                    "timeout": _TIMEOUT,
+                    # (Airflow masks an extra whose name holds "secret" in logs and the UI)
+                    "webhook_secret": {
+                        "label": "Webhook secret",
+                        "description": "The secret of the EasyPost webhook pointed at "
+                                       "/lastmile/easypost/<this connection id>/events: with it, an hour reads "
+                                       "the trackers EasyPost pushed instead of asking about every parcel.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
             },
             {
                 "connection-type": "aftership",

@@ -35,9 +35,12 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
+import hmac
 import json
 import re
 import secrets
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +49,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import requests
 import yaml
 
 from servers.base import Behaviour, RecordedRequest, ScriptedServer, VendorHandler, parse_behaviour
@@ -205,6 +209,37 @@ class EasyPostServer(ScriptedServer):
             if est_delivery_date is not None:
                 tracker["est_delivery_date"] = est_delivery_date
             return copy.deepcopy(tracker)
+
+    def add_scan(self, tracking_code: str, status: str = "in_transit", status_detail: str = "arrived_at_facility",
+                 scanned_at: datetime | None = None, message: str | None = None) -> dict[str, Any]:
+        """A new scan on the newest tracker with this code (the carrier moved the parcel); returns a copy."""
+        with self._lock:
+            tracker = next(t for t in reversed(self._trackers) if t["tracking_code"] == tracking_code)
+            details = tracker["tracking_details"]
+            when = scanned_at or _parse_time(details[-1]["datetime"]) + timedelta(hours=6)
+            scan = copy.deepcopy(details[-1]) if details else {"object": "TrackingDetail"}
+            scan.update({"message": message or f"{status} / {status_detail}", "status": status,
+                         "status_detail": status_detail, "datetime": _iso(when), "description": ""})
+            details.append(scan)
+            tracker.update({"status": status, "status_detail": status_detail, "updated_at": _iso(when)})
+            return copy.deepcopy(tracker)
+
+    def push(self, url: str, webhook_secret: str, tracking_code: str, description: str = "tracker.updated",
+             signature: str | None = None) -> requests.Response:
+        """Deliver the webhook EasyPost sends when this code's tracker changes: an Event shaped like the
+        recorded one (``webhook_event_body.json``) with the tracker as its result, POSTed to `url`
+        over HTTP with ``X-Hmac-Signature`` (HMAC-SHA256 of the body under the NFKD-normalised secret,
+        hex, prefixed ``hmac-sha256-hex=``); `signature` overrides the header."""
+        with self._lock:
+            tracker = copy.deepcopy(next(t for t in reversed(self._trackers) if t["tracking_code"] == tracking_code))
+        event = json.loads((self.fixture_dir / "webhook_event_body.json").read_text())
+        event.update({"id": f"evt_{uuid.uuid4().hex}", "description": description, "result": tracker,
+                      "created_at": tracker["updated_at"], "updated_at": tracker["updated_at"]})
+        body = json.dumps(event).encode()
+        key = unicodedata.normalize("NFKD", webhook_secret).encode()
+        header = signature or "hmac-sha256-hex=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+        return requests.post(url, data=body, headers={"Content-Type": "application/json", "X-Hmac-Signature": header},
+                             timeout=10)
 
     def put_tracker(self, tracker: dict[str, Any]) -> None:
         """Serve a whole Tracker body as given (e.g. one the simulator rendered for a shipment)."""

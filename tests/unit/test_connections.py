@@ -193,7 +193,7 @@ def test_the_forms_show_the_key_as_api_key_and_the_vendor_url(providers):
 
 def test_the_forms_carry_the_extras_the_readers_read(providers):
     widgets = providers.connection_form_widgets
-    expected = {"easypost": {"timeout"}, "aftership": {"timeout"},
+    expected = {"easypost": {"timeout", "webhook_secret"}, "aftership": {"timeout"},
                 "sendgrid": {"timeout", "sandbox_mode", "asm_group_id", "scheme"}}
     for conn_type, fields in expected.items():
         ours = {w.field_name for key, w in widgets.items() if key.startswith(f"extra__{conn_type}__")}

@@ -105,7 +105,7 @@ def _hours(server, settings: Settings, monkeypatch=None) -> list[dict]:
     from lastmile.steps import fetch_tracking as step
 
     if monkeypatch is not None:  # the same hours with every fetch asking about every parcel
-        monkeypatch.setattr(step, "LISTS_CHANGES", frozenset())
+        monkeypatch.setattr(step, "lists_changes", lambda account: False)
     account = TrackingAccount("aftership_default", "aftership", api_key=server.api_key, base_url=server.url)
     at = [T0.replace(hour=h) for h in (14, 15, 16, 17)]
     counts = [pipeline.fetch_tracking(settings, at[0], account)]

@@ -52,7 +52,7 @@ VIEWS = {"v_shipment_outcomes", "v_exceptions_weekly", "v_late_rate_monthly", "v
 # Objects schema.py gained after the baseline: the old create_all never built them.
 ADDED_AFTER_BASELINE = {"tables": {"message_events", "current_detections", "transit_samples", "estimate_samples",
                                    "batch_changes", "tracking_state", "source_rows",
-                                   "exception_samples", "learned_statistics", "tally_deltas"},
+                                   "exception_samples", "learned_statistics", "tally_deltas", "tracker_events"},
                         "indexes": {"ix_detections_shipment_type", "ix_scans_shipment_status_occurred", "ix_scans_first_seen_at", "ix_scans_occurred_at", "ix_scans_status_occurred",
                                     "ix_shipments_created_at", "ix_estimates_observed_at", "ix_outbox_planned_at_key",
                                     "ix_shipments_dest_tz", "ix_outbox_state_case_promise", "ix_outbox_planned_batch",
@@ -104,14 +104,14 @@ def tables(engine: Engine) -> set[str]:
 
 def test_upgrade_from_empty_builds_exactly_schema_py(engine: Engine) -> None:
     assert migrate.upgrade(engine) is None
-    assert revision(engine) == migrate.head_revision() == "0016"
+    assert revision(engine) == migrate.head_revision() == "0017"
     assert schema_diff(engine) == []
     assert tables(engine) == set(metadata.tables) | {migrate.VERSION_TABLE}
     assert views(engine) == VIEWS
     with engine.connect() as conn:
         for view in sorted(VIEWS):
             assert conn.execute(text(f"SELECT * FROM {view}")).all() == []
-    assert migrate.upgrade(engine) == "0016"  # a second start finds nothing to do
+    assert migrate.upgrade(engine) == "0017"  # a second start finds nothing to do
 
 
 def test_the_drift_check_is_not_vacuous(engine: Engine) -> None:
@@ -178,14 +178,14 @@ def test_a_failing_migration_leaves_the_database_as_it_was(engine: Engine, tmp_p
     folder = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, folder, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "versions" / "0099_broken.py").write_text(
-        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0016"\n'
+        'import sqlalchemy as sa\nfrom alembic import op\nrevision = "0099"\ndown_revision = "0017"\n'
         "branch_labels = None\ndepends_on = None\n\n"
         "def upgrade():\n    op.create_table('half_done', sa.Column('id', sa.Integer, primary_key=True))\n"
         "    raise RuntimeError('the disk filled up')\n\ndef downgrade():\n    pass\n")
     monkeypatch.setattr(migrate, "MIGRATIONS", folder)
     with pytest.raises(RuntimeError, match="disk filled up"):
         migrate.upgrade(engine)
-    # One transaction: not even 0001..0016 stayed (SQLite too, through BEGIN IMMEDIATE).
+    # One transaction: not even 0001..0017 stayed (SQLite too, through BEGIN IMMEDIATE).
     assert tables(engine) == set() and views(engine) == set()
 
 

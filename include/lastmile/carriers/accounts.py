@@ -27,6 +27,10 @@ EXPORT = "export"  # a history export's scans.csv, replayed as of each run (back
 # updated_at_min): an hour asks them what changed, not about every parcel in flight
 # (steps/fetch_tracking.py; carriers.tracking.ChangeListing). EasyPost has no such filter.
 LISTS_CHANGES = frozenset({"aftership"})
+# Vendors that push what changed to us instead (EasyPost's `tracker.updated` webhook, verified and
+# stored by carriers.easypost_events): an account of theirs with a webhook secret is read like
+# one that lists changes, from what it pushed.
+PUSHES_CHANGES = frozenset({"easypost"})
 
 
 class AccountError(ValueError):
@@ -40,6 +44,16 @@ class TrackingAccount:
     api_key: str = field(default="", repr=False)
     base_url: str | None = None  # None: the vendor's public API
     timeout: float = 10.0
+    # The secret EasyPost signs its webhook deliveries with (the Connection's extra `webhook_secret`):
+    # set, the account's changes are pushed to us and an hour reads those, not every parcel.
+    webhook_secret: str = field(default="", repr=False)
+
+
+def lists_changes(account: TrackingAccount) -> bool:
+    """Whether an hour can ask `account` what changed since an instant instead of about every
+    parcel in flight: the vendor lists its updated trackers, or pushes them and we hold the secret
+    that proves a push came from it."""
+    return account.vendor in LISTS_CHANGES or (account.vendor in PUSHES_CHANGES and bool(account.webhook_secret))
 
 
 def payload_format(vendor: str) -> str:
@@ -65,8 +79,9 @@ def account_from_fields(name: str, conn_type: str | None, host: str | None, port
     if not password:
         raise AccountError(f"Airflow connection {name!r} has no password: put the {vendor} API key there")
     extra = extra or {}
+    secret = str(extra.get("webhook_secret") or "") if vendor in PUSHES_CHANGES else ""
     return TrackingAccount(name, vendor, api_key=password, base_url=base_url(host, port, None),
-                           timeout=float(extra.get("timeout", 10)))
+                           timeout=float(extra.get("timeout", 10)), webhook_secret=secret)
 
 
 def account_from_env(name: str, env: Mapping[str, str] | None = None) -> TrackingAccount:

@@ -31,7 +31,7 @@ def read_feed(settings: Settings, account: TrackingAccount, shipments: list[dict
     """
     received: list[tuple[str, dict[str, Any]]] = []
     error: str | None = None
-    source = tracking_source(settings, account)
+    source = tracking_source(settings, account, as_of)
 
     def ours(codes: list[str]) -> list[dict[str, Any]]:
         try:

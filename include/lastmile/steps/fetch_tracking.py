@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, or_, select
 
-from lastmile.carriers.accounts import LISTS_CHANGES, TrackingAccount, vendor_of
+from lastmile.carriers.accounts import TrackingAccount, lists_changes, vendor_of
 from lastmile.carriers.tracking import TRACKING_QUERY_COLUMNS
 from lastmile.config import Settings
 from lastmile.steps.common import quarantine, record_step, utc_instant
@@ -53,7 +53,8 @@ LISTING_OVERLAP = timedelta(minutes=15)
 def changes_since(conn: Connection, settings: Settings, account: TrackingAccount, as_of: datetime) -> datetime | None:
     """The instant to ask `account` what changed since, or None to ask about every parcel in flight.
 
-    Only a vendor that lists changes (LISTS_CHANGES) is asked what changed, and only when this
+    Only an account that lists changes (accounts.lists_changes: its vendor lists them, or pushes them
+    to our webhook) is asked what changed, and only when this
     account's latest successful fetch before `as_of` was the same UTC day (the first fetch of each day
     asks about every parcel: a parcel the vendor was never asked to track, or stopped tracking, is
     registered then, and whatever a listing missed is read), was made with the same routing (vendor,
@@ -61,7 +62,7 @@ def changes_since(conn: Connection, settings: Settings, account: TrackingAccount
     one) and no fetch of this account is recorded after `as_of` (a past instant run again, a
     backfill: asked in full, like the first run). A fetch that failed leaves the earlier success as
     the start: the next listing covers the gap."""
-    if account.vendor not in LISTS_CHANGES:
+    if not lists_changes(account):
         return None
     fh, rs = schema.feed_health.c, schema.run_steps.c
     mine, key = fh.account == account.name, batch_key_for(as_of)  # (batch keys sort as their instants)
@@ -79,8 +80,12 @@ def changes_since(conn: Connection, settings: Settings, account: TrackingAccount
 
 
 def routing(settings: Settings, account: TrackingAccount) -> str:
-    """A fingerprint of what decides which parcels an account reads and where (not its key)."""
-    return learned.version(account.vendor, account.base_url or "", list(settings.tracking_accounts))
+    """A fingerprint of what decides which parcels an account reads and where (not its key, nor its
+    secret: only whether changes are pushed, so the first fetch after a webhook is set up asks in full)."""
+    parts: list[Any] = [account.vendor, account.base_url or "", list(settings.tracking_accounts)]
+    if account.webhook_secret:
+        parts.append("pushed")
+    return learned.version(*parts)
 
 
 def _rows(conn: Connection, stmt: Any) -> list[dict[str, Any]]:
@@ -150,6 +155,10 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
         progress.record_scans(conn, parsed.scans)
         upsert(conn, schema.estimates, parsed.estimates, update=["observed_at"], only_if_newer="observed_at")
         quarantine(conn, parsed.rejections, as_of)
+        if since is None and account.webhook_secret:  # asked in full: what was pushed before is read
+            from lastmile.carriers.easypost_events import prune
+
+            prune(conn, account.name, as_of)
         # (a join from this run's scans: an IN over the account's shipments would read every shipment)
         updated = conn.execute(select(func.count(func.distinct(schema.scans.c.shipment_id))).select_from(
             schema.scans.join(schema.shipments, schema.shipments.c.shipment_id == schema.scans.c.shipment_id)).where(

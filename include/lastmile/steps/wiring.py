@@ -30,8 +30,10 @@ def order_source(settings: Settings, watermarks: Mapping[str, datetime] | None =
     return SimulatedShop(settings.sim_dir, settings.sim_seed, settings.sim_orders, watermarks)
 
 
-def tracking_source(settings: Settings, account: TrackingAccount | None = None) -> TrackingSource:
-    """The carrier feed behind one tracking account; the simulator's when none is named."""
+def tracking_source(settings: Settings, account: TrackingAccount | None = None,
+                    as_of: datetime | None = None) -> TrackingSource:
+    """The carrier feed behind one tracking account; the simulator's when none is named. An EasyPost
+    account with a webhook secret lists what it pushed to us by `as_of` (carriers.easypost_events)."""
     if account is None or account.vendor == SIMULATED:
         return SimulatedShop(settings.sim_dir, settings.sim_seed, settings.sim_orders)
     if account.vendor == EXPORT:
@@ -41,8 +43,14 @@ def tracking_source(settings: Settings, account: TrackingAccount | None = None) 
     if account.vendor == "easypost":
         from lastmile.carriers.easypost_client import DEFAULT_BASE_URL, EasyPostClient, EasyPostConfig
 
-        return EasyPostClient(EasyPostConfig(api_key=account.api_key, base_url=account.base_url or DEFAULT_BASE_URL,
-                                             timeout=account.timeout))
+        config = EasyPostConfig(api_key=account.api_key, base_url=account.base_url or DEFAULT_BASE_URL,
+                                timeout=account.timeout)
+        if account.webhook_secret and as_of is not None:
+            from lastmile.carriers.easypost_events import PushedEasyPostClient
+            from lastmile.store.db import engine_for
+
+            return PushedEasyPostClient(config, engine_for(settings.db_url), account.name, as_of)
+        return EasyPostClient(config)
     if account.vendor == "aftership":
         from lastmile.carriers.aftership_client import DEFAULT_BASE_URL as AS_BASE
         from lastmile.carriers.aftership_client import AfterShipClient, AfterShipConfig

@@ -1,0 +1,145 @@
+"""What EasyPost pushes to us: its tracker webhook, verified, stored, and read back as a listing of changes.
+
+EasyPost cannot be asked which trackers changed (GET /trackers filters by creation, not by update),
+so an account that is polled is asked about every parcel in flight every hour. It can push each
+change instead: an `Event` whose `description` is `tracker.updated` (or `tracker.created`) and
+whose `result` is the whole Tracker, as GET /trackers/{id} returns it. The webhook is registered
+with a secret (POST /v2/webhooks, `webhook_secret`); every delivery then carries
+`X-Hmac-Signature: hmac-sha256-hex=<hex HMAC-SHA256 of the raw body>`, keyed with the secret in
+Unicode NFKD form, as EasyPost's own client libraries check it (`validate_webhook`).
+
+The ops plugin serves `/easypost/<account>/events`: it refuses what is not signed with that
+account's secret, and `record` stores each tracker event in `tracker_events`, keyed by the event's
+id (EasyPost retries a delivery until it gets a 2xx: a retry is stored once). An hour of that
+account then reads what was pushed since its previous fetch (`PushedEasyPostClient`, through the
+same ChangeListing path as AfterShip's listing); the day's first fetch still asks about every
+parcel in flight, which also mends a push that never arrived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import time
+import unicodedata
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, select
+
+from lastmile.carriers.easypost_client import EasyPostClient, EasyPostConfig
+from lastmile.core.rejections import Rejection
+from lastmile.store import schema
+from lastmile.store.db import upsert, utc
+from lastmile.store.quarantine import store_rejections
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Hmac-Signature"
+SIGNATURE_PREFIX = "hmac-sha256-hex="
+TRACKER_EVENTS = frozenset({"tracker.created", "tracker.updated"})
+# One event carries one Tracker with its whole scan history: tens of kilobytes for a long journey.
+# 2 MiB is far above any real one, and a flood of unsigned bodies cannot make us buffer more.
+MAX_BODY_BYTES = 2 * 1024 * 1024
+# How long a pushed tracker is kept: a listing reads back to the previous fetch of the same UTC day
+# (steps/fetch_tracking.changes_since), so two days always covers it; older rows are deleted by the
+# day's first fetch of the account.
+KEEP = timedelta(days=2)
+
+
+def signature_for(secret: str, body: bytes) -> str:
+    """The X-Hmac-Signature EasyPost sends with `body` for a webhook registered with `secret`."""
+    key = unicodedata.normalize("NFKD", secret).encode("utf-8")
+    return SIGNATURE_PREFIX + hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def is_signed_by_easypost(secret: str, body: bytes, signature: str | None) -> bool:
+    """True when `signature` (the header's value) is EasyPost's for `body` under `secret`."""
+    if not secret or not signature:
+        return False
+    return hmac.compare_digest(signature.strip().lower().encode("utf-8", "replace"),
+                               signature_for(secret, body).encode("ascii"))
+
+
+def _instant(raw: Any) -> datetime | None:
+    try:
+        return utc(datetime.fromisoformat(str(raw).replace("Z", "+00:00"))) if raw else None
+    except ValueError:
+        return None
+
+
+def tracker_event_row(event: Any, account: str, received_at: datetime) -> dict[str, Any] | Rejection | None:
+    """The `tracker_events` row for one pushed Event; a Rejection when it cannot be read; None for an
+    event about something other than a tracker (a batch, a refund...: acknowledged, not kept)."""
+    if not isinstance(event, dict) or event.get("object") != "Event":
+        return Rejection.of("easypost_events", "(body)", "object", "the body is not an EasyPost Event",
+                            {"type": type(event).__name__})
+    description = str(event.get("description") or "")
+    if description not in TRACKER_EVENTS:
+        return None
+    tracker = event.get("result")
+    # Only what identifies the event goes to quarantine: a tracker may name who signed for it.
+    kept = {"id": event.get("id"), "description": description,
+            "tracking_code": tracker.get("tracking_code") if isinstance(tracker, dict) else None}
+    record = str(event.get("id") or "(no id)")
+    if not event.get("id"):
+        return Rejection.of("easypost_events", record, "id", "the event has no id", kept)
+    if not isinstance(tracker, dict) or tracker.get("object") != "Tracker":
+        return Rejection.of("easypost_events", record, "result", "the event's result is not a Tracker", kept)
+    if not tracker.get("tracking_code"):
+        return Rejection.of("easypost_events", record, "result.tracking_code", "the tracker has no tracking code",
+                            kept)
+    return {"account": account, "event_id": str(event["id"]), "tracking_code": str(tracker["tracking_code"]),
+            "received_at": received_at, "tracker_updated_at": _instant(tracker.get("updated_at")),
+            "tracker": json.dumps(tracker, separators=(",", ":"))}
+
+
+def record(engine: Engine, account: str, event: Any, received_at: datetime) -> dict[str, Any]:
+    """Store one pushed Event for `account`; returns counts (stored, duplicates, ignored, quarantined)."""
+    found = tracker_event_row(event, account, received_at)
+    rows = [found] if isinstance(found, dict) else []
+    rejections = [found] if isinstance(found, Rejection) else []
+    with engine.begin() as conn:
+        stored = upsert(conn, schema.tracker_events, rows)
+        store_rejections(conn, rejections, received_at)
+    counts = {"stored": stored, "duplicates": len(rows) - stored, "ignored": int(found is None),
+              "quarantined": len(rejections)}
+    log.info("easypost events for %s: %s", account, counts)
+    return counts
+
+
+def pushed_trackers(conn: Connection, account: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
+    """The trackers pushed to `account` after `since` and by `until`: each tracker's newest, newest first."""
+    te = schema.tracker_events.c
+    rows = conn.execute(select(te.tracker).where(te.account == account, te.received_at > since,
+                                                 te.received_at <= until)
+                        .order_by(te.tracker_updated_at.desc(), te.received_at.desc(), te.event_id.desc())).scalars()
+    newest: dict[str, dict[str, Any]] = {}
+    for raw in rows:
+        tracker = json.loads(raw)
+        newest.setdefault(str(tracker.get("id") or tracker.get("tracking_code")), tracker)
+    return list(newest.values())
+
+
+def prune(conn: Connection, account: str, as_of: datetime) -> int:
+    """Forget `account`'s pushes older than KEEP before `as_of`: no listing reads them again."""
+    te = schema.tracker_events.c
+    return conn.execute(delete(schema.tracker_events).where(te.account == account,
+                                                            te.received_at < as_of - KEEP)).rowcount
+
+
+class PushedEasyPostClient(EasyPostClient):
+    """An EasyPost account whose changes are pushed to us: asked by code like any EasyPost account,
+    and asked what changed by reading what it pushed (by `until`, the run's instant) from the history."""
+
+    def __init__(self, config: EasyPostConfig, engine: Engine, account: str, until: datetime,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        super().__init__(config, sleep)
+        self.engine, self.account, self.until = engine, account, until
+
+    def _updated_since(self, since: datetime) -> Iterable[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return pushed_trackers(conn, self.account, since, self.until)

@@ -1,0 +1,177 @@
+"""EasyPost's tracker webhook: verified, stored once, and read by the next hour instead of a poll."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import airflow  # noqa: F401  (puts the plugins folder on sys.path, as in every Airflow component)
+import pytest
+import uvicorn
+from servers.easypost import EasyPostServer
+
+from lastmile.carriers.accounts import TrackingAccount, account_from_fields, lists_changes
+from lastmile.carriers.easypost_events import (
+    is_signed_by_easypost,
+    prune,
+    pushed_trackers,
+    record,
+    signature_for,
+)
+from lastmile.config import Settings
+from lastmile.steps import pipeline
+from lastmile.store import progress, schema
+from lastmile.store.db import prepare, upsert
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "easypost"
+BODY = (FIXTURES / "webhook_event_body.json").read_bytes()
+SECRET = "sécret"  # EasyPost's client libraries test with this one: NFKD turns é into e + U+0301
+DAY = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def test_the_signature_is_easyposts_hmac_of_the_raw_body_under_the_normalised_secret(tmp_path):
+    # An HMAC computed by another implementation (OpenSSL) over the recorded event's bytes.
+    key = tmp_path / "key"
+    key.write_text("se\u0301cret")  # the secret in NFKD form, as EasyPost keys it
+    digest = subprocess.run(["openssl", "dgst", "-sha256", "-mac", "HMAC", "-macopt", f"key:{key.read_text()}"],
+                            input=BODY, capture_output=True, check=True).stdout.decode().split()[-1]
+    assert signature_for(SECRET, BODY) == f"hmac-sha256-hex={digest}"
+    for header in (f"hmac-sha256-hex={digest}", f"hmac-sha256-hex={digest.upper()}", f" hmac-sha256-hex={digest} "):
+        assert is_signed_by_easypost(SECRET, BODY, header)
+        assert is_signed_by_easypost("se\u0301cret", BODY, header)  # typed either way, the same secret
+    assert not is_signed_by_easypost(SECRET, BODY + b" ", f"hmac-sha256-hex={digest}")  # another body
+    assert not is_signed_by_easypost("secret", BODY, f"hmac-sha256-hex={digest}")  # another secret
+    assert not is_signed_by_easypost(SECRET, BODY, digest)  # without EasyPost's prefix
+    assert not is_signed_by_easypost(SECRET, BODY, None) and not is_signed_by_easypost("", BODY, digest)
+    assert not is_signed_by_easypost(SECRET, BODY, "hmac-sha256-hex=é")  # not even ASCII: refused, no error
+
+
+@pytest.fixture()
+def history(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'lastmile.db'}"
+    prepare(url)
+    return url
+
+
+def test_a_pushed_tracker_is_stored_once_and_other_events_are_acknowledged_not_kept(history):
+    engine = prepare(history)
+    event = json.loads(BODY)
+    at = DAY.replace(hour=12)
+    assert record(engine, "easypost_default", event, at) == {"stored": 1, "duplicates": 0, "ignored": 0,
+                                                              "quarantined": 0}
+    # EasyPost retries a delivery it did not hear a 2xx for: the same event id is stored once.
+    assert record(engine, "easypost_default", event, at + timedelta(minutes=1))["duplicates"] == 1
+    assert record(engine, "easypost_default", {**event, "id": "evt_2", "description": "batch.created"}, at)[
+        "ignored"] == 1
+    broken = {**event, "id": "evt_3", "result": {**event["result"], "object": "Shipment", "signed_by": "Zoe Obrien"}}
+    assert record(engine, "easypost_default", broken, at)["quarantined"] == 1
+    assert record(engine, "easypost_default", ["not", "an", "event"], at)["quarantined"] == 1
+    with engine.connect() as conn:
+        (tracker,) = pushed_trackers(conn, "easypost_default", at - timedelta(hours=1), at + timedelta(hours=1))
+        quarantined = [dict(r) for r in conn.execute(schema.quarantine.select()).mappings()]
+        assert pushed_trackers(conn, "easypost_default", at, at + timedelta(hours=1)) == []  # received before
+        assert pushed_trackers(conn, "easypost_other", at - timedelta(hours=1), at) == []  # another account's
+    assert tracker == event["result"]  # read back as pushed: the poll's parser reads it
+    assert sorted((q["record_id"], q["field"]) for q in quarantined) == [("(body)", "object"), ("evt_3", "result")]
+    assert "Zoe" not in json.dumps(quarantined, default=str)  # who signed stays out of quarantine
+    with engine.begin() as conn:
+        assert prune(conn, "easypost_default", at + timedelta(days=2)) == 0
+        assert prune(conn, "easypost_default", at + timedelta(days=2, seconds=1)) == 1
+
+
+def test_only_an_easypost_connection_with_a_webhook_secret_is_read_from_its_pushes():
+    pushed = account_from_fields("easypost_default", "easypost", None, None, "EZAK1", {"webhook_secret": SECRET})
+    assert lists_changes(pushed) and pushed.webhook_secret == SECRET and SECRET not in repr(pushed)
+    assert not lists_changes(account_from_fields("easypost_default", "easypost", None, None, "EZAK1", {}))
+    aftership = account_from_fields("aftership_default", "aftership", None, None, "k", {"webhook_secret": "x"})
+    assert lists_changes(aftership) and aftership.webhook_secret == ""  # it lists changes; no pushes read
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """`app` on 127.0.0.1 over real HTTP (uvicorn, as Airflow's api-server serves plugin apps)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _shipment(n: int) -> dict:
+    return {"shipment_id": f"S{n}", "order_line_id": f"L{n}", "order_id": "O1", "customer_id": "C1",
+            "carrier": "USPS", "service": "Priority", "tracking_code": f"EZ100000000{n}",
+            "created_at": DAY - timedelta(days=3), "promised_date": date(2026, 11, 23), "origin": "US-HOUSTON",
+            "destination": "US-BROOKLYN", "dest_tz": "America/New_York", "sequence": 1,
+            "tracking_account": "easypost_default"}
+
+
+def _get_trackers(server: EasyPostServer) -> int:
+    return sum(1 for r in server.requests.snapshot() if r.method == "GET")
+
+
+def test_an_hour_reads_what_easypost_pushed_and_the_next_days_poll_mends_a_lost_push(tmp_path, monkeypatch):
+    from lastmile_airflow import ops_view
+
+    url = f"sqlite:///{tmp_path / 'lastmile.db'}"
+    monkeypatch.setenv("LASTMILE_DB_URL", url)
+    monkeypatch.setenv("LASTMILE_OUT_DIR", str(tmp_path))
+    settings = Settings.from_env({"LASTMILE_OUT_DIR": str(tmp_path), "LASTMILE_DB_URL": url,
+                                  "LASTMILE_TRACKING_ACCOUNTS": "easypost_default"})
+    with prepare(url).begin() as conn:
+        upsert(conn, schema.shipments, [_shipment(n) for n in (1, 2, 3)])
+        progress.track(conn, ["S1", "S2", "S3"])
+    clock = {"now": DAY.replace(hour=14, minute=25)}
+    monkeypatch.setattr(ops_view, "_now", lambda: clock["now"])
+    with EasyPostServer(clock_start=DAY - timedelta(days=3)) as carrier, serving(ops_view.create_app()) as ops:
+        for n in (1, 2, 3):
+            carrier.add_tracker(f"EZ100000000{n}", scanned_at=DAY - timedelta(days=2))
+        monkeypatch.setenv("AIRFLOW_CONN_EASYPOST_DEFAULT", json.dumps({
+            "conn_type": "easypost", "password": carrier.api_key, "host": carrier.url,
+            "extra": {"webhook_secret": SECRET}}))
+        account = TrackingAccount("easypost_default", "easypost", api_key=carrier.api_key, base_url=carrier.url,
+                                  webhook_secret=SECRET)
+        hook = f"{ops}/easypost/easypost_default/events"
+
+        first = pipeline.fetch_tracking(settings, DAY.replace(hour=14), account)  # the day's first: in full
+        asked_by_then = _get_trackers(carrier)
+        # 14:20 S1 arrives at a facility and EasyPost pushes it; 14:40 S2 moves, but that push is lost.
+        carrier.add_scan("EZ1000000001", scanned_at=DAY.replace(hour=14, minute=20))
+        pushed = carrier.push(hook, SECRET, "EZ1000000001")
+        forged = carrier.push(hook, SECRET, "EZ1000000003", signature="hmac-sha256-hex=" + "0" * 64)
+        unsigned = carrier.push(hook, "another secret", "EZ1000000003")
+        elsewhere = carrier.push(f"{ops}/easypost/easypost_eu/events", SECRET, "EZ1000000003")  # no such account
+        carrier.add_scan("EZ1000000002", scanned_at=DAY.replace(hour=14, minute=40))
+        second = pipeline.fetch_tracking(settings, DAY.replace(hour=15), account)
+        asked_in_second = _get_trackers(carrier) - asked_by_then
+        next_day = pipeline.fetch_tracking(settings, DAY + timedelta(days=1), account)
+
+    assert (pushed.status_code, pushed.json()["stored"]) == (200, 1)
+    assert (forged.status_code, unsigned.status_code, elsewhere.status_code) == (403, 403, 503)
+    assert first["changes_since"] is None and first["trackers_polled"] == 3
+    # The hour after: no parcel asked about, EasyPost's API not called; S1's pushed scan stored.
+    assert second["changes_since"] == DAY.replace(hour=13, minute=45).isoformat()
+    assert (second["trackers_polled"], asked_in_second, second["scans_new"], second["trackers_updated"]) == (0, 0, 1, 1)
+    # The next day's first fetch asks about every parcel: S2's scan, whose push was lost, is read;
+    # S1's is not new (the push stored the very scan a poll reads).
+    assert (next_day["changes_since"], next_day["trackers_polled"], next_day["scans_new"]) == (None, 3, 1)
+    with prepare(url).connect() as conn:
+        seen = {(r.shipment_id, r.first_seen_at.hour) for r in conn.execute(schema.scans.select().where(
+            schema.scans.c.occurred_at >= DAY.replace(hour=14)))}
+    assert seen == {("S1", 15), ("S2", 0)}
