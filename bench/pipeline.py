@@ -1,6 +1,6 @@
 """The real step chain, hour by hour, over histories of a given size: does the hourly cost follow change?
 
-    python -m bench.pipeline --shipments 10000 100000 [--databases sqlite postgres] [--feeds poll changes]
+    python -m bench.pipeline --shipments 10000 100000 [--databases sqlite postgres] [--feeds poll changes pushed]
 
 For each size a seeded shop is generated (bench.detect's vectorised generator: about a tenth of the
 shipments in flight), written into a fresh history database as months of hourly runs would have
@@ -23,11 +23,14 @@ count by their median: on this kind of machine one run of the same hour differs 
 up to twofold (page cache paged out between processes).
 
 The carrier feed is a stand-in that hands fetch_tracking exactly the hour's new scans (no HTTP);
-the shop database answers with no new orders. It is read one of two ways (--feeds, each its own
-run): `poll`, asked about every parcel in flight every hour (EasyPost, the simulator), or `changes`,
-asked what changed since the previous fetch (AfterShip's updated_at_min), the day's first fetch
-asking about every parcel (steps/fetch_tracking.changes_since); a listing repeats the previous
-hour's scans within its overlap, which the stand-in does too. In the same run the DuckDB reference of the
+the shop database answers with no new orders. It is read one of three ways (--feeds, each its own
+run): `poll`, asked about every parcel in flight every hour (EasyPost without a webhook, the
+simulator); `changes`, asked what changed since the previous fetch (AfterShip's updated_at_min),
+the day's first fetch asking about every parcel (steps/fetch_tracking.changes_since; a listing
+repeats the previous hour's scans within its overlap, which the stand-in does too); or `pushed`,
+EasyPost with a webhook: the hour's scans are in `tracker_events` as the webhook endpoint stores
+them, one Tracker per scan, and fetch_tracking reads and parses them for real
+(carriers/easypost_events.py), asked what changed like `changes`. In the same run the DuckDB reference of the
 detection rules (bench.detect) runs over the same shipments and scans. Printed per size and
 database: seconds per step, the process's peak RSS; then the ratios the issue asks for:
 
@@ -42,6 +45,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -65,6 +69,7 @@ RUNS = ((1, "quiet"), (2, "busy"), (3, "fixed"), (4, "quiet"), (5, "fixed"), (6,
 STEPS = ("load_orders", "fetch_tracking", "detect_exceptions", "compute_windows", "record_history",
          "plan_messages", "send_messages", "summarise")
 POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _scan_rows(scans: pd.DataFrame, seen_at: Any) -> list[dict[str, Any]]:
@@ -160,8 +165,42 @@ def hour_scans(frames: synth.Frames, at: Any, previous: Any, share: float | int,
 
 
 # The carrier account each feed is read through: its vendor decides how an hour asks it
-# (steps/fetch_tracking.changes_since). The stand-in below answers for either.
-FEEDS = {"changes": "aftership_bench", "poll": "easypost_bench"}
+# (steps/fetch_tracking.changes_since). The stand-ins below answer for each.
+FEEDS = {"changes": "aftership_bench", "poll": "easypost_bench", "pushed": "easypost_pushed"}
+WEBHOOK_SECRET = "bench"  # the pushed feed's account has one: it is read from what it pushed
+
+
+def _account(feed: str) -> Any:
+    from lastmile.carriers.accounts import TrackingAccount, vendor_of
+
+    name = FEEDS[feed]
+    return TrackingAccount(name, vendor_of(name), api_key="bench",
+                           webhook_secret=WEBHOOK_SECRET if feed == "pushed" else "")
+
+
+def pushed_rows(scans: pd.DataFrame, shipments: pd.DataFrame, account: str) -> list[dict[str, Any]]:
+    """`tracker_events` as the ops plugin's webhook endpoint stores them while an hour passes: one
+    EasyPost Tracker per new scan, received 30 s after it. (A real push carries the tracker's whole
+    scan history; these carry the new scan alone, since the seeded scans are keyed otherwise than
+    the EasyPost parser keys them and would be stored a second time.)"""
+    ships = shipments.set_index("shipment_id")
+    rows = []
+    for n, (sid, at, status, reason, message) in enumerate(zip(
+            scans["shipment_id"], scans["occurred_at"], scans["status"], scans["reason"], scans["message"],
+            strict=True)):
+        at = pd.Timestamp(at).floor("s").to_pydatetime()
+        code, carrier = ships.at[sid, "tracking_code"], ships.at[sid, "carrier"]
+        detail = "" if pd.isna(reason) else str(reason)
+        tracker = {"id": f"trk_{sid}", "object": "Tracker", "tracking_code": code, "carrier": carrier,
+                   "status": status, "status_detail": detail, "updated_at": at.isoformat(),
+                   "tracking_details": [{"object": "TrackingDetail", "message": message, "status": status,
+                                         "status_detail": detail, "datetime": at.isoformat(),
+                                         "tracking_location": {"object": "TrackingLocation", "city": None,
+                                                               "country": None}}]}
+        rows.append({"account": account, "event_id": f"evt_{sid}_{at.timestamp():.0f}_{n}", "tracking_code": code,
+                     "received_at": at + timedelta(seconds=30), "tracker_updated_at": at,
+                     "tracker": json.dumps(tracker)})
+    return rows
 
 
 def _settings(url: str, out: Path, shop_url: str, feed: str = "changes") -> Any:
@@ -196,13 +235,17 @@ def run_hour(url: str, out: Path, shop_url: str, at_iso: str, scans_path: str | 
         return FeedRead(ParsedTrackers(scans=rows, estimates=[], rejections=[], trackers_ok=len(rows)),
                         len(rows), None)
 
-    fetch_module.read_feed = stand_in
+    if feed == "pushed":
+        _push_stand_in()
+    else:
+        fetch_module.read_feed = stand_in
     settings = _settings(url, out, shop_url, feed)
+    account = _account(feed)
     seconds: dict[str, float] = {}
     for step in STEPS:
         start = time.perf_counter()
         if step == "fetch_tracking":
-            pipeline.fetch_tracking(settings, at)
+            pipeline.fetch_tracking(settings, at, account)
         else:
             getattr(pipeline, step)(settings, at)
         seconds[step] = time.perf_counter() - start
@@ -210,9 +253,27 @@ def run_hour(url: str, out: Path, shop_url: str, at_iso: str, scans_path: str | 
     return {"seconds": seconds, "total": sum(seconds.values()), "peak_rss_mb": synth._rss_mb("VmHWM")}
 
 
+def _push_stand_in() -> None:
+    """The pushed feed: the real read of what EasyPost pushed (tracker_events, parsed as EasyPost's
+    Trackers); asked by code, the stand-in knows nothing new (the hour's news came pushed)."""
+    from lastmile.carriers.easypost_client import EasyPostConfig
+    from lastmile.carriers.easypost_events import PushedEasyPostClient
+    from lastmile.steps import feeds
+    from lastmile.store.db import engine_for
+
+    class PushedStandIn(PushedEasyPostClient):
+        def trackers(self, shipments: list[dict[str, Any]], as_of: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+            return iter(())
+
+    feeds.tracking_source = lambda settings, account, as_of=None: PushedStandIn(  # type: ignore[assignment]
+        EasyPostConfig(api_key="bench"), engine_for(settings.db_url), account.name, as_of)
+
+
 def _in_process(args: list[str], timeout: float = 3600) -> dict[str, Any]:
+    # (the child finds bench/ and the package wherever the bench was started from)
+    paths = [str(ROOT), str(ROOT / "include"), *filter(None, [os.environ.get("PYTHONPATH")])]
     done = subprocess.run([sys.executable, "-m", "bench.pipeline", "--child", *args], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -298,6 +359,12 @@ def bench(n: int, database: str, folder: Path, feed: str = "changes") -> Generat
             again = before[before["occurred_at"] >= pd.Timestamp(previous) - LISTING_OVERLAP]
             answer = pd.concat([again, scans], ignore_index=True)
             answer.assign(tracking_code=answer["shipment_id"].map(codes)).to_parquet(path)
+            if feed == "pushed":  # pushed while the hour passed: in the history before the hour's run
+                from lastmile.store import schema as history_schema
+
+                with create_engine(url).begin() as conn:
+                    conn.execute(history_schema.tracker_events.insert(),
+                                 pushed_rows(scans, frames.shipments, FEEDS[feed]))
             run = _in_process(["--url", url, "--out", str(folder), "--shop", shop, "--at", at.isoformat(),
                                "--scans", str(path), "--feed", feed])
             runs[name].append({**run, "new_scans": len(scans), "at": at.isoformat()})
@@ -374,9 +441,10 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url"), parser.add_argument("--out"), parser.add_argument("--shop")
     parser.add_argument("--at"), parser.add_argument("--scans")
-    parser.add_argument("--feeds", nargs="+", default=["poll", "changes"], choices=tuple(FEEDS),
-                        help="how the carrier is read: asked about every parcel in flight (poll: EasyPost, "
-                             "the simulator) or asked what changed (changes: AfterShip); each its own run")
+    parser.add_argument("--feeds", nargs="+", default=["poll", "changes", "pushed"], choices=tuple(FEEDS),
+                        help="how the carrier is read: asked about every parcel in flight (poll: EasyPost "
+                             "without a webhook, the simulator), asked what changed (changes: AfterShip), or "
+                             "read from what it pushed (pushed: EasyPost's webhook); each its own run")
     parser.add_argument("--feed", choices=tuple(FEEDS), default="changes", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

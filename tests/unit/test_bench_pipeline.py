@@ -74,3 +74,27 @@ def test_the_sizes_take_turns_hour_by_hour_and_a_failing_size_closes_the_others(
     with pytest.raises(RuntimeError, match="the hour failed"):
         bench.interleaved([1, 5], "sqlite", tmp_path / "again", "fail")
     assert {e for e in events if e[1] == "closed"} == {(1, "closed"), (5, "closed")}
+
+
+def _hours_scans(url: str) -> set[tuple[str, str, str]]:
+    """The scans the timed hours stored (first seen after the up-to-date run): shipment, time, status."""
+    sc = schema.scans.c
+    with engine_for(url).connect() as conn:
+        return {(r.shipment_id, str(r.occurred_at)[:19], r.status) for r in conn.execute(
+            select(sc.shipment_id, sc.occurred_at, sc.status).where(sc.first_seen_at > AS_OF))}
+
+
+def test_every_feed_stores_the_hours_scans_the_pushed_one_through_the_real_webhook_read(tmp_path):
+    """The feeds differ in how an hour asks the carrier, not in what it learns: a feed that stored
+    nothing would make its hours look cheap."""
+    stored = {}
+    for feed in ("changes", "pushed"):
+        (tmp_path / feed).mkdir()
+        run = bench.bench(300, "sqlite", tmp_path / feed, feed)
+        for _ in run:
+            pass
+        stored[feed] = _hours_scans(f"sqlite:///{tmp_path / feed / 'history.db'}")
+        with engine_for(f"sqlite:///{tmp_path / feed / 'history.db'}").connect() as conn:
+            pushed = conn.execute(select(func.count()).select_from(schema.tracker_events)).scalar()
+        assert pushed == (len(stored[feed]) if feed == "pushed" else 0)
+    assert len(stored["changes"]) > 50 and stored["pushed"] == stored["changes"]
