@@ -197,7 +197,8 @@ def pushed_rows(scans: pd.DataFrame, shipments: pd.DataFrame, account: str) -> l
                                          "status_detail": detail, "datetime": at.isoformat(),
                                          "tracking_location": {"object": "TrackingLocation", "city": None,
                                                                "country": None}}]}
-        rows.append({"account": account, "event_id": f"evt_{sid}_{at.timestamp():.0f}_{n}", "tracking_code": code,
+        rows.append({"account": account, "event_id": f"evt_{sid}_{at.timestamp():.0f}_{n}",
+                     "tracker_id": tracker["id"], "tracking_code": code,
                      "received_at": at + timedelta(seconds=30), "tracker_updated_at": at,
                      "tracker": json.dumps(tracker)})
     return rows
@@ -222,7 +223,7 @@ def run_hour(url: str, out: Path, shop_url: str, at_iso: str, scans_path: str | 
     new = pd.read_parquet(scans_path) if scans_path else None
 
     def stand_in(settings: Any, account: Any, shipments: list[dict[str, Any]], as_of: Any,
-                 changed_since: Any = None, shipments_with: Any = None) -> FeedRead:
+                 changed_since: Any = None, shipments_with: Any = None, settled: Any = None) -> FeedRead:
         # Asked about parcels by code, it answers for those; asked what changed since the previous
         # fetch, it lists the trackers with a scan since (this hour's, and the previous hour's within
         # the listing's overlap), which fetch_tracking matches to its parcels by code.
@@ -265,8 +266,8 @@ def _push_stand_in() -> None:
         def trackers(self, shipments: list[dict[str, Any]], as_of: Any) -> Iterator[tuple[str, dict[str, Any]]]:
             return iter(())
 
-    feeds.tracking_source = lambda settings, account, as_of=None: PushedStandIn(  # type: ignore[assignment]
-        EasyPostConfig(api_key="bench"), engine_for(settings.db_url), account.name, as_of)
+    feeds.tracking_source = lambda settings, account, as_of=None, settled=None: PushedStandIn(  # type: ignore[assignment]
+        EasyPostConfig(api_key="bench"), engine_for(settings.db_url), account.name, as_of, settled)
 
 
 def _in_process(args: list[str], timeout: float = 3600) -> dict[str, Any]:

@@ -13,6 +13,7 @@ request; Airflow imports this file in every component.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
     from fastapi import FastAPI
     from sqlalchemy import Connection, Engine
+
+log = logging.getLogger(__name__)
 
 URL_PREFIX = "/lastmile"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -452,11 +455,16 @@ def _now() -> datetime:
 
 
 def easypost_webhook_secret(account: str) -> str | None:
-    """The webhook secret of the EasyPost account `account` (its Connection's extra `webhook_secret`)."""
+    """The webhook secret of the EasyPost account `account` (its Connection's extra `webhook_secret`);
+    None unless `account` is, exactly, one of the tracking accounts the pipeline fetches (a push
+    stored for another name would never be read, nor deleted)."""
     from airflow.models.connection import Connection
 
     from lastmile.carriers.accounts import account_from_fields
+    from lastmile_airflow.connections import airflow_settings
 
+    if account not in airflow_settings().tracking_accounts:
+        return None
     try:
         conn = Connection.get_connection_from_secrets(account)
         found = account_from_fields(account, conn.conn_type, conn.host, conn.port, conn.password, conn.extra_dejson)
@@ -474,7 +482,11 @@ async def receive_easypost_request(request: Any, now: datetime | None = None) ->
 
     account = str(request.path_params["account"])
     secret = await run_in_threadpool(easypost_webhook_secret, account)
-    if not secret:  # 503: EasyPost retries, and nothing is lost while ops add the secret
+    if not secret:
+        # 503: EasyPost retries for a while (then may disable the webhook: the day's full fetch
+        # still reads every parcel), so a secret added promptly loses nothing.
+        log.warning("EasyPost webhook: a delivery for %r was refused: not a tracking account with a webhook "
+                    "secret (LASTMILE_TRACKING_ACCOUNTS, the Connection's extra webhook_secret)", account[:100])
         return JSONResponse({"detail": "no EasyPost account with a webhook secret at this address"}, status_code=503)
     if not request.headers.get(SIGNATURE_HEADER):
         return JSONResponse({"detail": "missing or invalid EasyPost signature"}, status_code=403)
@@ -500,7 +512,7 @@ def receive_easypost_event(account: str, secret: str, body: bytes, headers: Any,
         return JSONResponse({"detail": "missing or invalid EasyPost signature"}, status_code=403)
     try:
         event = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested deeper than the parser goes: not an EasyPost event)
         return JSONResponse({"detail": "body is not JSON"}, status_code=400)
     return JSONResponse(record(engine_for(airflow_settings().db_url), account, event, now))
 

@@ -13,7 +13,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import airflow  # noqa: F401  (puts the plugins folder on sys.path, as in every Airflow component)
-import pytest
 import uvicorn
 from servers.easypost import EasyPostServer
 
@@ -53,37 +52,70 @@ def test_the_signature_is_easyposts_hmac_of_the_raw_body_under_the_normalised_se
     assert not is_signed_by_easypost(SECRET, BODY, "hmac-sha256-hex=é")  # not even ASCII: refused, no error
 
 
-@pytest.fixture()
-def history(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'lastmile.db'}"
-    prepare(url)
-    return url
-
-
-def test_a_pushed_tracker_is_stored_once_and_other_events_are_acknowledged_not_kept(history):
-    engine = prepare(history)
+def _event(event_id: str, updated_at: datetime | None, estimate: str = "2026-11-23", tracker_id: str = "trk_1",
+           **result) -> dict:
+    """The recorded tracker.updated event, as EasyPost would push it about a tracker updated then."""
     event = json.loads(BODY)
+    stamp = updated_at.isoformat().replace("+00:00", "Z") if updated_at else None
+    event.update({"id": event_id, "result": {**event["result"], "id": tracker_id, "updated_at": stamp,
+                                             "est_delivery_date": f"{estimate}T00:00:00Z", **result}})
+    return event
+
+
+def test_a_pushed_tracker_is_stored_once_and_other_events_are_acknowledged_not_kept(db_url):
+    engine = prepare(db_url)
     at = DAY.replace(hour=12)
+    event = _event("evt_1", at - timedelta(minutes=1))
     assert record(engine, "easypost_default", event, at) == {"stored": 1, "duplicates": 0, "ignored": 0,
                                                               "quarantined": 0}
     # EasyPost retries a delivery it did not hear a 2xx for: the same event id is stored once.
     assert record(engine, "easypost_default", event, at + timedelta(minutes=1))["duplicates"] == 1
     assert record(engine, "easypost_default", {**event, "id": "evt_2", "description": "batch.created"}, at)[
         "ignored"] == 1
+    # A captured body replayed days later (EasyPost signs no time): acknowledged, not kept.
+    assert record(engine, "easypost_default", json.loads(BODY), at)["ignored"] == 1  # updated 2024-08-02
     broken = {**event, "id": "evt_3", "result": {**event["result"], "object": "Shipment", "signed_by": "Zoe Obrien"}}
     assert record(engine, "easypost_default", broken, at)["quarantined"] == 1
     assert record(engine, "easypost_default", ["not", "an", "event"], at)["quarantined"] == 1
+    # Longer than the columns hold (Postgres would refuse the row and EasyPost retry it forever).
+    assert record(engine, "easypost_default", _event("evt_4", at, tracking_code="9" * 65), at)["quarantined"] == 1
+    assert record(engine, "easypost_default", _event("e" * 101, at), at)["quarantined"] == 1
     with engine.connect() as conn:
         (tracker,) = pushed_trackers(conn, "easypost_default", at - timedelta(hours=1), at + timedelta(hours=1))
         quarantined = [dict(r) for r in conn.execute(schema.quarantine.select()).mappings()]
         assert pushed_trackers(conn, "easypost_default", at, at + timedelta(hours=1)) == []  # received before
         assert pushed_trackers(conn, "easypost_other", at - timedelta(hours=1), at) == []  # another account's
     assert tracker == event["result"]  # read back as pushed: the poll's parser reads it
-    assert sorted((q["record_id"], q["field"]) for q in quarantined) == [("(body)", "object"), ("evt_3", "result")]
+    assert sorted((q["record_id"], q["field"]) for q in quarantined) == [
+        ("(body)", "object"), ("e" * 100, "id"), ("evt_3", "result"), ("evt_4", "result.tracking_code")]
     assert "Zoe" not in json.dumps(quarantined, default=str)  # who signed stays out of quarantine
     with engine.begin() as conn:
         assert prune(conn, "easypost_default", at + timedelta(days=2)) == 0
         assert prune(conn, "easypost_default", at + timedelta(days=2, seconds=1)) == 1
+
+
+def test_a_listing_reads_each_trackers_newest_version_and_never_one_older_than_what_was_read(db_url):
+    """A late retry of an older push, or a push older than the day's full read, carries an older
+    estimate: read, it would replace the newer one."""
+    engine = prepare(db_url)
+    pushes = [  # (event, tracker updated at, estimate, received at)
+        ("evt_a", DAY.replace(hour=14, minute=10), "2026-11-23", DAY.replace(hour=14, minute=31)),
+        ("evt_b", DAY.replace(hour=14, minute=20), "2026-11-25", DAY.replace(hour=14, minute=32)),
+        ("evt_c", None, "2026-11-20", DAY.replace(hour=14, minute=33)),  # no time: after the dated ones
+        ("evt_a", DAY.replace(hour=14, minute=10), "2026-11-23", DAY.replace(hour=15, minute=20)),  # EasyPost retried
+        ("evt_d", DAY.replace(hour=14, minute=5), "2026-11-22", DAY.replace(hour=15, minute=21)),  # first delivery lost
+        ("evt_e", DAY.replace(hour=9), "2026-11-21", DAY.replace(hour=15, minute=22)),  # before the day's full read
+        ("evt_f", DAY.replace(hour=15, minute=10), "2026-11-26", DAY.replace(hour=15, minute=23), "trk_2"),
+    ]
+    for event_id, updated, estimate, received, *tracker in pushes:
+        record(engine, "easypost_default", _event(event_id, updated, estimate, *tracker), received)
+    with engine.connect() as conn:
+        at_15 = pushed_trackers(conn, "easypost_default", DAY.replace(hour=13, minute=45), DAY.replace(hour=15))
+        at_16 = pushed_trackers(conn, "easypost_default", DAY.replace(hour=14, minute=45), DAY.replace(hour=16),
+                                settled=DAY.replace(hour=10))
+    assert [(t["id"], t["est_delivery_date"][:10]) for t in at_15] == [("trk_1", "2026-11-25")]
+    # 16:00: trk_1's late versions are older than the one 15:00 read; trk_2 is news.
+    assert [(t["id"], t["est_delivery_date"][:10]) for t in at_16] == [("trk_2", "2026-11-26")]
 
 
 def test_only_an_easypost_connection_with_a_webhook_secret_is_read_from_its_pushes():
@@ -132,6 +164,7 @@ def test_an_hour_reads_what_easypost_pushed_and_the_next_days_poll_mends_a_lost_
     url = f"sqlite:///{tmp_path / 'lastmile.db'}"
     monkeypatch.setenv("LASTMILE_DB_URL", url)
     monkeypatch.setenv("LASTMILE_OUT_DIR", str(tmp_path))
+    monkeypatch.setenv("LASTMILE_TRACKING_ACCOUNTS", "easypost_default")
     settings = Settings.from_env({"LASTMILE_OUT_DIR": str(tmp_path), "LASTMILE_DB_URL": url,
                                   "LASTMILE_TRACKING_ACCOUNTS": "easypost_default"})
     with prepare(url).begin() as conn:
@@ -156,18 +189,20 @@ def test_an_hour_reads_what_easypost_pushed_and_the_next_days_poll_mends_a_lost_
         pushed = carrier.push(hook, SECRET, "EZ1000000001")
         forged = carrier.push(hook, SECRET, "EZ1000000003", signature="hmac-sha256-hex=" + "0" * 64)
         unsigned = carrier.push(hook, "another secret", "EZ1000000003")
-        elsewhere = carrier.push(f"{ops}/easypost/easypost_eu/events", SECRET, "EZ1000000003")  # no such account
+        elsewhere = [carrier.push(f"{ops}/easypost/{name}/events", SECRET, "EZ1000000003").status_code
+                     for name in ("easypost_eu", "EASYPOST_DEFAULT", "Easypost_default")]  # no such account
         carrier.add_scan("EZ1000000002", scanned_at=DAY.replace(hour=14, minute=40))
         second = pipeline.fetch_tracking(settings, DAY.replace(hour=15), account)
         asked_in_second = _get_trackers(carrier) - asked_by_then
         next_day = pipeline.fetch_tracking(settings, DAY + timedelta(days=1), account)
 
     assert (pushed.status_code, pushed.json()["stored"]) == (200, 1)
-    assert (forged.status_code, unsigned.status_code, elsewhere.status_code) == (403, 403, 503)
+    assert (forged.status_code, unsigned.status_code, elsewhere) == (403, 403, [503, 503, 503])
     assert first["changes_since"] is None and first["trackers_polled"] == 3
     # The hour after: no parcel asked about, EasyPost's API not called; S1's pushed scan stored.
     assert second["changes_since"] == DAY.replace(hour=13, minute=45).isoformat()
-    assert (second["trackers_polled"], asked_in_second, second["scans_new"], second["trackers_updated"]) == (0, 0, 1, 1)
+    assert (second["trackers_polled"], asked_in_second, second["trackers_listed"], second["scans_new"],
+            second["trackers_updated"]) == (0, 0, 1, 1, 1)
     # The next day's first fetch asks about every parcel: S2's scan, whose push was lost, is read;
     # S1's is not new (the push stored the very scan a poll reads).
     assert (next_day["changes_since"], next_day["trackers_polled"], next_day["scans_new"]) == (None, 3, 1)

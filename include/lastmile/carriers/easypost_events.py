@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, delete, exists, or_, select
 
 from lastmile.carriers.easypost_client import EasyPostClient, EasyPostConfig
 from lastmile.core.rejections import Rejection
@@ -73,7 +73,9 @@ def _instant(raw: Any) -> datetime | None:
 
 def tracker_event_row(event: Any, account: str, received_at: datetime) -> dict[str, Any] | Rejection | None:
     """The `tracker_events` row for one pushed Event; a Rejection when it cannot be read; None for an
-    event about something other than a tracker (a batch, a refund...: acknowledged, not kept)."""
+    event about something other than a tracker (a batch, a refund...), or about a tracker state
+    older than KEEP (a captured body replayed: the day's full fetch has read newer): acknowledged,
+    not kept."""
     if not isinstance(event, dict) or event.get("object") != "Event":
         return Rejection.of("easypost_events", "(body)", "object", "the body is not an EasyPost Event",
                             {"type": type(event).__name__})
@@ -84,17 +86,24 @@ def tracker_event_row(event: Any, account: str, received_at: datetime) -> dict[s
     # Only what identifies the event goes to quarantine: a tracker may name who signed for it.
     kept = {"id": event.get("id"), "description": description,
             "tracking_code": tracker.get("tracking_code") if isinstance(tracker, dict) else None}
-    record = str(event.get("id") or "(no id)")
-    if not event.get("id"):
-        return Rejection.of("easypost_events", record, "id", "the event has no id", kept)
+    record_id = str(event.get("id") or "(no id)")[:100]
+
+    def rejected(field: str, reason: str) -> Rejection:
+        return Rejection.of("easypost_events", record_id, field, reason, kept)
+
+    if not event.get("id") or len(str(event["id"])) > 100:
+        return rejected("id", "the event has no id of at most 100 characters")
     if not isinstance(tracker, dict) or tracker.get("object") != "Tracker":
-        return Rejection.of("easypost_events", record, "result", "the event's result is not a Tracker", kept)
-    if not tracker.get("tracking_code"):
-        return Rejection.of("easypost_events", record, "result.tracking_code", "the tracker has no tracking code",
-                            kept)
-    return {"account": account, "event_id": str(event["id"]), "tracking_code": str(tracker["tracking_code"]),
-            "received_at": received_at, "tracker_updated_at": _instant(tracker.get("updated_at")),
-            "tracker": json.dumps(tracker, separators=(",", ":"))}
+        return rejected("result", "the event's result is not a Tracker")
+    for field, most in (("id", 100), ("tracking_code", 64)):
+        if not tracker.get(field) or len(str(tracker[field])) > most:
+            return rejected(f"result.{field}", f"the tracker has no {field} of at most {most} characters")
+    updated = _instant(tracker.get("updated_at"))
+    if updated is not None and updated < received_at - KEEP:
+        return None
+    return {"account": account, "event_id": str(event["id"]), "tracker_id": str(tracker["id"]),
+            "tracking_code": str(tracker["tracking_code"]), "received_at": received_at,
+            "tracker_updated_at": updated, "tracker": json.dumps(tracker, separators=(",", ":"))}
 
 
 def record(engine: Engine, account: str, event: Any, received_at: datetime) -> dict[str, Any]:
@@ -111,16 +120,27 @@ def record(engine: Engine, account: str, event: Any, received_at: datetime) -> d
     return counts
 
 
-def pushed_trackers(conn: Connection, account: str, since: datetime, until: datetime) -> list[dict[str, Any]]:
-    """The trackers pushed to `account` after `since` and by `until`: each tracker's newest, newest first."""
-    te = schema.tracker_events.c
-    rows = conn.execute(select(te.tracker).where(te.account == account, te.received_at > since,
-                                                 te.received_at <= until)
-                        .order_by(te.tracker_updated_at.desc(), te.received_at.desc(), te.event_id.desc())).scalars()
+def pushed_trackers(conn: Connection, account: str, since: datetime, until: datetime,
+                    settled: datetime | None = None) -> list[dict[str, Any]]:
+    """The trackers pushed to `account` after `since` and by `until` that are news: each tracker's
+    newest version, newest first, unless a newer version of it was received by `since` (read by an
+    earlier hour: this one is a retried delivery arriving late) or it is not newer than `settled`
+    (when the account was last read in full: that read saw this state or a later one). A stale
+    version must not be read: the estimate it carries would replace a newer one."""
+    te = schema.tracker_events
+    earlier = te.alias("earlier")
+    read_before = exists().where(earlier.c.account == te.c.account, earlier.c.tracker_id == te.c.tracker_id,
+                                 earlier.c.received_at <= since,
+                                 earlier.c.tracker_updated_at > te.c.tracker_updated_at)
+    stmt = select(te.c.tracker_id, te.c.tracker).where(te.c.account == account, te.c.received_at > since,
+                                                       te.c.received_at <= until, ~read_before)
+    if settled is not None:
+        stmt = stmt.where(or_(te.c.tracker_updated_at.is_(None), te.c.tracker_updated_at > settled))
     newest: dict[str, dict[str, Any]] = {}
-    for raw in rows:
-        tracker = json.loads(raw)
-        newest.setdefault(str(tracker.get("id") or tracker.get("tracking_code")), tracker)
+    for tracker_id, raw in conn.execute(stmt.order_by(te.c.tracker_updated_at.desc().nulls_last(),
+                                                      te.c.received_at.desc(), te.c.event_id.desc())):
+        if tracker_id not in newest:
+            newest[tracker_id] = json.loads(raw)
     return list(newest.values())
 
 
@@ -133,13 +153,14 @@ def prune(conn: Connection, account: str, as_of: datetime) -> int:
 
 class PushedEasyPostClient(EasyPostClient):
     """An EasyPost account whose changes are pushed to us: asked by code like any EasyPost account,
-    and asked what changed by reading what it pushed (by `until`, the run's instant) from the history."""
+    and asked what changed by reading what it pushed (by `until`, the run's instant) from the history;
+    `settled`: when the account was last read in full (pushed_trackers)."""
 
     def __init__(self, config: EasyPostConfig, engine: Engine, account: str, until: datetime,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 settled: datetime | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         super().__init__(config, sleep)
-        self.engine, self.account, self.until = engine, account, until
+        self.engine, self.account, self.until, self.settled = engine, account, until, settled
 
     def _updated_since(self, since: datetime) -> Iterable[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return pushed_trackers(conn, self.account, since, self.until)
+            return pushed_trackers(conn, self.account, since, self.until, self.settled)

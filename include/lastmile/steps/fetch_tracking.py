@@ -79,6 +79,15 @@ def changes_since(conn: Connection, settings: Settings, account: TrackingAccount
     return utc(last.as_of) - LISTING_OVERLAP  # type: ignore[operator]
 
 
+def read_in_full_at(conn: Connection, account: TrackingAccount, as_of: datetime) -> datetime | None:
+    """When `account` was last asked about every parcel before `as_of`: its first successful fetch of
+    as_of's UTC day (changes_since asks the day's first fetch in full)."""
+    fh = schema.feed_health.c
+    day = batch_key_for(as_of.replace(hour=0, minute=0, second=0, microsecond=0))
+    return utc(conn.execute(select(func.min(fh.as_of)).where(
+        fh.account == account.name, fh.ok.is_(True), fh.batch_key >= day, fh.batch_key < batch_key_for(as_of))).scalar())
+
+
 def routing(settings: Settings, account: TrackingAccount) -> str:
     """A fingerprint of what decides which parcels an account reads and where (not its key, nor its
     secret: only whether changes are pushed, so the first fetch after a webhook is set up asks in full)."""
@@ -136,6 +145,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
     engine = engine_for(settings.db_url)
     with engine.connect() as conn:
         since = changes_since(conn, settings, account, as_of)
+        settled = read_in_full_at(conn, account, as_of) if since is not None else None
         # Asked by code: every parcel in flight, or (the vendor lists what changed) only those it may
         # not know yet; the others' news comes from the listing.
         active = (_in_flight(conn, settings, account.name, as_of) if since is None else
@@ -146,7 +156,8 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
         with engine.connect() as conn:
             return _in_flight_among(conn, settings, account.name, as_of, schema.shipments.c.tracking_code, codes)
 
-    feed = read_feed(settings, account, active, as_of, since, by_code if since is not None else None)
+    feed = read_feed(settings, account, active, as_of, since, by_code if since is not None else None,
+                     settled)
     parsed, error = feed.parsed, feed.error
     for scan in parsed.scans:
         scan["first_seen_at"] = as_of
@@ -173,7 +184,8 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
         counts = record_step(conn, as_of, f"fetch_tracking[{account.name}]", {
             "account": account.name, "ok": error is None,
             "changes_since": since.isoformat() if since is not None else None, "routing": routing(settings, account),
-            "trackers_polled": len(active), "trackers_parsed": parsed.trackers_ok, "scans_seen": len(parsed.scans),
+            "trackers_polled": len(active), "trackers_listed": feed.listed, "trackers_parsed": parsed.trackers_ok,
+            "scans_seen": len(parsed.scans),
             "scans_new": new_scans, "trackers_updated": updated, "scans_unmapped": unmapped,
             "quarantined": len(parsed.rejections)})
     if error is not None:

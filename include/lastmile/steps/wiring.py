@@ -31,9 +31,10 @@ def order_source(settings: Settings, watermarks: Mapping[str, datetime] | None =
 
 
 def tracking_source(settings: Settings, account: TrackingAccount | None = None,
-                    as_of: datetime | None = None) -> TrackingSource:
+                    as_of: datetime | None = None, settled: datetime | None = None) -> TrackingSource:
     """The carrier feed behind one tracking account; the simulator's when none is named. An EasyPost
-    account with a webhook secret lists what it pushed to us by `as_of` (carriers.easypost_events)."""
+    account with a webhook secret lists what it pushed to us by `as_of` and after `settled` (when
+    it was last read in full: carriers.easypost_events)."""
     if account is None or account.vendor == SIMULATED:
         return SimulatedShop(settings.sim_dir, settings.sim_seed, settings.sim_orders)
     if account.vendor == EXPORT:
@@ -49,7 +50,7 @@ def tracking_source(settings: Settings, account: TrackingAccount | None = None,
             from lastmile.carriers.easypost_events import PushedEasyPostClient
             from lastmile.store.db import engine_for
 
-            return PushedEasyPostClient(config, engine_for(settings.db_url), account.name, as_of)
+            return PushedEasyPostClient(config, engine_for(settings.db_url), account.name, as_of, settled)
         return EasyPostClient(config)
     if account.vendor == "aftership":
         from lastmile.carriers.aftership_client import DEFAULT_BASE_URL as AS_BASE

@@ -204,12 +204,15 @@ tracker_events = Table(
     "tracker_events", metadata,  # trackers a carrier pushed to us (EasyPost's tracker.updated webhook)
     Column("account", String(64), primary_key=True),  # the tracking account (Connection) it was pushed to
     Column("event_id", String(100), primary_key=True),  # the vendor's event id: a redelivery is a no-op
+    Column("tracker_id", String(100), nullable=False),  # EasyPost's trk_...: one parcel's tracker
     Column("tracking_code", String(64), nullable=False),
     Column("received_at", TS, nullable=False),
-    Column("tracker_updated_at", TS),  # the tracker's own updated_at: the newest wins within a listing
+    Column("tracker_updated_at", TS),  # the tracker's own updated_at: of two versions, the newer wins
     Column("tracker", Text, nullable=False),  # the Tracker object as pushed (JSON), read like a polled one
     # An hour reads one account's pushes since its previous fetch: a range of this index.
     Index("ix_tracker_events_account_received", "account", "received_at"),
+    # ...and skips a version older than one read before (a retried delivery arriving late).
+    Index("ix_tracker_events_account_tracker", "account", "tracker_id", "tracker_updated_at"),
 )
 suppressions = Table(
     "suppressions", metadata,

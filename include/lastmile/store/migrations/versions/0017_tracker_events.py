@@ -4,8 +4,9 @@ EasyPost has no "updated since" filter: an account of its was asked about every 
 every hour (at 1M shipments, 100,000 parcels an hour). It pushes each change instead, as a signed
 `tracker.updated` event, to a webhook: the ops plugin's `/easypost/<account>/events` endpoint
 verifies each delivery and stores its Tracker here (carriers/easypost_events.py). An hour then
-reads the account's pushes since its previous fetch, one range of (account, received_at); the
-day's first fetch still asks about every parcel, which also mends a push that never came.
+reads the account's pushes since its previous fetch, one range of (account, received_at), and
+skips a version of a tracker older than one read before (account, tracker_id, tracker_updated_at);
+the day's first fetch still asks about every parcel, which also mends a push that never came.
 
 Revision ID: 0017
 Revises: 0016
@@ -30,6 +31,7 @@ def upgrade() -> None:
         "tracker_events",
         sa.Column("account", sa.String(64), nullable=False),
         sa.Column("event_id", sa.String(100), nullable=False),
+        sa.Column("tracker_id", sa.String(100), nullable=False),
         sa.Column("tracking_code", sa.String(64), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("tracker_updated_at", sa.DateTime(timezone=True), nullable=True),
@@ -37,8 +39,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("account", "event_id"),
     )
     op.create_index("ix_tracker_events_account_received", "tracker_events", ["account", "received_at"])
+    op.create_index("ix_tracker_events_account_tracker", "tracker_events", ["account", "tracker_id", "tracker_updated_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tracker_events_account_tracker", table_name="tracker_events")
     op.drop_index("ix_tracker_events_account_received", table_name="tracker_events")
     op.drop_table("tracker_events")
