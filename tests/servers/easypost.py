@@ -15,6 +15,10 @@ copy of it with a new id, code, carrier and status. Endpoints, as EasyPost docum
 * ``POST /v2/trackers/batch`` -- ``{"tracking_codes": [...]}`` -> ``{"trackers": [...], "has_more":
   false}``, as recorded in ``test_tracker_retrieve_batch.yaml``.
 
+EasyPost's side of its webhook too: ``add_scan(code, ...)`` moves a parcel and ``push(url, secret, code)``
+POSTs the ``tracker.updated`` Event EasyPost would send (the recorded ``webhook_event_body.json``
+with the tracker as its result), signed ``X-Hmac-Signature: hmac-sha256-hex=...``.
+
 Auth is HTTP Basic with the API key as username and an empty password (EasyPost's documented scheme);
 ``Bearer <key>`` is accepted too because EasyPost's official Python client sends that. Anything else
 gets 401 with EasyPost's error envelope ``{"error": {"code", "message", "errors"}}``.
