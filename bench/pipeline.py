@@ -178,9 +178,9 @@ def _account(feed: str) -> Any:
                            webhook_secret=WEBHOOK_SECRET if feed == "pushed" else "")
 
 
-def pushed_rows(scans: pd.DataFrame, shipments: pd.DataFrame, account: str) -> list[dict[str, Any]]:
+def pushed_rows(scans: pd.DataFrame, shipments: pd.DataFrame, account: str, until: Any) -> list[dict[str, Any]]:
     """`tracker_events` as the ops plugin's webhook endpoint stores them while an hour passes: one
-    EasyPost Tracker per new scan, received 30 s after it. (A real push carries the tracker's whole
+    EasyPost Tracker per new scan, received 30 s after it, by `until` (the hour's run). (A real push carries the tracker's whole
     scan history; these carry the new scan alone, since the seeded scans are keyed otherwise than
     the EasyPost parser keys them and would be stored a second time.)"""
     ships = shipments.set_index("shipment_id")
@@ -199,7 +199,8 @@ def pushed_rows(scans: pd.DataFrame, shipments: pd.DataFrame, account: str) -> l
                                                                "country": None}}]}
         rows.append({"account": account, "event_id": f"evt_{sid}_{at.timestamp():.0f}_{n}",
                      "tracker_id": tracker["id"], "tracking_code": code,
-                     "received_at": at + timedelta(seconds=30), "tracker_updated_at": at,
+                     "received_at": min(at + timedelta(seconds=30), until), "tracker_updated_at": at,
+                     "event_created_at": at,
                      "tracker": json.dumps(tracker)})
     return rows
 
@@ -365,7 +366,7 @@ def bench(n: int, database: str, folder: Path, feed: str = "changes") -> Generat
 
                 with create_engine(url).begin() as conn:
                     conn.execute(history_schema.tracker_events.insert(),
-                                 pushed_rows(scans, frames.shipments, FEEDS[feed]))
+                                 pushed_rows(scans, frames.shipments, FEEDS[feed], at))
             run = _in_process(["--url", url, "--out", str(folder), "--shop", shop, "--at", at.isoformat(),
                                "--scans", str(path), "--feed", feed])
             runs[name].append({**run, "new_scans": len(scans), "at": at.isoformat()})

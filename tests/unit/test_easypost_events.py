@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import airflow  # noqa: F401  (puts the plugins folder on sys.path, as in every Airflow component)
+import requests
 import uvicorn
 from servers.easypost import EasyPostServer
 
@@ -53,12 +54,14 @@ def test_the_signature_is_easyposts_hmac_of_the_raw_body_under_the_normalised_se
 
 
 def _event(event_id: str, updated_at: datetime | None, estimate: str = "2026-11-23", tracker_id: str = "trk_1",
-           **result) -> dict:
+           created_at: datetime | None = None, **result) -> dict:
     """The recorded tracker.updated event, as EasyPost would push it about a tracker updated then."""
     event = json.loads(BODY)
     stamp = updated_at.isoformat().replace("+00:00", "Z") if updated_at else None
-    event.update({"id": event_id, "result": {**event["result"], "id": tracker_id, "updated_at": stamp,
-                                             "est_delivery_date": f"{estimate}T00:00:00Z", **result}})
+    created = created_at or updated_at
+    event.update({"id": event_id, "created_at": created.isoformat().replace("+00:00", "Z") if created else None,
+                  "result": {**event["result"], "id": tracker_id, "updated_at": stamp,
+                             "est_delivery_date": f"{estimate}T00:00:00Z", **result}})
     return event
 
 
@@ -80,6 +83,7 @@ def test_a_pushed_tracker_is_stored_once_and_other_events_are_acknowledged_not_k
     # Longer than the columns hold (Postgres would refuse the row and EasyPost retry it forever).
     assert record(engine, "easypost_default", _event("evt_4", at, tracking_code="9" * 65), at)["quarantined"] == 1
     assert record(engine, "easypost_default", _event("e" * 101, at), at)["quarantined"] == 1
+    assert record(engine, "easypost_default", _event("evt_\x00", at), at)["quarantined"] == 1  # Postgres: no NUL
     with engine.connect() as conn:
         (tracker,) = pushed_trackers(conn, "easypost_default", at - timedelta(hours=1), at + timedelta(hours=1))
         quarantined = [dict(r) for r in conn.execute(schema.quarantine.select()).mappings()]
@@ -87,35 +91,57 @@ def test_a_pushed_tracker_is_stored_once_and_other_events_are_acknowledged_not_k
         assert pushed_trackers(conn, "easypost_other", at - timedelta(hours=1), at) == []  # another account's
     assert tracker == event["result"]  # read back as pushed: the poll's parser reads it
     assert sorted((q["record_id"], q["field"]) for q in quarantined) == [
-        ("(body)", "object"), ("e" * 100, "id"), ("evt_3", "result"), ("evt_4", "result.tracking_code")]
+        ("(body)", "object"), ("e" * 100, "id"), ("evt_3", "result"), ("evt_4", "result.tracking_code"),
+        ("evt_?", "id")]
     assert "Zoe" not in json.dumps(quarantined, default=str)  # who signed stays out of quarantine
     with engine.begin() as conn:
         assert prune(conn, "easypost_default", at + timedelta(days=2)) == 0
         assert prune(conn, "easypost_default", at + timedelta(days=2, seconds=1)) == 1
 
 
-def test_a_listing_reads_each_trackers_newest_version_and_never_one_older_than_what_was_read(db_url):
+def test_a_listing_reads_each_trackers_newest_version_and_never_an_older_estimate(db_url):
     """A late retry of an older push, or a push older than the day's full read, carries an older
     estimate: read, it would replace the newer one."""
     engine = prepare(db_url)
-    pushes = [  # (event, tracker updated at, estimate, received at)
-        ("evt_a", DAY.replace(hour=14, minute=10), "2026-11-23", DAY.replace(hour=14, minute=31)),
-        ("evt_b", DAY.replace(hour=14, minute=20), "2026-11-25", DAY.replace(hour=14, minute=32)),
-        ("evt_c", None, "2026-11-20", DAY.replace(hour=14, minute=33)),  # no time: after the dated ones
-        ("evt_a", DAY.replace(hour=14, minute=10), "2026-11-23", DAY.replace(hour=15, minute=20)),  # EasyPost retried
-        ("evt_d", DAY.replace(hour=14, minute=5), "2026-11-22", DAY.replace(hour=15, minute=21)),  # first delivery lost
-        ("evt_e", DAY.replace(hour=9), "2026-11-21", DAY.replace(hour=15, minute=22)),  # before the day's full read
-        ("evt_f", DAY.replace(hour=15, minute=10), "2026-11-26", DAY.replace(hour=15, minute=23), "trk_2"),
+    h = DAY.replace
+    pushes = [  # (event, tracker updated at, estimate, received at[, tracker, event created at])
+        ("evt_a", h(hour=14, minute=10), "2026-11-23", h(hour=14, minute=31)),
+        ("evt_b", h(hour=14, minute=20), "2026-11-25", h(hour=14, minute=32)),
+        ("evt_c", None, "2026-11-20", h(hour=14, minute=15)),  # no time: as new as its delivery
+        ("evt_a", h(hour=14, minute=10), "2026-11-23", h(hour=15, minute=20)),  # retried: stored once
+        ("evt_d", h(hour=14, minute=5), "2026-11-22", h(hour=15, minute=21)),  # its first delivery was lost
+        ("evt_e", h(hour=9), "2026-11-21", h(hour=15, minute=22), "trk_3"),  # before the day's full read
+        ("evt_f", h(hour=15, minute=10), "2026-11-26", h(hour=15, minute=23), "trk_2"),
+        # Two versions updated in the same second: the event EasyPost created later wins, whichever came first.
+        ("evt_g", h(hour=15, minute=30), "2026-11-27", h(hour=15, minute=31), "trk_4", h(hour=15, minute=30, second=0,
+                                                                                         microsecond=500000)),
+        ("evt_h", h(hour=15, minute=30), "2026-11-24", h(hour=15, minute=35), "trk_4", h(hour=15, minute=30, second=0,
+                                                                                         microsecond=100000)),
+        # A clock ahead (or a forged year) cannot outrank what follows: a version is no newer than its delivery.
+        ("evt_i", datetime(2099, 1, 1, tzinfo=UTC), "2026-11-28", h(hour=15, minute=40), "trk_5"),
+        ("evt_j", h(hour=15, minute=45), "2026-11-29", h(hour=15, minute=46), "trk_5"),
     ]
-    for event_id, updated, estimate, received, *tracker in pushes:
-        record(engine, "easypost_default", _event(event_id, updated, estimate, *tracker), received)
+    for event_id, updated, estimate, received, *more in pushes:
+        record(engine, "easypost_default", _event(event_id, updated, estimate, *more), received)
     with engine.connect() as conn:
-        at_15 = pushed_trackers(conn, "easypost_default", DAY.replace(hour=13, minute=45), DAY.replace(hour=15))
-        at_16 = pushed_trackers(conn, "easypost_default", DAY.replace(hour=14, minute=45), DAY.replace(hour=16),
-                                settled=DAY.replace(hour=10))
+        at_15 = pushed_trackers(conn, "easypost_default", h(hour=13, minute=45), h(hour=15))
+        at_16 = pushed_trackers(conn, "easypost_default", h(hour=14, minute=45), h(hour=16), settled=h(hour=10))
     assert [(t["id"], t["est_delivery_date"][:10]) for t in at_15] == [("trk_1", "2026-11-25")]
-    # 16:00: trk_1's late versions are older than the one 15:00 read; trk_2 is news.
-    assert [(t["id"], t["est_delivery_date"][:10]) for t in at_16] == [("trk_2", "2026-11-26")]
+    # 16:00: trk_1's late versions are older than the one 15:00 read; trk_3's is older than the day's
+    # full read, which saw it or newer: its scans come, its estimate does not.
+    assert [(t["id"], (t["est_delivery_date"] or "")[:10]) for t in at_16] == [
+        ("trk_5", "2026-11-29"), ("trk_4", "2026-11-27"), ("trk_2", "2026-11-26"), ("trk_3", "")]
+    assert at_16[-1]["tracking_details"]  # (its scans)
+
+
+def test_a_malformed_pushed_tracker_is_quarantined_and_the_others_are_read():
+    from lastmile.carriers.tracking import parse_easypost
+
+    good = json.loads(BODY)["result"]
+    bad = {**good, "tracking_code": "EZ2", "tracking_details": ["not a scan"], "carrier_detail": "nor this"}
+    parsed = parse_easypost([("S1", good), ("S2", bad)], DAY)
+    assert {s["shipment_id"] for s in parsed.scans} == {"S1"} and parsed.trackers_ok == 1
+    assert [(r.record_id, r.field) for r in parsed.rejections] == [("EZ2", "tracker")]
 
 
 def test_only_an_easypost_connection_with_a_webhook_secret_is_read_from_its_pushes():
@@ -187,6 +213,7 @@ def test_an_hour_reads_what_easypost_pushed_and_the_next_days_poll_mends_a_lost_
         # 14:20 S1 arrives at a facility and EasyPost pushes it; 14:40 S2 moves, but that push is lost.
         carrier.add_scan("EZ1000000001", scanned_at=DAY.replace(hour=14, minute=20))
         pushed = carrier.push(hook, SECRET, "EZ1000000001")
+        bare = requests.post(hook, data=b"{}", timeout=10).status_code  # no signature: refused before any lookup
         forged = carrier.push(hook, SECRET, "EZ1000000003", signature="hmac-sha256-hex=" + "0" * 64)
         unsigned = carrier.push(hook, "another secret", "EZ1000000003")
         elsewhere = [carrier.push(f"{ops}/easypost/{name}/events", SECRET, "EZ1000000003").status_code
@@ -197,7 +224,7 @@ def test_an_hour_reads_what_easypost_pushed_and_the_next_days_poll_mends_a_lost_
         next_day = pipeline.fetch_tracking(settings, DAY + timedelta(days=1), account)
 
     assert (pushed.status_code, pushed.json()["stored"]) == (200, 1)
-    assert (forged.status_code, unsigned.status_code, elsewhere) == (403, 403, [503, 503, 503])
+    assert (bare, forged.status_code, unsigned.status_code, elsewhere) == (403, 403, 403, [503, 503, 503])
     assert first["changes_since"] is None and first["trackers_polled"] == 3
     # The hour after: no parcel asked about, EasyPost's API not called; S1's pushed scan stored.
     assert second["changes_since"] == DAY.replace(hour=13, minute=45).isoformat()

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, exists, or_, select
+from sqlalchemy import Connection, Engine, and_, delete, exists, or_, select
 
 from lastmile.carriers.easypost_client import EasyPostClient, EasyPostConfig
 from lastmile.core.rejections import Rejection
@@ -71,6 +71,17 @@ def _instant(raw: Any) -> datetime | None:
         return None
 
 
+def _plain(value: Any, most: int) -> str | None:
+    """`value` as a string fit for a key column: non-empty, printable, at most `most` characters."""
+    text = str(value) if value not in (None, "") else ""
+    return text if text and len(text) <= most and text.isprintable() else None
+
+
+def _printable(value: Any, most: int) -> str:
+    """`value` cut to `most` characters, anything unprintable shown as '?' (for quarantine's record id)."""
+    return "".join(c if c.isprintable() else "?" for c in str(value if value is not None else ""))[:most]
+
+
 def tracker_event_row(event: Any, account: str, received_at: datetime) -> dict[str, Any] | Rejection | None:
     """The `tracker_events` row for one pushed Event; a Rejection when it cannot be read; None for an
     event about something other than a tracker (a batch, a refund...), or about a tracker state
@@ -83,27 +94,34 @@ def tracker_event_row(event: Any, account: str, received_at: datetime) -> dict[s
     if description not in TRACKER_EVENTS:
         return None
     tracker = event.get("result")
-    # Only what identifies the event goes to quarantine: a tracker may name who signed for it.
-    kept = {"id": event.get("id"), "description": description,
-            "tracking_code": tracker.get("tracking_code") if isinstance(tracker, dict) else None}
-    record_id = str(event.get("id") or "(no id)")[:100]
+    event_id = _plain(event.get("id"), 100)
+    code = _plain(tracker.get("tracking_code"), 64) if isinstance(tracker, dict) else None
+    # Only what identifies the event goes to quarantine (a tracker may name who signed for it), and
+    # only as printable text: a NUL would make Postgres refuse the quarantine row too.
+    kept = {"id": event_id or _printable(event.get("id"), 100) or "(no id)", "description": description,
+            "tracking_code": code or (_printable(tracker.get("tracking_code"), 64) if isinstance(tracker, dict) else None)}
 
     def rejected(field: str, reason: str) -> Rejection:
-        return Rejection.of("easypost_events", record_id, field, reason, kept)
+        return Rejection.of("easypost_events", kept["id"], field, reason, kept)
 
-    if not event.get("id") or len(str(event["id"])) > 100:
-        return rejected("id", "the event has no id of at most 100 characters")
+    if event_id is None:
+        return rejected("id", "the event has no id of at most 100 printable characters")
     if not isinstance(tracker, dict) or tracker.get("object") != "Tracker":
         return rejected("result", "the event's result is not a Tracker")
-    for field, most in (("id", 100), ("tracking_code", 64)):
-        if not tracker.get(field) or len(str(tracker[field])) > most:
-            return rejected(f"result.{field}", f"the tracker has no {field} of at most {most} characters")
-    updated = _instant(tracker.get("updated_at"))
-    if updated is not None and updated < received_at - KEEP:
+    tracker_id = _plain(tracker.get("id"), 100)
+    if tracker_id is None:
+        return rejected("result.id", "the tracker has no id of at most 100 printable characters")
+    if code is None:
+        return rejected("result.tracking_code", "the tracker has no tracking code of at most 64 printable characters")
+    # A version cannot be newer than its delivery (a clock ahead, or a forged year 2099, would
+    # otherwise outrank every real version for days); one without a time is as new as its delivery.
+    updated = min(_instant(tracker.get("updated_at")) or received_at, received_at)
+    if updated < received_at - KEEP:
         return None
-    return {"account": account, "event_id": str(event["id"]), "tracker_id": str(tracker["id"]),
-            "tracking_code": str(tracker["tracking_code"]), "received_at": received_at,
-            "tracker_updated_at": updated, "tracker": json.dumps(tracker, separators=(",", ":"))}
+    return {"account": account, "event_id": event_id, "tracker_id": tracker_id, "tracking_code": code,
+            "received_at": received_at, "tracker_updated_at": updated,
+            "event_created_at": min(_instant(event.get("created_at")) or received_at, received_at),
+            "tracker": json.dumps(tracker, separators=(",", ":"))}
 
 
 def record(engine: Engine, account: str, event: Any, received_at: datetime) -> dict[str, Any]:
@@ -120,27 +138,39 @@ def record(engine: Engine, account: str, event: Any, received_at: datetime) -> d
     return counts
 
 
+def _without_estimate(tracker: dict[str, Any]) -> dict[str, Any]:
+    """The tracker with its scans and no estimated delivery date (tracking._estimate reads both places)."""
+    detail = tracker.get("carrier_detail")
+    return {**tracker, "est_delivery_date": None,
+            "carrier_detail": {**detail, "est_delivery_date_local": None} if isinstance(detail, dict) else detail}
+
+
 def pushed_trackers(conn: Connection, account: str, since: datetime, until: datetime,
                     settled: datetime | None = None) -> list[dict[str, Any]]:
-    """The trackers pushed to `account` after `since` and by `until` that are news: each tracker's
-    newest version, newest first, unless a newer version of it was received by `since` (read by an
-    earlier hour: this one is a retried delivery arriving late) or it is not newer than `settled`
-    (when the account was last read in full: that read saw this state or a later one). A stale
-    version must not be read: the estimate it carries would replace a newer one."""
+    """The trackers pushed to `account` after `since` and by `until`: each tracker's newest version,
+    newest first, unless a newer version of it was received by `since` (read by an earlier hour: this
+    one is a retried delivery arriving late, whose scans that one holds too).
+
+    A version not newer than `settled` (when the account was last asked about every parcel) comes
+    without its estimated delivery date: that read may have seen a newer estimate, which an older
+    one must not replace. Its scans stay: a scan is a fact, stored once however often it is read."""
     te = schema.tracker_events
     earlier = te.alias("earlier")
+    newer = or_(earlier.c.tracker_updated_at > te.c.tracker_updated_at,
+                and_(earlier.c.tracker_updated_at == te.c.tracker_updated_at,
+                     earlier.c.event_created_at > te.c.event_created_at))
     read_before = exists().where(earlier.c.account == te.c.account, earlier.c.tracker_id == te.c.tracker_id,
-                                 earlier.c.received_at <= since,
-                                 earlier.c.tracker_updated_at > te.c.tracker_updated_at)
-    stmt = select(te.c.tracker_id, te.c.tracker).where(te.c.account == account, te.c.received_at > since,
-                                                       te.c.received_at <= until, ~read_before)
-    if settled is not None:
-        stmt = stmt.where(or_(te.c.tracker_updated_at.is_(None), te.c.tracker_updated_at > settled))
+                                 earlier.c.received_at <= since, newer)
+    stmt = (select(te.c.tracker_id, te.c.tracker_updated_at, te.c.tracker)
+            .where(te.c.account == account, te.c.received_at > since, te.c.received_at <= until, ~read_before)
+            .order_by(te.c.tracker_updated_at.desc().nulls_last(), te.c.event_created_at.desc().nulls_last(),
+                      te.c.received_at.desc(), te.c.event_id.desc()))
     newest: dict[str, dict[str, Any]] = {}
-    for tracker_id, raw in conn.execute(stmt.order_by(te.c.tracker_updated_at.desc().nulls_last(),
-                                                      te.c.received_at.desc(), te.c.event_id.desc())):
+    for tracker_id, updated, raw in conn.execute(stmt):
         if tracker_id not in newest:
-            newest[tracker_id] = json.loads(raw)
+            tracker = json.loads(raw)
+            stale = settled is not None and updated is not None and utc(updated) <= settled
+            newest[tracker_id] = _without_estimate(tracker) if stale else tracker
     return list(newest.values())
 
 
@@ -154,7 +184,7 @@ def prune(conn: Connection, account: str, as_of: datetime) -> int:
 class PushedEasyPostClient(EasyPostClient):
     """An EasyPost account whose changes are pushed to us: asked by code like any EasyPost account,
     and asked what changed by reading what it pushed (by `until`, the run's instant) from the history;
-    `settled`: when the account was last read in full (pushed_trackers)."""
+    `settled`: when the account was last asked about every parcel (pushed_trackers)."""
 
     def __init__(self, config: EasyPostConfig, engine: Engine, account: str, until: datetime,
                  settled: datetime | None = None, sleep: Callable[[float], None] = time.sleep) -> None:

@@ -90,47 +90,66 @@ def _parse(payloads: Iterable[tuple[str, dict[str, Any]]], observed_at: datetime
            shape: _Shape) -> ParsedTrackers:
     """Parse (shipment_id, tracker) pairs; bad trackers and bad scans become rejections, not errors."""
     out = ParsedTrackers()
-    events_field = shape.required[-1]
     for shipment_id, payload in payloads:
-        code = str(shape.code(payload) or shipment_id)
-        missing = [f for f in shape.required if payload.get(f) in (None, "")]
-        if missing or not isinstance(payload.get(events_field), list):
-            field_name = missing[0] if missing else events_field
-            out.rejections.append(Rejection.of(
-                source, code, field_name, f"tracker payload is missing {', '.join(missing) or field_name}",
-                payload))
-            continue
-        out.trackers_ok += 1
-        details = list(payload[events_field])
-        for index, detail in enumerate(details):
-            # A history export's row says where it was read, and what was wrong with it then.
-            place = tuple(detail.get("_origin") or ("", 0)) if isinstance(detail, dict) else ("", 0)
-            flaw = detail.get("_flaw") if isinstance(detail, dict) else None
-            if flaw:
-                out.rejections.append(Rejection.of(source, f"{code}#{index}", flaw[0], flaw[1], detail).at(*place))
-                continue
-            event = shape.event(detail)
-            try:
-                occurred_at, offset = parse_timestamp(event.when)
-            except ValueError as err:
-                out.rejections.append(Rejection.of(source, f"{code}#{index}", shape.time_field, str(err),
-                                                   detail).at(*place))
-                stand_in = shape.stand_in_time(payload, detail)
-                if index == len(payload[events_field]) - 1 and stand_in:
-                    # The newest scan is unreadable but the vendor says where the parcel is (and
-                    # when): keep that, or a delivered parcel would look lost.
-                    details.append({**detail, shape.time_field: stand_in,
-                                    "message": f"{event.message} ({shape.stand_in_note})".strip()})
-                continue
-            out.scans.append(_scan(shipment_id, occurred_at, offset, event, detail, shape.to_status))
+        code = str((shape.code(payload) if isinstance(payload, dict) else None) or shipment_id)
         try:
-            estimate = shape.estimate(payload)
+            one = _parse_one(shipment_id, payload, code, observed_at, source, shape)
+        except (AttributeError, TypeError, ValueError, KeyError) as err:
+            # A field of the wrong type (a scan that is not an object, a location that is a string):
+            # this tracker is quarantined, the others are read.
+            out.rejections.append(Rejection.of(source, code, "tracker", f"tracker payload is malformed "
+                                               f"({type(err).__name__}: a field has the wrong type)", payload))
+            continue
+        out.trackers_ok += one.trackers_ok
+        out.scans += one.scans
+        out.estimates += one.estimates
+        out.rejections += one.rejections
+    return out
+
+
+def _parse_one(shipment_id: str, payload: dict[str, Any], code: str, observed_at: datetime, source: str,
+               shape: _Shape) -> ParsedTrackers:
+    """One tracker's scans, estimate and rejections."""
+    out = ParsedTrackers()
+    events_field = shape.required[-1]
+    missing = [f for f in shape.required if payload.get(f) in (None, "")]
+    if missing or not isinstance(payload.get(events_field), list):
+        field_name = missing[0] if missing else events_field
+        out.rejections.append(Rejection.of(
+            source, code, field_name, f"tracker payload is missing {', '.join(missing) or field_name}",
+            payload))
+        return out
+    out.trackers_ok += 1
+    details = list(payload[events_field])
+    for index, detail in enumerate(details):
+        # A history export's row says where it was read, and what was wrong with it then.
+        place = tuple(detail.get("_origin") or ("", 0)) if isinstance(detail, dict) else ("", 0)
+        flaw = detail.get("_flaw") if isinstance(detail, dict) else None
+        if flaw:
+            out.rejections.append(Rejection.of(source, f"{code}#{index}", flaw[0], flaw[1], detail).at(*place))
+            continue
+        event = shape.event(detail)
+        try:
+            occurred_at, offset = parse_timestamp(event.when)
         except ValueError as err:
-            out.rejections.append(Rejection.of(source, code, "est_delivery_date", str(err), payload))
-            estimate = None
-        if estimate is not None:
-            out.estimates.append({"shipment_id": shipment_id, "est_delivery_date": estimate,
-                                  "observed_at": observed_at})
+            out.rejections.append(Rejection.of(source, f"{code}#{index}", shape.time_field, str(err),
+                                               detail).at(*place))
+            stand_in = shape.stand_in_time(payload, detail)
+            if index == len(payload[events_field]) - 1 and stand_in:
+                # The newest scan is unreadable but the vendor says where the parcel is (and
+                # when): keep that, or a delivered parcel would look lost.
+                details.append({**detail, shape.time_field: stand_in,
+                                "message": f"{event.message} ({shape.stand_in_note})".strip()})
+            continue
+        out.scans.append(_scan(shipment_id, occurred_at, offset, event, detail, shape.to_status))
+    try:
+        estimate = shape.estimate(payload)
+    except ValueError as err:
+        out.rejections.append(Rejection.of(source, code, "est_delivery_date", str(err), payload))
+        estimate = None
+    if estimate is not None:
+        out.estimates.append({"shipment_id": shipment_id, "est_delivery_date": estimate,
+                              "observed_at": observed_at})
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, or_, select
@@ -81,11 +81,20 @@ def changes_since(conn: Connection, settings: Settings, account: TrackingAccount
 
 def read_in_full_at(conn: Connection, account: TrackingAccount, as_of: datetime) -> datetime | None:
     """When `account` was last asked about every parcel before `as_of`: its first successful fetch of
-    as_of's UTC day (changes_since asks the day's first fetch in full)."""
-    fh = schema.feed_health.c
+    as_of's UTC day (changes_since asks the day's first fetch in full), at the moment the carrier was
+    actually asked, when later than its run's instant (a queued or long fetch reads the carrier's
+    present, not its run's instant)."""
+    fh, rs = schema.feed_health.c, schema.run_steps.c
     day = batch_key_for(as_of.replace(hour=0, minute=0, second=0, microsecond=0))
-    return utc(conn.execute(select(func.min(fh.as_of)).where(
-        fh.account == account.name, fh.ok.is_(True), fh.batch_key >= day, fh.batch_key < batch_key_for(as_of))).scalar())
+    first = conn.execute(select(fh.batch_key, fh.as_of).where(
+        fh.account == account.name, fh.ok.is_(True), fh.batch_key >= day, fh.batch_key < batch_key_for(as_of))
+        .order_by(fh.batch_key).limit(1)).first()
+    if first is None:
+        return None
+    counts = conn.execute(select(rs.counts).where(rs.batch_key == first.batch_key,
+                                                  rs.step == f"fetch_tracking[{account.name}]")).scalar()
+    asked = json.loads(counts).get("asked_at") if counts else None
+    return max(utc(first.as_of), utc(asked)) if asked else utc(first.as_of)  # type: ignore[type-var,return-value]
 
 
 def routing(settings: Settings, account: TrackingAccount) -> str:
@@ -156,6 +165,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
         with engine.connect() as conn:
             return _in_flight_among(conn, settings, account.name, as_of, schema.shipments.c.tracking_code, codes)
 
+    asked_at = datetime.now(UTC)  # (the carrier answers with its present: read_in_full_at)
     feed = read_feed(settings, account, active, as_of, since, by_code if since is not None else None,
                      settled)
     parsed, error = feed.parsed, feed.error
@@ -184,6 +194,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
         counts = record_step(conn, as_of, f"fetch_tracking[{account.name}]", {
             "account": account.name, "ok": error is None,
             "changes_since": since.isoformat() if since is not None else None, "routing": routing(settings, account),
+            "asked_at": asked_at.isoformat(timespec="seconds"),
             "trackers_polled": len(active), "trackers_listed": feed.listed, "trackers_parsed": parsed.trackers_ok,
             "scans_seen": len(parsed.scans),
             "scans_new": new_scans, "trackers_updated": updated, "scans_unmapped": unmapped,

@@ -207,7 +207,10 @@ tracker_events = Table(
     Column("tracker_id", String(100), nullable=False),  # EasyPost's trk_...: one parcel's tracker
     Column("tracking_code", String(64), nullable=False),
     Column("received_at", TS, nullable=False),
-    Column("tracker_updated_at", TS),  # the tracker's own updated_at: of two versions, the newer wins
+    # The tracker's own updated_at (whole seconds; never after received_at): of two versions, the
+    # newer wins, and of two as new, the one whose event EasyPost created later (its ms created_at).
+    Column("tracker_updated_at", TS),
+    Column("event_created_at", TS),
     Column("tracker", Text, nullable=False),  # the Tracker object as pushed (JSON), read like a polled one
     # An hour reads one account's pushes since its previous fetch: a range of this index.
     Index("ix_tracker_events_account_received", "account", "received_at"),

@@ -5,8 +5,9 @@ every hour (at 1M shipments, 100,000 parcels an hour). It pushes each change ins
 `tracker.updated` event, to a webhook: the ops plugin's `/easypost/<account>/events` endpoint
 verifies each delivery and stores its Tracker here (carriers/easypost_events.py). An hour then
 reads the account's pushes since its previous fetch, one range of (account, received_at), and
-skips a version of a tracker older than one read before (account, tracker_id, tracker_updated_at);
-the day's first fetch still asks about every parcel, which also mends a push that never came.
+skips a version of a tracker older than one read before (account, tracker_id, tracker_updated_at,
+then event_created_at); the day's first fetch still asks about every parcel, which also mends a
+push that never came.
 
 Revision ID: 0017
 Revises: 0016
@@ -35,6 +36,7 @@ def upgrade() -> None:
         sa.Column("tracking_code", sa.String(64), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("tracker_updated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("event_created_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("tracker", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("account", "event_id"),
     )
