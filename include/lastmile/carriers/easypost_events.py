@@ -25,16 +25,17 @@ import logging
 import time
 import unicodedata
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, exists, or_, select
+from sqlalchemy import Connection, Engine, delete, select
 
 from lastmile.carriers.easypost_client import EasyPostClient, EasyPostConfig
 from lastmile.core.rejections import Rejection
 from lastmile.store import schema
 from lastmile.store.db import upsert, utc
 from lastmile.store.quarantine import store_rejections
+from lastmile.store.queries import chunks
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,12 @@ def _without_estimate(tracker: dict[str, Any]) -> dict[str, Any]:
             "carrier_detail": {**detail, "est_delivery_date_local": None} if isinstance(detail, dict) else detail}
 
 
+def _version(updated: Any, created: Any) -> tuple[datetime, datetime]:
+    """A version's rank: the tracker's update time, then the event's creation (None: the earliest)."""
+    least = datetime.min.replace(tzinfo=UTC)
+    return (utc(updated) or least, utc(created) or least)
+
+
 def pushed_trackers(conn: Connection, account: str, since: datetime, until: datetime,
                     settled: datetime | None = None) -> list[dict[str, Any]]:
     """The trackers pushed to `account` after `since` and by `until`: each tracker's newest version,
@@ -154,24 +161,32 @@ def pushed_trackers(conn: Connection, account: str, since: datetime, until: date
     A version not newer than `settled` (when the account was last asked about every parcel) comes
     without its estimated delivery date: that read may have seen a newer estimate, which an older
     one must not replace. Its scans stay: a scan is a fact, stored once however often it is read."""
-    te = schema.tracker_events
-    earlier = te.alias("earlier")
-    newer = or_(earlier.c.tracker_updated_at > te.c.tracker_updated_at,
-                and_(earlier.c.tracker_updated_at == te.c.tracker_updated_at,
-                     earlier.c.event_created_at > te.c.event_created_at))
-    read_before = exists().where(earlier.c.account == te.c.account, earlier.c.tracker_id == te.c.tracker_id,
-                                 earlier.c.received_at <= since, newer)
-    stmt = (select(te.c.tracker_id, te.c.tracker_updated_at, te.c.tracker)
-            .where(te.c.account == account, te.c.received_at > since, te.c.received_at <= until, ~read_before)
-            .order_by(te.c.tracker_updated_at.desc().nulls_last(), te.c.event_created_at.desc().nulls_last(),
-                      te.c.received_at.desc(), te.c.event_id.desc()))
-    newest: dict[str, dict[str, Any]] = {}
-    for tracker_id, updated, raw in conn.execute(stmt):
-        if tracker_id not in newest:
-            tracker = json.loads(raw)
-            stale = settled is not None and updated is not None and utc(updated) <= settled
-            newest[tracker_id] = _without_estimate(tracker) if stale else tracker
-    return list(newest.values())
+    te = schema.tracker_events.c
+    window = conn.execute(select(te.tracker_id, te.tracker_updated_at, te.event_created_at, te.tracker).where(
+        te.account == account, te.received_at > since, te.received_at <= until)).all()
+    newest: dict[str, tuple[tuple[datetime, datetime], str]] = {}
+    for tracker_id, updated, created, raw in window:
+        rank = _version(updated, created)
+        if tracker_id not in newest or rank > newest[tracker_id][0]:
+            newest[tracker_id] = (rank, raw)
+    # What earlier hours read of the same trackers, through (account, tracker_id): a tracker's few
+    # kept versions, the time filtered here (with it in the query, SQLite ranged over every push
+    # received before `since` instead).
+    read: dict[str, tuple[datetime, datetime]] = {}
+    for part in chunks(newest):
+        for tracker_id, received, updated, created in conn.execute(select(
+                te.tracker_id, te.received_at, te.tracker_updated_at, te.event_created_at).where(
+                te.account == account, te.tracker_id.in_(part))):
+            if utc(received) <= since:  # type: ignore[operator]
+                read[tracker_id] = max(read.get(tracker_id, _version(None, None)), _version(updated, created))
+    out = []
+    for tracker_id, (rank, raw) in sorted(newest.items(), key=lambda item: item[1][0], reverse=True):
+        if tracker_id in read and read[tracker_id] > rank:
+            continue
+        tracker = json.loads(raw)
+        stale = settled is not None and rank[0] <= settled
+        out.append(_without_estimate(tracker) if stale else tracker)
+    return out
 
 
 def prune(conn: Connection, account: str, as_of: datetime) -> int:
