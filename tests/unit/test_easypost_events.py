@@ -237,3 +237,35 @@ def test_an_hour_reads_what_easypost_pushed_and_the_next_days_poll_mends_a_lost_
         seen = {(r.shipment_id, r.first_seen_at.hour) for r in conn.execute(schema.scans.select().where(
             schema.scans.c.occurred_at >= DAY.replace(hour=14)))}
     assert seen == {("S1", 15), ("S2", 0)}
+
+
+def test_the_full_read_an_older_push_yields_to_is_when_easypost_was_actually_asked(db_url):
+    """A queued or long full fetch reads EasyPost's present, later than its run's instant."""
+    from lastmile.steps.fetch_tracking import read_in_full_at
+    from lastmile.store.db import batch_key_for
+
+    engine = prepare(db_url)
+    account = TrackingAccount("easypost_default", "easypost", api_key="k", webhook_secret=SECRET)
+
+    def fetched(hour: int, ok: bool, asked: datetime | None) -> None:
+        at = DAY + timedelta(hours=hour)
+        counts = {"asked_at": asked.isoformat()} if asked else {}
+        with engine.begin() as conn:
+            upsert(conn, schema.feed_health, [{
+                "account": "easypost_default", "batch_key": batch_key_for(at), "vendor": "easypost", "as_of": at,
+                "ok": ok, "shipments_asked": 1, "trackers_received": 1, "trackers_updated": 0, "scans_new": 0}],
+                update=["ok"])
+            upsert(conn, schema.run_steps, [{"batch_key": batch_key_for(at), "step": "fetch_tracking[easypost_default]",
+                                             "as_of": at, "counts": json.dumps(counts)}], update=["counts"])
+
+    fetched(-1, True, None)  # the day before's last hour: another day, not counted
+    with engine.connect() as conn:
+        assert read_in_full_at(conn, account, DAY.replace(hour=2)) is None
+    fetched(0, True, DAY.replace(minute=7))  # queued: EasyPost asked at 00:07
+    fetched(1, True, DAY.replace(hour=1, minute=1))
+    with engine.connect() as conn:
+        assert read_in_full_at(conn, account, DAY.replace(hour=2)) == DAY.replace(minute=7)
+        assert read_in_full_at(conn, account, DAY.replace(hour=0, minute=30)) == DAY.replace(minute=7)
+    fetched(0, True, None)  # a fetch recorded before asked_at was: its run's instant
+    with engine.connect() as conn:
+        assert read_in_full_at(conn, account, DAY.replace(hour=2)) == DAY

@@ -29,8 +29,8 @@ def read_feed(settings: Settings, account: TrackingAccount, shipments: list[dict
               settled: datetime | None = None) -> FeedRead:
     """Trackers for `shipments` from `account`, parsed into our scans; with `changed_since`, also
     every tracker the vendor updated since then that belongs to a shipment `shipments_with` finds
-    for its code (tracking.ChangeListing); `settled`: when the account was last read in full (a
-    pushed tracker no newer is not news: carriers.easypost_events.pushed_trackers).
+    for its code (tracking.ChangeListing); `settled`: when the account was last asked about every
+    parcel (a pushed tracker no newer comes without its estimate: easypost_events.pushed_trackers).
 
     A feed that fails half-way keeps what it returned before failing: those scans are facts.
     """

@@ -154,7 +154,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
     engine = engine_for(settings.db_url)
     with engine.connect() as conn:
         since = changes_since(conn, settings, account, as_of)
-        settled = read_in_full_at(conn, account, as_of) if since is not None else None
+        settled = read_in_full_at(conn, account, as_of) if since is not None and account.webhook_secret else None
         # Asked by code: every parcel in flight, or (the vendor lists what changed) only those it may
         # not know yet; the others' news comes from the listing.
         active = (_in_flight(conn, settings, account.name, as_of) if since is None else

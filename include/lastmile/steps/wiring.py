@@ -33,8 +33,8 @@ def order_source(settings: Settings, watermarks: Mapping[str, datetime] | None =
 def tracking_source(settings: Settings, account: TrackingAccount | None = None,
                     as_of: datetime | None = None, settled: datetime | None = None) -> TrackingSource:
     """The carrier feed behind one tracking account; the simulator's when none is named. An EasyPost
-    account with a webhook secret lists what it pushed to us by `as_of` and after `settled` (when
-    it was last read in full: carriers.easypost_events)."""
+    account with a webhook secret lists what it pushed to us by `as_of`; `settled`: when it was
+    last asked about every parcel (carriers.easypost_events.pushed_trackers)."""
     if account is None or account.vendor == SIMULATED:
         return SimulatedShop(settings.sim_dir, settings.sim_seed, settings.sim_orders)
     if account.vendor == EXPORT:
