@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import airflow  # noqa: F401  (puts the plugins folder on sys.path, as in every Airflow component)
+import pytest
 import requests
 import uvicorn
 from servers.easypost import EasyPostServer
@@ -75,6 +77,10 @@ def test_a_pushed_tracker_is_stored_once_and_other_events_are_acknowledged_not_k
     assert record(engine, "easypost_default", event, at + timedelta(minutes=1))["duplicates"] == 1
     assert record(engine, "easypost_default", {**event, "id": "evt_2", "description": "batch.created"}, at)[
         "ignored"] == 1
+    # A time out of range is no time: as new as its delivery (not a 500 EasyPost would retry forever).
+    ancient = _event("evt_5", None)
+    ancient["result"]["updated_at"] = "0001-01-01T00:00:00+01:00"
+    assert record(engine, "easypost_eu", ancient, at)["stored"] == 1
     # A captured body replayed days later (EasyPost signs no time): acknowledged, not kept.
     assert record(engine, "easypost_default", json.loads(BODY), at)["ignored"] == 1  # updated 2024-08-02
     broken = {**event, "id": "evt_3", "result": {**event["result"], "object": "Shipment", "signed_by": "Zoe Obrien"}}
@@ -134,14 +140,29 @@ def test_a_listing_reads_each_trackers_newest_version_and_never_an_older_estimat
     assert at_16[-1]["tracking_details"]  # (its scans)
 
 
-def test_a_malformed_pushed_tracker_is_quarantined_and_the_others_are_read():
+def test_what_a_carrier_gets_wrong_is_quarantined_scan_by_scan_and_our_own_errors_still_fail(monkeypatch):
+    from lastmile.carriers import tracking
     from lastmile.carriers.tracking import parse_easypost
 
     good = json.loads(BODY)["result"]
-    bad = {**good, "tracking_code": "EZ2", "tracking_details": ["not a scan"], "carrier_detail": "nor this"}
-    parsed = parse_easypost([("S1", good), ("S2", bad)], DAY)
-    assert {s["shipment_id"] for s in parsed.scans} == {"S1"} and parsed.trackers_ok == 1
-    assert [(r.record_id, r.field) for r in parsed.rejections] == [("EZ2", "tracker")]
+    details = good["tracking_details"]
+    odd = {**good, "tracking_code": "EZ2", "carrier_detail": "not an object",
+           "tracking_details": ["not a scan", {**details[0], "tracking_location": "ORLANDO FL"},
+                                {**details[1], "datetime": "0001-01-01T00:00:00+01:00"}, *details[2:]]}
+    parsed = parse_easypost([("S1", good), ("S2", odd), ("S3", ["not", "a", "tracker"])], DAY)
+    by_shipment = {sid: sum(1 for s in parsed.scans if s["shipment_id"] == sid) for sid in ("S1", "S2")}
+    # The scan that is no object and the one whose time is out of range are refused; the rest of
+    # that tracker is read (a location that is no object only loses the place).
+    assert by_shipment == {"S1": len(details), "S2": len(details) - 1} and parsed.trackers_ok == 2
+    assert sorted((r.record_id, r.field) for r in parsed.rejections) == [
+        ("EZ2#0", "tracking_details"), ("EZ2#2", "datetime"), ("S3", "tracker")]
+    # A fault of ours is not the carrier's: it fails the task instead of quarantining every tracker.
+    def broken(*_: str) -> None:
+        raise AttributeError("a bug of ours")
+
+    monkeypatch.setattr(tracking, "_EASYPOST", dataclasses.replace(tracking._EASYPOST, to_status=broken))
+    with pytest.raises(AttributeError):
+        parse_easypost([("S1", good)], DAY)
 
 
 def test_only_an_easypost_connection_with_a_webhook_secret_is_read_from_its_pushes():

@@ -68,7 +68,7 @@ def is_signed_by_easypost(secret: str, body: bytes, signature: str | None) -> bo
 def _instant(raw: Any) -> datetime | None:
     try:
         return utc(datetime.fromisoformat(str(raw).replace("Z", "+00:00"))) if raw else None
-    except ValueError:
+    except (ValueError, OverflowError):  # (not a time, or out of range: as if absent)
         return None
 
 

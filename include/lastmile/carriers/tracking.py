@@ -88,18 +88,18 @@ def _scan(shipment_id: str, occurred_at: datetime, offset: int, event: _Event, r
 
 def _parse(payloads: Iterable[tuple[str, dict[str, Any]]], observed_at: datetime, source: str,
            shape: _Shape) -> ParsedTrackers:
-    """Parse (shipment_id, tracker) pairs; bad trackers and bad scans become rejections, not errors."""
+    """Parse (shipment_id, tracker) pairs; bad trackers and bad scans become rejections, not errors.
+
+    Only what a vendor can get wrong is caught (a missing field, a field of the wrong type, a time
+    that is no time): an error of our own still fails the task, rather than quarantining every
+    tracker as if the carrier had sent nonsense."""
     out = ParsedTrackers()
     for shipment_id, payload in payloads:
-        code = str((shape.code(payload) if isinstance(payload, dict) else None) or shipment_id)
-        try:
-            one = _parse_one(shipment_id, payload, code, observed_at, source, shape)
-        except (AttributeError, TypeError, ValueError, KeyError) as err:
-            # A field of the wrong type (a scan that is not an object, a location that is a string):
-            # this tracker is quarantined, the others are read.
-            out.rejections.append(Rejection.of(source, code, "tracker", f"tracker payload is malformed "
-                                               f"({type(err).__name__}: a field has the wrong type)", payload))
+        if not isinstance(payload, dict):
+            out.rejections.append(Rejection.of(source, shipment_id, "tracker", "the tracker is not a JSON object",
+                                               {"type": type(payload).__name__}))
             continue
+        one = _parse_one(shipment_id, payload, str(shape.code(payload) or shipment_id), observed_at, source, shape)
         out.trackers_ok += one.trackers_ok
         out.scans += one.scans
         out.estimates += one.estimates
@@ -122,9 +122,13 @@ def _parse_one(shipment_id: str, payload: dict[str, Any], code: str, observed_at
     out.trackers_ok += 1
     details = list(payload[events_field])
     for index, detail in enumerate(details):
+        if not isinstance(detail, dict):
+            out.rejections.append(Rejection.of(source, f"{code}#{index}", events_field, "the scan is not a JSON object",
+                                               {"type": type(detail).__name__}))
+            continue
         # A history export's row says where it was read, and what was wrong with it then.
-        place = tuple(detail.get("_origin") or ("", 0)) if isinstance(detail, dict) else ("", 0)
-        flaw = detail.get("_flaw") if isinstance(detail, dict) else None
+        place = tuple(detail.get("_origin") or ("", 0))
+        flaw = detail.get("_flaw")
         if flaw:
             out.rejections.append(Rejection.of(source, f"{code}#{index}", flaw[0], flaw[1], detail).at(*place))
             continue
@@ -166,14 +170,19 @@ def _calendar_date(raw: Any) -> date | None:
 # --------------------------------------------------------------------------------------------- EasyPost
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """A nested object of a vendor's payload; {} when it is absent or not an object."""
+    return value if isinstance(value, dict) else {}
+
+
 def _easypost_event(detail: dict[str, Any]) -> _Event:
-    location = detail.get("tracking_location") or {}
+    location = _object(detail.get("tracking_location"))
     return _Event(detail.get("datetime"), str(detail.get("status") or ""), str(detail.get("status_detail") or ""),
                   str(detail.get("message") or ""), location.get("city"), location.get("country"))
 
 
 def _estimate(payload: dict[str, Any]) -> date | None:
-    local = (payload.get("carrier_detail") or {}).get("est_delivery_date_local")
+    local = _object(payload.get("carrier_detail")).get("est_delivery_date_local")
     return _calendar_date(local or payload.get("est_delivery_date"))
 
 
@@ -215,7 +224,7 @@ AFTERSHIP_ESTIMATES = ("courier_estimated_delivery_date", "aftership_estimated_d
 
 def _aftership_estimate(tracking: dict[str, Any]) -> date | None:
     for name in AFTERSHIP_ESTIMATES:
-        edd = tracking.get(name) or {}
+        edd = _object(tracking.get(name))
         found = _calendar_date(edd.get("estimated_delivery_date") or edd.get("estimated_delivery_date_max"))
         if found is not None:
             return found

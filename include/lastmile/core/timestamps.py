@@ -14,4 +14,7 @@ def parse_timestamp(value: Any) -> tuple[datetime, int]:
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"timestamp {value!r} has no UTC offset")
     offset = int(parsed.utcoffset().total_seconds() // 60)  # type: ignore[union-attr]
-    return parsed.astimezone(UTC), offset
+    try:
+        return parsed.astimezone(UTC), offset
+    except OverflowError:  # (year 1 east of UTC, year 9999 west of it)
+        raise ValueError(f"timestamp {value!r} is out of range") from None
