@@ -215,7 +215,8 @@ class EasyPostServer(ScriptedServer):
             return copy.deepcopy(tracker)
 
     def add_scan(self, tracking_code: str, status: str = "in_transit", status_detail: str = "arrived_at_facility",
-                 scanned_at: datetime | None = None, message: str | None = None) -> dict[str, Any]:
+                 scanned_at: datetime | None = None, message: str | None = None,
+                 est_delivery_date: str | None = None) -> dict[str, Any]:
         """A new scan on the newest tracker with this code (the carrier moved the parcel); returns a copy."""
         with self._lock:
             tracker = next(t for t in reversed(self._trackers) if t["tracking_code"] == tracking_code)
@@ -226,6 +227,8 @@ class EasyPostServer(ScriptedServer):
                          "status_detail": status_detail, "datetime": _iso(when), "description": ""})
             details.append(scan)
             tracker.update({"status": status, "status_detail": status_detail, "updated_at": _iso(when)})
+            if est_delivery_date is not None:
+                tracker["est_delivery_date"] = est_delivery_date
             return copy.deepcopy(tracker)
 
     def push(self, url: str, webhook_secret: str, tracking_code: str, description: str = "tracker.updated",

@@ -217,8 +217,11 @@ def test_an_hour_reads_what_easypost_pushed_and_the_next_days_poll_mends_a_lost_
     with prepare(url).begin() as conn:
         upsert(conn, schema.shipments, [_shipment(n) for n in (1, 2, 3)])
         progress.track(conn, ["S1", "S2", "S3"])
+    from lastmile.steps import fetch_tracking as step
+
     clock = {"now": DAY.replace(hour=14, minute=25)}
     monkeypatch.setattr(ops_view, "_now", lambda: clock["now"])
+    monkeypatch.setattr(step, "_now", lambda: clock["now"])
     with EasyPostServer(clock_start=DAY - timedelta(days=3)) as carrier, serving(ops_view.create_app()) as ops:
         for n in (1, 2, 3):
             carrier.add_tracker(f"EZ100000000{n}", scanned_at=DAY - timedelta(days=2))
@@ -229,10 +232,14 @@ def test_an_hour_reads_what_easypost_pushed_and_the_next_days_poll_mends_a_lost_
                                   webhook_secret=SECRET)
         hook = f"{ops}/easypost/easypost_default/events"
 
+        clock["now"] = DAY.replace(hour=14, minute=1)  # EasyPost asked at 14:01
         first = pipeline.fetch_tracking(settings, DAY.replace(hour=14), account)  # the day's first: in full
         asked_by_then = _get_trackers(carrier)
-        # 14:20 S1 arrives at a facility and EasyPost pushes it; 14:40 S2 moves, but that push is lost.
-        carrier.add_scan("EZ1000000001", scanned_at=DAY.replace(hour=14, minute=20))
+        # 14:20 S1 arrives at a facility with a new estimate, and EasyPost pushes it at 14:25;
+        # 14:40 S2 moves, but that push is lost.
+        carrier.add_scan("EZ1000000001", scanned_at=DAY.replace(hour=14, minute=20),
+                         est_delivery_date="2026-11-27T00:00:00Z")
+        clock["now"] = DAY.replace(hour=14, minute=25)
         pushed = carrier.push(hook, SECRET, "EZ1000000001")
         bare = requests.post(hook, data=b"{}", timeout=10).status_code  # no signature: refused before any lookup
         forged = carrier.push(hook, SECRET, "EZ1000000003", signature="hmac-sha256-hex=" + "0" * 64)
@@ -240,8 +247,10 @@ def test_an_hour_reads_what_easypost_pushed_and_the_next_days_poll_mends_a_lost_
         elsewhere = [carrier.push(f"{ops}/easypost/{name}/events", SECRET, "EZ1000000003").status_code
                      for name in ("easypost_eu", "EASYPOST_DEFAULT", "Easypost_default")]  # no such account
         carrier.add_scan("EZ1000000002", scanned_at=DAY.replace(hour=14, minute=40))
+        clock["now"] = DAY.replace(hour=15, minute=1)
         second = pipeline.fetch_tracking(settings, DAY.replace(hour=15), account)
         asked_in_second = _get_trackers(carrier) - asked_by_then
+        clock["now"] = DAY + timedelta(days=1, minutes=1)
         next_day = pipeline.fetch_tracking(settings, DAY + timedelta(days=1), account)
 
     assert (pushed.status_code, pushed.json()["stored"]) == (200, 1)
@@ -258,6 +267,11 @@ def test_an_hour_reads_what_easypost_pushed_and_the_next_days_poll_mends_a_lost_
         seen = {(r.shipment_id, r.first_seen_at.hour) for r in conn.execute(schema.scans.select().where(
             schema.scans.c.occurred_at >= DAY.replace(hour=14)))}
     assert seen == {("S1", 15), ("S2", 0)}
+    # The pushed tracker is newer than the day's full read: its estimate is read with its scan.
+    with prepare(url).connect() as conn:
+        estimates = {(r.est_delivery_date.isoformat(), r.observed_at.hour) for r in conn.execute(
+            schema.estimates.select().where(schema.estimates.c.shipment_id == "S1"))}
+    assert ("2026-11-27", 15) in estimates
 
 
 def test_the_full_read_an_older_push_yields_to_is_when_easypost_was_actually_asked(db_url):

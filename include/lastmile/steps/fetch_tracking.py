@@ -79,6 +79,11 @@ def changes_since(conn: Connection, settings: Settings, account: TrackingAccount
     return utc(last.as_of) - LISTING_OVERLAP  # type: ignore[operator]
 
 
+def _now() -> datetime:
+    """The wall clock (one place, so tests can hold it)."""
+    return datetime.now(UTC)
+
+
 def read_in_full_at(conn: Connection, account: TrackingAccount, as_of: datetime) -> datetime | None:
     """When `account` was last asked about every parcel before `as_of`: its first successful fetch of
     as_of's UTC day (changes_since asks the day's first fetch in full), at the moment the carrier was
@@ -165,7 +170,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
         with engine.connect() as conn:
             return _in_flight_among(conn, settings, account.name, as_of, schema.shipments.c.tracking_code, codes)
 
-    asked_at = datetime.now(UTC)  # (the carrier answers with its present: read_in_full_at)
+    asked_at = _now()  # (the carrier answers with its present: read_in_full_at)
     feed = read_feed(settings, account, active, as_of, since, by_code if since is not None else None,
                      settled)
     parsed, error = feed.parsed, feed.error
