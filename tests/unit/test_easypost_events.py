@@ -255,7 +255,8 @@ def test_an_hour_reads_what_easypost_pushed_and_the_next_days_poll_mends_a_lost_
 
     assert (pushed.status_code, pushed.json()["stored"]) == (200, 1)
     assert (bare, forged.status_code, unsigned.status_code, elsewhere) == (403, 403, 403, [503, 503, 503])
-    assert first["changes_since"] is None and first["trackers_polled"] == 3
+    # (the day the webhook is set up, every parcel's news came by the poll: said once)
+    assert first["changes_since"] is None and (first["trackers_polled"], first["trackers_not_pushed"]) == (3, 3)
     # The hour after: no parcel asked about, EasyPost's API not called; S1's pushed scan stored.
     assert second["changes_since"] == DAY.replace(hour=13, minute=45).isoformat()
     assert (second["trackers_polled"], asked_in_second, second["trackers_listed"], second["scans_new"],
@@ -263,6 +264,7 @@ def test_an_hour_reads_what_easypost_pushed_and_the_next_days_poll_mends_a_lost_
     # The next day's first fetch asks about every parcel: S2's scan, whose push was lost, is read;
     # S1's is not new (the push stored the very scan a poll reads).
     assert (next_day["changes_since"], next_day["trackers_polled"], next_day["scans_new"]) == (None, 3, 1)
+    assert next_day["trackers_not_pushed"] == 1  # S2: news EasyPost never pushed (ops are told in the log)
     with prepare(url).connect() as conn:
         seen = {(r.shipment_id, r.first_seen_at.hour) for r in conn.execute(schema.scans.select().where(
             schema.scans.c.occurred_at >= DAY.replace(hour=14)))}

@@ -138,6 +138,20 @@ def _in_flight_among(conn: Connection, settings: Settings, account: str, as_of: 
         column.in_(part), flying, sh.created_at <= as_of, _routed_to(account, settings)))]
 
 
+def _not_pushed(conn: Connection, settings: Settings, account: TrackingAccount, as_of: datetime) -> int:
+    """Of the account's parcels a full fetch at `as_of` found news for, how many EasyPost pushed
+    nothing about in the last KEEP: news its pushes missed (a webhook disabled, refused, or pointed
+    elsewhere; the listing then reads nothing and those parcels wait for the day's full fetch)."""
+    from lastmile.carriers.easypost_events import KEEP
+
+    sc, sh, te = schema.scans.c, schema.shipments.c, schema.tracker_events.c
+    pushed = select(te.tracking_code).where(te.account == account.name, te.tracking_code == sh.tracking_code,
+                                            te.received_at > as_of - KEEP, te.received_at <= as_of).exists()
+    return conn.execute(select(func.count(func.distinct(sc.shipment_id))).select_from(
+        schema.scans.join(schema.shipments, sh.shipment_id == sc.shipment_id)).where(
+        sc.first_seen_at == as_of, _routed_to(account.name, settings), ~pushed)).scalar_one()
+
+
 def _new_since(conn: Connection, since: datetime, as_of: datetime) -> set[str]:
     """The shipments created, or written by a batch's load_orders, after `since`."""
     sh, bc = schema.shipments.c, schema.batch_changes.c
@@ -189,6 +203,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
         updated = conn.execute(select(func.count(func.distinct(schema.scans.c.shipment_id))).select_from(
             schema.scans.join(schema.shipments, schema.shipments.c.shipment_id == schema.scans.c.shipment_id)).where(
             schema.scans.c.first_seen_at == as_of, _routed_to(account.name, settings))).scalar_one()
+        not_pushed = _not_pushed(conn, settings, account, as_of) if since is None and account.webhook_secret else None
         unmapped = sum(1 for s in parsed.scans if s["status"] == "unmapped")
         upsert(conn, schema.feed_health, [{
             "account": account.name, "batch_key": batch_key_for(as_of), "vendor": account.vendor, "as_of": as_of,
@@ -203,7 +218,13 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
             "trackers_polled": len(active), "trackers_listed": feed.listed, "trackers_parsed": parsed.trackers_ok,
             "scans_seen": len(parsed.scans),
             "scans_new": new_scans, "trackers_updated": updated, "scans_unmapped": unmapped,
-            "quarantined": len(parsed.rejections)})
+            "quarantined": len(parsed.rejections),
+            **({"trackers_not_pushed": not_pushed} if not_pushed is not None else {})})
+    if not_pushed:
+        log.warning("carrier feed %s: the day's full fetch found news for %d parcels that EasyPost pushed nothing "
+                    "about in the last two days: is its webhook still enabled and pointed at "
+                    "/lastmile/easypost/%s/events? (Expected once, on the day the webhook is set up.) Until it is "
+                    "mended, these parcels are read once a day", account.name, not_pushed, account.name)
     if error is not None:
         log.error("ALERT carrier feed %s (%s) is down: %s; its shipments in flight are in an unknown state "
                   "(%d asked about by code%s)", account.name, account.vendor, error, len(active),

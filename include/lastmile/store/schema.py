@@ -216,6 +216,8 @@ tracker_events = Table(
     Index("ix_tracker_events_account_received", "account", "received_at"),
     # ...and skips a version older than one read before (a retried delivery arriving late).
     Index("ix_tracker_events_account_tracker", "account", "tracker_id", "tracker_updated_at"),
+    # ...and, at the day's full fetch, finds the parcels with news that were never pushed.
+    Index("ix_tracker_events_account_code", "account", "tracking_code"),
 )
 suppressions = Table(
     "suppressions", metadata,

@@ -42,9 +42,11 @@ def upgrade() -> None:
     )
     op.create_index("ix_tracker_events_account_received", "tracker_events", ["account", "received_at"])
     op.create_index("ix_tracker_events_account_tracker", "tracker_events", ["account", "tracker_id", "tracker_updated_at"])
+    op.create_index("ix_tracker_events_account_code", "tracker_events", ["account", "tracking_code"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_tracker_events_account_code", table_name="tracker_events")
     op.drop_index("ix_tracker_events_account_tracker", table_name="tracker_events")
     op.drop_index("ix_tracker_events_account_received", table_name="tracker_events")
     op.drop_table("tracker_events")
