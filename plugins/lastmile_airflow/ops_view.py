@@ -356,7 +356,6 @@ def webhook_public_key(conn_id: str = "sendgrid_default") -> str | None:
 
 async def receive_sendgrid_request(request: Any, now: datetime | None = None) -> Any:
     """The endpoint's work: refuse on the headers alone when possible, then read the body with a cap."""
-    from fastapi.responses import JSONResponse
     from starlette.concurrency import run_in_threadpool
 
     from lastmile.email.provider_events import MAX_BODY_BYTES
@@ -366,12 +365,9 @@ async def receive_sendgrid_request(request: Any, now: datetime | None = None) ->
     refused = _refuse_on_headers(key, request.headers, now)
     if refused is not None:
         return refused
-    too_large = JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
-    if _declared_too_large(request.headers.get("content-length"), MAX_BODY_BYTES):
-        return too_large
-    body = await _read_capped(request, MAX_BODY_BYTES)
-    if body is None:
-        return too_large
+    body = await _body_within(request, MAX_BODY_BYTES)
+    if not isinstance(body, bytes):
+        return body
     # Verifying and writing the history DB block: off the event loop the api-server shares.
     return await run_in_threadpool(_verify_and_record, key, body, request.headers, now)
 
@@ -415,6 +411,15 @@ def _declared_too_large(content_length: str | None, limit: int) -> bool:
     return len(content_length.lstrip("0")) > 18 or int(content_length) > limit
 
 
+async def _body_within(request: Any, limit: int) -> Any:
+    """The body, or the 413 answer when it announces or grows past `limit` bytes (never read whole)."""
+    from fastapi.responses import JSONResponse
+
+    body = None if _declared_too_large(request.headers.get("content-length"), limit) else (
+        await _read_capped(request, limit))
+    return body if body is not None else JSONResponse({"detail": f"body larger than {limit} bytes"}, status_code=413)
+
+
 async def _read_capped(request: Any, limit: int) -> bytes | None:
     """The body, or None as soon as it grows past `limit`: never more than one chunk past it is read."""
     chunks: list[bytes] = []
@@ -454,17 +459,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def easypost_webhook_secret(account: str) -> str | None:
-    """The webhook secret of the EasyPost account `account` (its Connection's extra `webhook_secret`);
-    None unless `account` is, exactly, one of the tracking accounts the pipeline fetches (a push
-    stored for another name would never be read, nor deleted)."""
+def easypost_webhook_target(account: str) -> tuple[str, str] | None:
+    """(webhook secret, history URL) for the EasyPost account `account` (its Connection's extra
+    `webhook_secret`); None unless `account` is, exactly, one of the tracking accounts the pipeline
+    fetches (a push stored for another name would never be read, nor deleted)."""
     from airflow.models.connection import Connection
 
     from lastmile.carriers.accounts import account_from_fields
     from lastmile_airflow.connections import airflow_settings
 
     try:
-        if account not in airflow_settings().tracking_accounts:
+        settings = airflow_settings()
+        if account not in settings.tracking_accounts:
             return None
     except Exception as err:  # noqa: BLE001 -- the api-server's lastmile settings are broken: said once per delivery
         log.warning("EasyPost webhook: lastmile's settings cannot be read here (%s)", type(err).__name__)
@@ -474,7 +480,7 @@ def easypost_webhook_secret(account: str) -> str | None:
         found = account_from_fields(account, conn.conn_type, conn.host, conn.port, conn.password, conn.extra_dejson)
     except Exception:  # noqa: BLE001 -- no Connection, or not a usable one: the webhook is not set up
         return None
-    return found.webhook_secret if found.vendor == "easypost" else None
+    return (found.webhook_secret, settings.db_url) if found.vendor == "easypost" and found.webhook_secret else None
 
 
 async def receive_easypost_request(request: Any, now: datetime | None = None) -> Any:
@@ -487,30 +493,26 @@ async def receive_easypost_request(request: Any, now: datetime | None = None) ->
     account = str(request.path_params["account"])
     if not request.headers.get(SIGNATURE_HEADER):  # (before any lookup: an unsigned post costs nothing)
         return JSONResponse({"detail": "missing or invalid EasyPost signature"}, status_code=403)
-    secret = await run_in_threadpool(easypost_webhook_secret, account)
-    if not secret:
+    target = await run_in_threadpool(easypost_webhook_target, account)
+    if target is None:
         # 503: EasyPost retries for a while (then may disable the webhook: the day's full fetch
         # still reads every parcel), so a secret added promptly loses nothing.
         log.warning("EasyPost webhook: a delivery for %r was refused: not a tracking account with a webhook "
                     "secret (LASTMILE_TRACKING_ACCOUNTS, the Connection's extra webhook_secret)", account[:100])
         return JSONResponse({"detail": "no EasyPost account with a webhook secret at this address"}, status_code=503)
-    too_large = JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
-    if _declared_too_large(request.headers.get("content-length"), MAX_BODY_BYTES):
-        return too_large
-    body = await _read_capped(request, MAX_BODY_BYTES)
-    if body is None:
-        return too_large
-    return await run_in_threadpool(receive_easypost_event, account, secret, body, request.headers, now or _now())
+    body = await _body_within(request, MAX_BODY_BYTES)
+    if not isinstance(body, bytes):
+        return body
+    return await run_in_threadpool(receive_easypost_event, account, *target, body, request.headers, now or _now())
 
 
-def receive_easypost_event(account: str, secret: str, body: bytes, headers: Any, now: datetime) -> Any:
+def receive_easypost_event(account: str, secret: str, db_url: str, body: bytes, headers: Any, now: datetime) -> Any:
     """Verify and record one delivery of EasyPost's webhook; the answer tells EasyPost whether to retry
     (a 2xx: never again, so a body we cannot read is quarantined and acknowledged)."""
     from fastapi.responses import JSONResponse
 
     from lastmile.carriers.easypost_events import SIGNATURE_HEADER, is_signed_by_easypost, record
     from lastmile.store.db import engine_for
-    from lastmile_airflow.connections import airflow_settings
 
     if not is_signed_by_easypost(secret, body, headers.get(SIGNATURE_HEADER)):
         return JSONResponse({"detail": "missing or invalid EasyPost signature"}, status_code=403)
@@ -518,7 +520,7 @@ def receive_easypost_event(account: str, secret: str, body: bytes, headers: Any,
         event = json.loads(body)
     except (ValueError, RecursionError):  # (nested deeper than the parser goes: not an EasyPost event)
         return JSONResponse({"detail": "body is not JSON"}, status_code=400)
-    return JSONResponse(record(engine_for(airflow_settings().db_url), account, event, now))
+    return JSONResponse(record(engine_for(db_url), account, event, now))
 
 
 class _LazyApp:
