@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, delete, select
 
 from lastmile.carriers.easypost_client import EasyPostClient, EasyPostConfig
 from lastmile.core.rejections import Rejection
+from lastmile.core.timestamps import parse_timestamp
 from lastmile.store import schema
 from lastmile.store.db import upsert, utc
 from lastmile.store.quarantine import store_rejections
@@ -66,9 +67,10 @@ def is_signed_by_easypost(secret: str, body: bytes, signature: str | None) -> bo
 
 
 def _instant(raw: Any) -> datetime | None:
+    """An EasyPost time in UTC; None when it is absent or no time (as if absent)."""
     try:
-        return utc(datetime.fromisoformat(str(raw).replace("Z", "+00:00"))) if raw else None
-    except (ValueError, OverflowError):  # (not a time, or out of range: as if absent)
+        return parse_timestamp(raw)[0]
+    except ValueError:
         return None
 
 

@@ -144,12 +144,20 @@ def _not_pushed(conn: Connection, settings: Settings, account: TrackingAccount, 
     elsewhere; the listing then reads nothing and those parcels wait for the day's full fetch)."""
     from lastmile.carriers.easypost_events import KEEP
 
-    sc, sh, te = schema.scans.c, schema.shipments.c, schema.tracker_events.c
-    pushed = select(te.tracking_code).where(te.account == account.name, te.tracking_code == sh.tracking_code,
+    te = schema.tracker_events.c
+    pushed = select(te.tracking_code).where(te.account == account.name,
+                                            te.tracking_code == schema.shipments.c.tracking_code,
                                             te.received_at > as_of - KEEP, te.received_at <= as_of).exists()
-    return conn.execute(select(func.count(func.distinct(sc.shipment_id))).select_from(
+    return conn.execute(_with_news(settings, account, as_of, ~pushed)).scalar_one()
+
+
+def _with_news(settings: Settings, account: TrackingAccount, as_of: datetime, *also: Any) -> Any:
+    """How many of the account's shipments got a scan first seen at `as_of` (and `also`)."""
+    sc, sh = schema.scans.c, schema.shipments.c
+    # (a join from this run's scans: an IN over the account's shipments would read every shipment)
+    return select(func.count(func.distinct(sc.shipment_id))).select_from(
         schema.scans.join(schema.shipments, sh.shipment_id == sc.shipment_id)).where(
-        sc.first_seen_at == as_of, _routed_to(account.name, settings), ~pushed)).scalar_one()
+        sc.first_seen_at == as_of, _routed_to(account.name, settings), *also)
 
 
 def _new_since(conn: Connection, since: datetime, as_of: datetime) -> set[str]:
@@ -199,10 +207,7 @@ def fetch_tracking(settings: Settings, as_of: datetime, account: TrackingAccount
             from lastmile.carriers.easypost_events import prune
 
             prune(conn, account.name, as_of)
-        # (a join from this run's scans: an IN over the account's shipments would read every shipment)
-        updated = conn.execute(select(func.count(func.distinct(schema.scans.c.shipment_id))).select_from(
-            schema.scans.join(schema.shipments, schema.shipments.c.shipment_id == schema.scans.c.shipment_id)).where(
-            schema.scans.c.first_seen_at == as_of, _routed_to(account.name, settings))).scalar_one()
+        updated = conn.execute(_with_news(settings, account, as_of)).scalar_one()
         not_pushed = _not_pushed(conn, settings, account, as_of) if since is None and account.webhook_secret else None
         unmapped = sum(1 for s in parsed.scans if s["status"] == "unmapped")
         upsert(conn, schema.feed_health, [{
